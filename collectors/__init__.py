@@ -1,0 +1,1 @@
+"""Collectors: poll sources, map native records to canonical observations."""

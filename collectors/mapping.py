@@ -1,0 +1,244 @@
+"""Config-driven mapping of a native record onto canonical observations.
+
+Paths are dotted with optional list indexes (`orders.order[0].outer_sku_id`). A status may be a
+single path or a template over several fields (`"{confirm_status}/{order_status}"`), looked up
+in `status_map`. Every failure names the field path and the offending value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from collectors.errors import SchemaError
+from collectors.types import DIMENSIONS, Observation
+from store.lifecycle import RANK
+
+IGNORE = "ignore"
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
+_MISSING = object()
+
+
+class MappingConfig(BaseModel):
+    """How one source's records map onto the canonical lifecycle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_id: str
+    status: str | None = None
+    status_map: dict[str, str] = Field(default_factory=dict)
+    status_time: str | None = None
+    times: dict[str, str] = Field(default_factory=dict)
+    channel: str | None = None
+    channel_map: dict[str, str] = Field(default_factory=dict)
+    amount: str | None = None
+    amount_unit: Literal["yuan", "fen"] = "yuan"
+    created_at: str | None = None
+    dims: dict[str, str] = Field(default_factory=dict)
+    time_format: str = "%Y-%m-%d %H:%M:%S"  # strftime pattern, or "unix", "unix_ms", "iso"
+    timezone: str = "Asia/Shanghai"  # zone of times written without an offset
+    null_values: tuple[str, ...] = ("", "0", "0001-01-01 00:00:00", "1970-01-01 08:00:00")
+
+    @field_validator("status_map")
+    @classmethod
+    def _known_states(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted({v for v in value.values() if v != IGNORE and v not in RANK})
+        if bad:
+            raise ValueError(f"unknown canonical state(s) {bad}; use one of {sorted(RANK)} or 'ignore'")
+        return value
+
+    @field_validator("times")
+    @classmethod
+    def _known_time_states(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in value if k not in RANK)
+        if bad:
+            raise ValueError(f"unknown canonical state(s) {bad}")
+        return value
+
+    @field_validator("dims")
+    @classmethod
+    def _known_dims(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in value if k not in DIMENSIONS)
+        if bad:
+            raise ValueError(f"unknown dimension(s) {bad}; use {list(DIMENSIONS)}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        ZoneInfo(value)
+        return value
+
+
+def get_path(record: Any, path: str) -> Any:
+    """Value at a dotted path, or the module's _MISSING sentinel."""
+    node = record
+    for name, index in _PATH_TOKEN.findall(path):
+        if name:
+            if not isinstance(node, dict) or name not in node:
+                return _MISSING
+            node = node[name]
+        else:
+            i = int(index)
+            if not isinstance(node, list) or i >= len(node):
+                return _MISSING
+            node = node[i]
+    return node
+
+
+def record_fingerprint(record: Any) -> str:
+    text = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    return "sha1:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+class RecordMapper:
+    """Maps one source's native records; raises SchemaError naming source, record and field."""
+
+    def __init__(self, source: str, mapping: MappingConfig, channel: str | None = None) -> None:
+        self.source = source
+        self.mapping = mapping
+        self.channel = channel
+        self._zone = ZoneInfo(mapping.timezone)
+        if mapping.channel is None and channel is None:
+            raise ValueError(f"{source}: mapping needs a channel field or the source's channel")
+
+    # -- field readers -------------------------------------------------------------------
+    def _fail(self, key: str, field: str, message: str) -> SchemaError:
+        return SchemaError(self.source, key, field, message)
+
+    def _text(self, record: dict, path: str, key: str, required: bool) -> str | None:
+        value = get_path(record, path)
+        if value is _MISSING or value is None:
+            if required:
+                raise self._fail(key, path, "required field is missing")
+            return None
+        if isinstance(value, (dict, list)):
+            raise self._fail(key, path, f"expected a scalar, got {type(value).__name__}")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return str(value)
+
+    def parse_time(self, raw: Any, key: str, path: str) -> datetime | None:
+        if raw is _MISSING or raw is None:
+            return None
+        if isinstance(raw, datetime):  # SQL drivers return datetimes; naive ones are source-local
+            moment = raw if raw.tzinfo else raw.replace(tzinfo=self._zone)
+            return moment.astimezone(UTC)
+        text = str(raw).strip()
+        if text in self.mapping.null_values:
+            return None
+        fmt = self.mapping.time_format
+        try:
+            if fmt in ("unix", "unix_ms"):
+                seconds = float(text) / (1000 if fmt == "unix_ms" else 1)
+                return datetime.fromtimestamp(seconds, UTC)
+            if fmt == "iso":
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            else:
+                moment = datetime.strptime(text, fmt)
+        except (ValueError, OverflowError):
+            raise self._fail(key, path, f"{text!r} is not a time in format {fmt!r}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=self._zone)
+        return moment.astimezone(UTC)
+
+    def _amount(self, record: dict, key: str) -> int | None:
+        path = self.mapping.amount
+        if path is None:
+            return None
+        text = self._text(record, path, key, required=False)
+        if text is None or text == "":
+            return None
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            raise self._fail(key, path, f"{text!r} is not a number") from None
+        if self.mapping.amount_unit == "yuan":
+            value = value * 100
+        if value != value.to_integral_value() or value < 0:
+            raise self._fail(key, path, f"{text!r} is not a valid {self.mapping.amount_unit} amount")
+        return int(value)
+
+    def _native_status(self, record: dict, key: str) -> str | None:
+        template = self.mapping.status
+        if template is None:
+            return None
+        if "{" not in template:
+            return self._text(record, template, key, required=True)
+        parts = {}
+        for path in _TEMPLATE_FIELD.findall(template):
+            parts[path] = self._text(record, path, key, required=True)
+        return _TEMPLATE_FIELD.sub(lambda m: parts[m.group(1)] or "", template)
+
+    def record_key(self, record: Any) -> str:
+        value = get_path(record, self.mapping.order_id) if isinstance(record, dict) else _MISSING
+        if value is _MISSING or value is None or isinstance(value, (dict, list)):
+            return record_fingerprint(record)
+        return str(value)
+
+    # -- the mapping -------------------------------------------------------------------
+    def map(self, record: Any) -> list[Observation]:
+        key = self.record_key(record)
+        if not isinstance(record, dict):
+            raise self._fail(key, "$", f"expected an object, got {type(record).__name__}")
+        m = self.mapping
+        raw_id = self._text(record, m.order_id, key, required=True)
+        if not raw_id:
+            raise self._fail(key, m.order_id, "order id is empty")
+        channel = self.channel
+        if m.channel is not None:
+            native = self._text(record, m.channel, key, required=True)
+            channel = m.channel_map.get(native, native) if m.channel_map else native
+            if m.channel_map and native not in m.channel_map:
+                raise self._fail(key, m.channel, f"unmapped channel value {native!r}")
+        dims = {}
+        for dim, path in m.dims.items():
+            text = self._text(record, path, key, required=False)
+            if text:
+                dims[dim] = text
+        amount = self._amount(record, key)
+        created_at = None
+        if m.created_at is not None:
+            created_at = self.parse_time(get_path(record, m.created_at), key, m.created_at)
+
+        stamps: dict[str, datetime] = {}
+        for state, path in m.times.items():
+            moment = self.parse_time(get_path(record, path), key, path)
+            if moment is not None:
+                stamps[state] = moment
+        native = self._native_status(record, key)
+        if native is not None:
+            state = m.status_map.get(native)
+            if state is None:
+                raise self._fail(key, m.status, f"unmapped status value {native!r}")
+            if state != IGNORE and state not in stamps:
+                if m.status_time is None:
+                    raise self._fail(key, m.status or "status", "no status_time configured")
+                moment = self.parse_time(get_path(record, m.status_time), key, m.status_time)
+                if moment is None:
+                    raise self._fail(key, m.status_time, "time of the current status is missing")
+                stamps[state] = moment
+        if created_at is None:
+            created_at = stamps.get("created")
+        return [
+            Observation(
+                source=self.source,
+                record_key=f"{raw_id}|{state}",
+                channel=channel,
+                raw_order_id=raw_id,
+                state=state,
+                at=moment,
+                dims=dims,
+                amount_fen=amount,
+                created_at=created_at,
+            )
+            for state, moment in sorted(stamps.items(), key=lambda item: RANK[item[0]])
+        ]

@@ -1,0 +1,1 @@
+"""KPI engine, snapshots and the Prometheus exposition."""

@@ -1,0 +1,96 @@
+"""Immutable KPI snapshots: computed by the KPI job, persisted, read by /metrics, alerts and pages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine, delete, insert, select
+
+from store.schema import kpi_snapshots, kpi_values
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def labels_of(mapping: dict[str, str] | None = None, **kw: str) -> Labels:
+    merged = dict(mapping or {}, **kw)
+    return tuple(sorted((k, str(v)) for k, v in merged.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class KpiValue:
+    kpi: str
+    labels: Labels
+    value: float
+
+    @property
+    def label_dict(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    computed_at: datetime
+    values: tuple[KpiValue, ...]
+    duration_seconds: float = 0.0
+    _index: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for v in self.values:
+            self._index[(v.kpi, v.labels)] = v.value
+
+    def get(self, kpi: str, **labels: str) -> float | None:
+        """The value of one series; no labels = the total series."""
+        return self._index.get((kpi, labels_of(labels)))
+
+    def series(self, kpi: str, by: Iterable[str] | None = None) -> list[KpiValue]:
+        """All series of a KPI; with `by`, only those whose label keys are exactly `by`."""
+        keys = None if by is None else tuple(sorted(by))
+        return [
+            v for v in self.values if v.kpi == kpi and (keys is None or tuple(k for k, _ in v.labels) == keys)
+        ]
+
+
+def save_snapshot(engine: Engine, snapshot: Snapshot, keep: int = 3) -> int:
+    """Persist a snapshot in one transaction and drop old ones; returns its id."""
+    with engine.begin() as conn:
+        snap_id = conn.execute(
+            insert(kpi_snapshots).values(
+                computed_at=snapshot.computed_at, duration_seconds=snapshot.duration_seconds
+            )
+        ).inserted_primary_key[0]
+        rows = [
+            {
+                "snapshot_id": snap_id,
+                "kpi": v.kpi,
+                "labels": json.dumps(dict(v.labels), sort_keys=True, ensure_ascii=False),
+                "value": v.value,
+            }
+            for v in snapshot.values
+        ]
+        if rows:
+            conn.execute(insert(kpi_values), rows)
+        old = select(kpi_snapshots.c.id).order_by(kpi_snapshots.c.id.desc()).offset(keep)
+        old_ids = [r[0] for r in conn.execute(old)]
+        if old_ids:
+            conn.execute(delete(kpi_values).where(kpi_values.c.snapshot_id.in_(old_ids)))
+            conn.execute(delete(kpi_snapshots).where(kpi_snapshots.c.id.in_(old_ids)))
+    return snap_id
+
+
+def load_latest_snapshot(engine: Engine) -> Snapshot | None:
+    with engine.connect() as conn:
+        head = conn.execute(
+            select(kpi_snapshots).order_by(kpi_snapshots.c.id.desc()).limit(1)
+        ).first()
+        if head is None:
+            return None
+        rows = conn.execute(
+            select(kpi_values.c.kpi, kpi_values.c.labels, kpi_values.c.value).where(
+                kpi_values.c.snapshot_id == head.id
+            )
+        ).all()
+    values = tuple(KpiValue(r.kpi, labels_of(json.loads(r.labels)), r.value) for r in rows)
+    return Snapshot(head.computed_at, values, head.duration_seconds)

@@ -1,0 +1,1 @@
+"""Fulfillment Sentinel: glue (config, clock, service, CLI)."""

@@ -1,0 +1,268 @@
+"""config.toml -> strict, cross-checked, frozen models; every problem reported at once."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from collectors.mapping import MappingConfig
+from metrics.catalog import KPI_BY_NAME
+from store.lifecycle import RANK
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config.toml"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def parse_duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    raise ValueError(f"{value!r} is not a duration (e.g. 30s, 15m, 4h, 1d)")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ServiceConfig(Strict):
+    timezone: str = "Asia/Shanghai"
+    store_url: str = "sqlite:///var/sentinel.db"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    dashboard_url: str = "http://127.0.0.1:8501"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        ZoneInfo(value)
+        return value
+
+
+class ChannelConfig(Strict):
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,7}$")  # global ID prefix, e.g. TB, JD, PDD, DY, MINI
+    name: str  # display name (zh)
+    id_pattern: str | None = None  # regex a raw order id must match
+
+    @field_validator("id_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            re.compile(value)
+        return value
+
+
+class SourceConfig(Strict):
+    kind: Literal["http", "sql", "logfile"]
+    preset: str | None = None  # http protocol preset: tmall, jd, pdd, douyin, youzan
+    channel: str | None = None  # channel of every record, unless mapping.channel reads it
+    url: str | None = None
+    query: str | None = None  # sql: a SELECT with a :since parameter
+    path: str | None = None  # logfile path
+    credentials: dict[str, SecretStr] = Field(default_factory=dict)
+    poll_interval: Duration = timedelta(seconds=60)
+    overlap: Duration = timedelta(seconds=120)
+    page_size: int = Field(default=100, ge=1, le=100)
+    timeout: Duration = timedelta(seconds=10)
+    initial_lookback: Duration = timedelta(hours=24)  # how far back the first poll reads
+    cursor_field: str | None = None  # sql/http: record field that drives the incremental cursor
+    enabled: bool = True
+    mapping: MappingConfig
+
+
+class KpiConfig(Strict):
+    window: Duration = timedelta(hours=24)
+    sync_sla: Duration = timedelta(minutes=15)
+    refresh_interval: Duration = timedelta(seconds=30)
+    stuck_timeouts: dict[str, Duration] = Field(default_factory=dict)
+
+    @field_validator("stuck_timeouts")
+    @classmethod
+    def _states(cls, value: dict[str, timedelta]) -> dict[str, timedelta]:
+        bad = sorted(k for k in value if k not in RANK)
+        if bad:
+            raise ValueError(f"unknown canonical state(s) {bad}")
+        return value
+
+
+class RuleConfig(Strict):
+    name: str
+    kpi: str
+    by: tuple[str, ...] = ()  # label keys of the series this rule watches ([] = the total)
+    match: dict[str, str] = Field(default_factory=dict)
+    op: Literal["<", "<=", ">", ">="]
+    threshold: float
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    min_count: float = 0  # ignore series whose denominator (count) is below this
+    severity: Literal["P1", "P2", "P3"] = "P2"
+    route: str
+    summary: str = ""
+
+
+class RouteConfig(Strict):
+    kind: Literal["wecom"]
+    url: str
+    key: SecretStr
+    mentions: tuple[str, ...] = ()
+
+
+class AlertsConfig(Strict):
+    eval_interval: Duration = timedelta(seconds=30)
+    repeat_interval: Duration = timedelta(hours=1)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    rules: tuple[RuleConfig, ...] = ()
+
+
+class Config(Strict):
+    service: ServiceConfig = ServiceConfig()
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    kpi: KpiConfig = KpiConfig()
+    alerts: AlertsConfig = AlertsConfig()
+
+
+class ConfigError(Exception):
+    """All problems of one config, each as `dotted.location: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _interpolate(node: Any, where: str, env: dict[str, str], problems: list[str]) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in strings from the environment."""
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{where}.{k}" if where else k, env, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{where}[{i}]", env, problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def sub(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{where}: environment variable {name} is not set")
+            return ""
+
+        return _ENV.sub(sub, node)
+    return node
+
+
+def _location(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            name = "for" if item == "for_" else str(item)
+            parts.append(("." if parts else "") + name)
+    return "".join(parts)
+
+
+def _cross_check(cfg: Config) -> list[str]:
+    problems = []
+    for name, src in cfg.sources.items():
+        where = f"sources.{name}"
+        if src.channel is None and src.mapping.channel is None:
+            problems.append(f"{where}.channel: set channel, or mapping.channel to read it per record")
+        if src.channel is not None and src.channel not in cfg.channels:
+            problems.append(f"{where}.channel: unknown channel {src.channel!r}")
+        for native, channel in src.mapping.channel_map.items():
+            if channel not in cfg.channels:
+                problems.append(f"{where}.mapping.channel_map.{native}: unknown channel {channel!r}")
+        if src.kind == "http" and not src.url:
+            problems.append(f"{where}.url: field required for kind 'http'")
+        if src.kind == "http" and not src.preset:
+            problems.append(f"{where}.preset: field required for kind 'http'")
+        if src.kind == "sql":
+            if not src.url:
+                problems.append(f"{where}.url: field required for kind 'sql' (an SQLAlchemy URL)")
+            if not src.query or ":since" not in src.query:
+                problems.append(f"{where}.query: a SELECT with a :since parameter is required")
+        if src.kind == "logfile" and not src.path:
+            problems.append(f"{where}.path: field required for kind 'logfile'")
+    for i, rule in enumerate(cfg.alerts.rules):
+        where = f"alerts.rules[{i}]"
+        spec = KPI_BY_NAME.get(rule.kpi)
+        if spec is None:
+            problems.append(f"{where}.kpi: unknown KPI {rule.kpi!r}; known: {sorted(KPI_BY_NAME)}")
+        else:
+            for label in (*rule.by, *rule.match):
+                if label not in spec.labels:
+                    problems.append(f"{where}.by: KPI {rule.kpi} has no label {label!r}")
+        if rule.route not in cfg.alerts.routes:
+            problems.append(f"{where}.route: unknown route {rule.route!r}")
+    names = [r.name for r in cfg.alerts.rules]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"alerts.rules: rule name {dup!r} is used twice")
+    codes = [c.code for c in cfg.channels.values()]
+    for dup in sorted({c for c in codes if codes.count(c) > 1}):
+        problems.append(f"channels: code {dup!r} is used twice")
+    return problems
+
+
+def _apply_override(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def parse_config(raw: dict, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    problems: list[str] = []
+    data = _interpolate(raw, "", dict(os.environ if env is None else env), problems)
+    for dotted, value in (overrides or {}).items():
+        _apply_override(data, dotted, value)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            msg = err["msg"]
+            if err["type"] == "missing":
+                msg = "field required"
+            elif err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{_location(err['loc'])}: {msg}")
+        raise ConfigError(problems) from None
+    problems.extend(_cross_check(cfg))
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    path = Path(path or os.environ.get("SENTINEL_CONFIG") or DEFAULT_PATH)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
+    return parse_config(raw, env=env, overrides=overrides)

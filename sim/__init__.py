@@ -1,0 +1,1 @@
+"""The simulated world: channels, payments, WMS, scenarios, and the scenario runner."""

@@ -1,0 +1,45 @@
+"""Ground truth of the simulated world: one SimOrder per order, with its true timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+CHANNELS = ("tmall", "jd", "pdd", "douyin", "youzan")  # youzan = the WeChat mini-program shop
+
+
+@dataclass
+class SimOrder:
+    channel: str  # one of CHANNELS
+    raw_id: str  # native id format of the channel (string, even when numeric)
+    created_at: datetime  # UTC
+    amount_fen: int
+    sku: str  # merchant SKU code, e.g. TS-RED-M
+    province: str
+    city: str
+    payment_method: str  # alipay | wechat
+    warehouse: str  # WH-HZ, WH-GZ, ...
+    carrier: str  # kuaidi100 carrier code
+    tracking_no: str
+    # True times (UTC) at which the order entered each canonical state. Only states that really
+    # happened by the end of the world are present. Keys: created, paid, wms_received, picked,
+    # packed, shipped, delivered, cancelled.
+    events: dict[str, datetime] = field(default_factory=dict)
+    # Which systems saw the order: a fault can keep the WMS from ever receiving it.
+    in_wms: bool = True
+    tags: set[str] = field(default_factory=set)  # fault tags, e.g. {"wms_push_dropped"}
+
+    def state_at(self, now: datetime) -> str | None:
+        """The latest canonical state entered at or before `now` (None: not created yet)."""
+        latest, latest_at = None, None
+        for state, at in self.events.items():
+            if at <= now and (latest_at is None or at >= latest_at):
+                latest, latest_at = state, at
+        return latest
+
+    def events_until(self, now: datetime) -> dict[str, datetime]:
+        return {s: t for s, t in self.events.items() if t <= now}
+
+    def modified_at(self, now: datetime) -> datetime | None:
+        seen = [t for t in self.events.values() if t <= now]
+        return max(seen) if seen else None

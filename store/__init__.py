@@ -1,0 +1,1 @@
+"""Canonical model and the store (SQLAlchemy 2 Core)."""

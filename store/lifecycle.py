@@ -1,0 +1,60 @@
+"""The canonical order lifecycle (PRODUCT.md): states, ranks, milestone columns."""
+
+from __future__ import annotations
+
+FORWARD = (
+    "created",
+    "paid",
+    "erp_accepted",
+    "wms_received",
+    "picked",
+    "packed",
+    "shipped",
+    "in_transit",
+    "delivered",
+)
+EXITS = ("cancelled", "closed")
+RETURNS = (
+    "return_requested",
+    "return_approved",
+    "return_awaiting_receipt",
+    "return_received",
+    "refunded",
+)
+STATES = FORWARD + EXITS + RETURNS
+
+# Status never moves backwards: the current state is the highest-ranked one observed.
+# Exits outrank the forward path; the return path outranks exits (a closed order can be refunded).
+RANK: dict[str, int] = {s: i for i, s in enumerate(FORWARD)}
+RANK.update({s: 100 + i for i, s in enumerate(EXITS)})
+RANK.update({s: 200 + i for i, s in enumerate(RETURNS)})
+
+# States at or past the warehouse: an order in any of these has "reached the WMS".
+WMS_REACHED = ("wms_received", "picked", "packed")
+
+STATE_LABELS_ZH = {
+    "created": "已创建",
+    "paid": "已付款",
+    "erp_accepted": "ERP已接单",
+    "wms_received": "仓库已接单",
+    "picked": "已拣货",
+    "packed": "已打包",
+    "shipped": "已发货",
+    "in_transit": "运输中",
+    "delivered": "已签收",
+    "cancelled": "已取消",
+    "closed": "已关闭",
+    "return_requested": "退货申请",
+    "return_approved": "退货已审核",
+    "return_awaiting_receipt": "待仓库收货",
+    "return_received": "退货已收货",
+    "refunded": "已退款",
+}
+
+
+def milestone_column(state: str) -> str:
+    return f"{state}_at"
+
+
+def is_state(value: str) -> bool:
+    return value in RANK

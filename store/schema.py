@@ -1,0 +1,187 @@
+"""Tables (SQLAlchemy 2 Core). Times are UTC epoch milliseconds (BIGINT) for portable, fast SQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+from collectors.types import DIMENSIONS
+from store.lifecycle import STATES, milestone_column
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+class EpochMs(TypeDecorator):
+    """Aware datetime in Python, UTC epoch milliseconds in the database."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None or isinstance(value, int):
+            return value
+        if value.tzinfo is None:
+            raise ValueError("naive datetime cannot be stored; use UTC-aware datetimes")
+        return to_ms(value)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else from_ms(int(value))
+
+
+metadata = MetaData()
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("global_id", String(48), primary_key=True),
+    Column("channel", String(32), nullable=False),
+    Column("raw_order_id", String(128), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("state_rank", Integer, nullable=False),
+    Column("state_at", EpochMs, nullable=False),
+    *[Column(milestone_column(s), EpochMs) for s in STATES],
+    Column("amount_fen", BigInteger),
+    *[Column(d, String(64)) for d in DIMENSIONS],
+    Column("first_seen_at", EpochMs, nullable=False),
+    Column("updated_at", EpochMs, nullable=False),
+    Index("ix_orders_state", "state", "state_at"),
+    Index("ix_orders_paid", "paid_at"),
+)
+
+order_ids = Table(
+    "order_ids",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("raw_order_id", String(128), primary_key=True),
+    Column("global_id", String(48), nullable=False, unique=True),
+)
+
+id_sequences = Table(
+    "id_sequences",
+    metadata,
+    Column("prefix", String(32), primary_key=True),  # e.g. TB_20260212
+    Column("last_seq", BigInteger, nullable=False),
+)
+
+observations = Table(
+    "observations",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("record_key", String(255), nullable=False),
+    Column("global_id", String(48), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("at", EpochMs, nullable=False),
+    Column("ingested_at", EpochMs, nullable=False),
+    UniqueConstraint("source", "record_key", name="uq_observation_source_key"),
+    Index("ix_observations_order", "global_id"),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", EpochMs, nullable=False),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("record_key", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("field", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("at", EpochMs, nullable=False),
+    UniqueConstraint("source", "fingerprint", name="uq_quarantine_source_fp"),
+)
+
+source_health = Table(
+    "source_health",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("up", Boolean, nullable=False),
+    Column("last_attempt_at", EpochMs),
+    Column("last_success_at", EpochMs),
+    Column("last_error_at", EpochMs),
+    Column("last_error_class", String(32)),
+    Column("last_error", Text),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("records_total", BigInteger, nullable=False, default=0),
+    Column("observations_total", BigInteger, nullable=False, default=0),
+    Column("quarantined_total", BigInteger, nullable=False, default=0),
+    Column("errors_json", Text, nullable=False, default="{}"),  # error class -> count
+    Column("lag_seconds", Float),
+)
+
+kpi_snapshots = Table(
+    "kpi_snapshots",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("computed_at", EpochMs, nullable=False),
+    Column("duration_seconds", Float, nullable=False),
+)
+
+kpi_values = Table(
+    "kpi_values",
+    metadata,
+    Column("snapshot_id", BigInteger, nullable=False),
+    Column("kpi", String(64), nullable=False),
+    Column("labels", String(255), nullable=False),  # canonical JSON, sorted keys
+    Column("value", Float, nullable=False),
+    Index("ix_kpi_values_snapshot", "snapshot_id", "kpi"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("rule", String(128), nullable=False),
+    Column("labels", String(255), nullable=False),
+    Column("state", String(16), nullable=False),  # pending, firing, resolved
+    Column("value", Float),
+    Column("pending_since", EpochMs),
+    Column("fired_at", EpochMs),
+    Column("resolved_at", EpochMs),
+    Column("last_notified_at", EpochMs),
+    Column("updated_at", EpochMs, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("dedup_key", String(255), nullable=False, unique=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("route", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # firing, repeat, resolved
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, sent, failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", EpochMs, nullable=False),
+    Column("sent_at", EpochMs),
+    Column("response", Text),
+)

@@ -1,0 +1,104 @@
+"""Store contract, run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from collectors.types import Batch, Observation, Quarantined
+from store.db import init_schema, make_engine
+from store.schema import observations, order_ids, orders, quarantine
+from store.store import ChannelIdentity, Store
+
+T0 = datetime(2026, 2, 12, 12, 0, tzinfo=UTC)  # 20:00 in Shanghai
+CHANNELS = {
+    "tmall": ChannelIdentity("TB", r"\d{18,19}"),
+    "pdd": ChannelIdentity("PDD", r"\d{6}-\d{15}"),
+}
+
+
+@pytest.fixture
+def store(store_url):
+    engine = make_engine(store_url)
+    init_schema(engine)
+    yield Store(engine, CHANNELS, "Asia/Shanghai")
+    engine.dispose()
+
+
+def obs(raw: str, state: str, minutes: float, channel: str = "tmall", source: str = "tmall", **kw) -> Observation:
+    return Observation(source, f"{raw}|{state}", channel, raw, state, T0 + timedelta(minutes=minutes), **kw)
+
+
+def count(store: Store, table) -> int:
+    with store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar()
+
+
+def order(store: Store, gid: str) -> dict:
+    with store.engine.connect() as conn:
+        return dict(conn.execute(select(orders).where(orders.c.global_id == gid)).mappings().one())
+
+
+def test_same_batch_twice_is_one_set_of_rows(store):
+    batch = Batch("tmall", [obs("3912345678901234567", "created", 0), obs("3912345678901234567", "paid", 1)], records=1)
+    first = store.ingest(batch, T0)
+    second = store.ingest(batch, T0 + timedelta(minutes=1))
+    assert (first.new_observations, second.new_observations, second.duplicate_observations) == (2, 0, 2)
+    assert count(store, observations) == 2
+    assert count(store, orders) == 1
+
+
+def test_global_id_both_ways_and_daily_sequence(store):
+    store.ingest(Batch("tmall", [obs("3912345678901234567", "created", 0), obs("3912345678901234568", "created", 5)]), T0)
+    store.ingest(
+        Batch("pdd", [obs("260212-123456789012345", "paid", 3, channel="pdd", source="pdd")]), T0
+    )
+    assert store.global_id("tmall", "3912345678901234567") == "TB_20260212_000001"
+    assert store.global_id("tmall", "3912345678901234568") == "TB_20260212_000002"
+    assert store.global_id("pdd", "260212-123456789012345") == "PDD_20260212_000001"
+    assert store.raw_ids("TB_20260212_000002") == [("tmall", "3912345678901234568")]
+    # a later batch continues the sequence instead of restarting it
+    store.ingest(Batch("tmall", [obs("3912345678901234569", "created", 9)]), T0)
+    assert store.global_id("tmall", "3912345678901234569") == "TB_20260212_000003"
+
+
+def test_state_never_moves_backwards_and_milestones_keep_earliest(store):
+    raw = "3912345678901234567"
+    store.ingest(Batch("wms", [obs(raw, "picked", 20, source="wms", dims={"warehouse": "WH-HZ01"})]), T0)
+    store.ingest(Batch("tmall", [obs(raw, "paid", 1), obs(raw, "created", 0, amount_fen=12900)]), T0)
+    row = order(store, store.global_id("tmall", raw))
+    assert row["state"] == "picked"
+    assert row["state_at"] == T0 + timedelta(minutes=20)
+    assert row["paid_at"] == T0 + timedelta(minutes=1)
+    assert row["warehouse"] == "WH-HZ01" and row["amount_fen"] == 12900
+
+
+def test_bad_records_go_to_quarantine_once_with_the_field(store):
+    bad_id = obs("not-a-tmall-id", "paid", 1)
+    q = Quarantined("tmall", "rec-9", "pay_time", "field pay_time: 'yesterday' is not a time", '{"tid": 9}')
+    batch = Batch("tmall", [bad_id, obs("3912345678901234567", "paid", 1)], [q], records=3)
+    result = store.ingest(batch, T0)
+    store.ingest(batch, T0)
+    assert result.quarantined == 2
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(quarantine.c.field, quarantine.c.reason).order_by(quarantine.c.field)).all()
+    assert [r.field for r in rows] == ["order_id", "pay_time"]
+    assert "does not match the tmall id pattern" in rows[0].reason
+    assert count(store, orders) == 1
+
+
+def test_cursor_commits_with_its_data_or_not_at_all(store, monkeypatch):
+    store.ingest(Batch("tmall", [obs("3912345678901234567", "paid", 1)], cursor="c1"), T0)
+    assert store.cursor("tmall") == "c1"
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("store lost mid-write")
+
+    monkeypatch.setattr(store, "_merge_orders", boom)
+    with pytest.raises(RuntimeError):
+        store.ingest(Batch("tmall", [obs("3912345678901234568", "paid", 2)], cursor="c2"), T0)
+    assert store.cursor("tmall") == "c1"
+    assert count(store, observations) == 1
+    assert count(store, order_ids) == 1
