@@ -22,9 +22,7 @@ def _reached_wms():
 def sync_values(engine: Engine, now: datetime, window: timedelta, sla: timedelta) -> list[KpiValue]:
     """Sync success ratio: orders paid >= SLA ago (inside the window) that reached the WMS."""
     reached = _reached_wms()
-    ended_early = and_(
-        or_(orders.c.cancelled_at.isnot(None), orders.c.closed_at.isnot(None)), not_(reached)
-    )
+    ended_early = and_(or_(orders.c.cancelled_at.isnot(None), orders.c.closed_at.isnot(None)), not_(reached))
     stmt = (
         select(
             orders.c.channel,
@@ -64,13 +62,17 @@ def _sync_series(labels, paid: int, reached: int) -> list[KpiValue]:
 def state_values(engine: Engine, now: datetime, timeouts: dict[str, timedelta]) -> list[KpiValue]:
     """Orders per open state, and those over the state's timeout (stuck)."""
     open_states = [s for s in RANK if s not in TERMINAL]
-    over = case(
-        *[
-            (and_(orders.c.state == s, orders.c.state_at <= to_ms(now - t)), 1)
-            for s, t in timeouts.items()
-        ],
-        else_=0,
-    ) if timeouts else literal(0)
+    over = (
+        case(
+            *[
+                (and_(orders.c.state == s, orders.c.state_at <= to_ms(now - t)), 1)
+                for s, t in timeouts.items()
+            ],
+            else_=0,
+        )
+        if timeouts
+        else literal(0)
+    )
     stmt = (
         select(orders.c.state, orders.c.channel, func.count().label("n"), func.sum(over).label("stuck"))
         .where(orders.c.state.in_(open_states))
@@ -100,8 +102,9 @@ def _state_series(labels, state: str, n: int, stuck: int, timeouts) -> list[KpiV
     return out
 
 
-def compute_snapshot(engine: Engine, now: datetime, window: timedelta, sla: timedelta,
-                     timeouts: dict[str, timedelta]) -> Snapshot:
+def compute_snapshot(
+    engine: Engine, now: datetime, window: timedelta, sla: timedelta, timeouts: dict[str, timedelta]
+) -> Snapshot:
     started = time.perf_counter()
     values = sync_values(engine, now, window, sla) + state_values(engine, now, timeouts)
     return Snapshot(now, tuple(values), time.perf_counter() - started)

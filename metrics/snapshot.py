@@ -82,9 +82,7 @@ def save_snapshot(engine: Engine, snapshot: Snapshot, keep: int = 3) -> int:
 
 def load_latest_snapshot(engine: Engine) -> Snapshot | None:
     with engine.connect() as conn:
-        head = conn.execute(
-            select(kpi_snapshots).order_by(kpi_snapshots.c.id.desc()).limit(1)
-        ).first()
+        head = conn.execute(select(kpi_snapshots).order_by(kpi_snapshots.c.id.desc()).limit(1)).first()
         if head is None:
             return None
         rows = conn.execute(

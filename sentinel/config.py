@@ -235,7 +235,9 @@ def _apply_override(raw: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_config(raw: dict, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def parse_config(
+    raw: dict, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
     problems: list[str] = []
     data = _interpolate(raw, "", dict(os.environ if env is None else env), problems)
     for dotted, value in (overrides or {}).items():
@@ -257,7 +259,9 @@ def parse_config(raw: dict, env: dict[str, str] | None = None, overrides: dict[s
     return cfg
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
     path = Path(path or os.environ.get("SENTINEL_CONFIG") or DEFAULT_PATH)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -265,4 +269,8 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         raise ConfigError([f"{path}: file not found"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: {exc}"]) from None
-    return parse_config(raw, env=env, overrides=overrides)
+    environ = dict(os.environ if env is None else env)
+    overrides = dict(overrides or {})
+    if environ.get("SENTINEL_STORE_URL") and "service.store_url" not in overrides:
+        overrides["service.store_url"] = environ["SENTINEL_STORE_URL"]
+    return parse_config(raw, env=environ, overrides=overrides)

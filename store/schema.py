@@ -160,14 +160,16 @@ alerts = Table(
     metadata,
     Column("fingerprint", String(64), primary_key=True),
     Column("rule", String(128), nullable=False),
-    Column("labels", String(255), nullable=False),
+    Column("labels", String(255), nullable=False),  # canonical JSON, sorted keys
     Column("state", String(16), nullable=False),  # pending, firing, resolved
+    Column("severity", String(8)),
     Column("value", Float),
     Column("pending_since", EpochMs),
     Column("fired_at", EpochMs),
     Column("resolved_at", EpochMs),
     Column("last_notified_at", EpochMs),
     Column("updated_at", EpochMs, nullable=False),
+    Index("ix_alerts_state", "state"),
 )
 
 outbox = Table(
@@ -181,7 +183,10 @@ outbox = Table(
     Column("body", Text, nullable=False),
     Column("status", String(16), nullable=False),  # pending, sent, failed
     Column("attempts", Integer, nullable=False, default=0),
+    Column("parts_sent", Integer, nullable=False, default=0),  # parts of a split body already accepted
     Column("created_at", EpochMs, nullable=False),
+    Column("next_attempt_at", EpochMs),
     Column("sent_at", EpochMs),
-    Column("response", Text),
+    Column("response", Text),  # the receiver's answer (sent) or the failure reason (failed/retrying)
+    Index("ix_outbox_status", "status", "id"),
 )

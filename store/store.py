@@ -59,9 +59,7 @@ class Store:
         self.engine = engine
         self.channels = dict(channels)
         self.zone = ZoneInfo(timezone)
-        self._patterns = {
-            name: re.compile(c.id_pattern) for name, c in self.channels.items() if c.id_pattern
-        }
+        self._patterns = {name: re.compile(c.id_pattern) for name, c in self.channels.items() if c.id_pattern}
         self._lock = threading.Lock()
 
     # -- reads -----------------------------------------------------------------------------
@@ -80,7 +78,9 @@ class Store:
     def raw_ids(self, global_id: str) -> list[tuple[str, str]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(order_ids.c.channel, order_ids.c.raw_order_id).where(order_ids.c.global_id == global_id)
+                select(order_ids.c.channel, order_ids.c.raw_order_id).where(
+                    order_ids.c.global_id == global_id
+                )
             )
             return [(r.channel, r.raw_order_id) for r in rows]
 
@@ -98,7 +98,9 @@ class Store:
             result.orders_touched = self._merge_orders(conn, new, ids, now)
             result.quarantined = self._insert_quarantine(conn, quarantined, now)
             if batch.cursor is not None:
-                self._upsert(conn, cursors, {"source": batch.source}, {"value": batch.cursor, "updated_at": now})
+                self._upsert(
+                    conn, cursors, {"source": batch.source}, {"value": batch.cursor, "updated_at": now}
+                )
             self._count_health(conn, batch, result, now)
         return result
 
@@ -116,10 +118,17 @@ class Store:
                 valid.append(o)
             else:
                 raw = json.dumps(
-                    {"channel": o.channel, "order_id": o.raw_order_id, "state": o.state, "at": o.at.isoformat()},
+                    {
+                        "channel": o.channel,
+                        "order_id": o.raw_order_id,
+                        "state": o.state,
+                        "at": o.at.isoformat(),
+                    },
                     ensure_ascii=False,
                 )
-                rejected.append(Quarantined(o.source, o.record_key, reason[0], f"field {reason[0]}: {reason[1]}", raw))
+                rejected.append(
+                    Quarantined(o.source, o.record_key, reason[0], f"field {reason[0]}: {reason[1]}", raw)
+                )
         return valid, rejected
 
     def _resolve_ids(self, conn: Connection, obs: list[Observation]) -> dict[tuple[str, str], str]:
@@ -228,7 +237,9 @@ class Store:
             if is_new:
                 first = items[0]
                 row = {c: None for c in orders.c.keys()}
-                row.update(global_id=gid, channel=first.channel, raw_order_id=first.raw_order_id, first_seen_at=now)
+                row.update(
+                    global_id=gid, channel=first.channel, raw_order_id=first.raw_order_id, first_seen_at=now
+                )
             before = dict(row)
             for o in sorted(items, key=lambda x: x.at):
                 col = milestone_column(o.state)
@@ -271,13 +282,22 @@ class Store:
             fp = fingerprint(f"{q.record_key}\n{q.reason}\n{q.raw}")
             fresh.setdefault(
                 (q.source, fp),
-                {"source": q.source, "record_key": q.record_key[:255], "fingerprint": fp,
-                 "field": q.field[:255], "reason": q.reason, "raw": q.raw, "at": now},
+                {
+                    "source": q.source,
+                    "record_key": q.record_key[:255],
+                    "fingerprint": fp,
+                    "field": q.field[:255],
+                    "reason": q.reason,
+                    "raw": q.raw,
+                    "at": now,
+                },
             )
         for source in {k[0] for k in fresh}:
             fps = [k[1] for k in fresh if k[0] == source]
             rows = conn.execute(
-                select(quarantine.c.fingerprint).where(quarantine.c.source == source, quarantine.c.fingerprint.in_(fps))
+                select(quarantine.c.fingerprint).where(
+                    quarantine.c.source == source, quarantine.c.fingerprint.in_(fps)
+                )
             )
             for r in rows:
                 fresh.pop((source, r.fingerprint), None)
@@ -291,8 +311,13 @@ class Store:
         if row is not None:
             return dict(row)
         fresh = {
-            "source": source, "up": False, "consecutive_failures": 0, "records_total": 0,
-            "observations_total": 0, "quarantined_total": 0, "errors_json": "{}",
+            "source": source,
+            "up": False,
+            "consecutive_failures": 0,
+            "records_total": 0,
+            "observations_total": 0,
+            "quarantined_total": 0,
+            "errors_json": "{}",
         }
         conn.execute(insert(source_health).values(**fresh))
         return fresh
@@ -339,7 +364,10 @@ class Store:
 
     def health(self) -> list[dict]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(source_health).order_by(source_health.c.source)).mappings()]
+            return [
+                dict(r)
+                for r in conn.execute(select(source_health).order_by(source_health.c.source)).mappings()
+            ]
 
     @staticmethod
     def _upsert(conn: Connection, table, key: dict, values: dict) -> None:

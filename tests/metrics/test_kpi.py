@@ -29,18 +29,23 @@ def feed(store: Store, rows: list[tuple[str, str, str, timedelta]]) -> None:
 
 
 def snapshot(store: Store):
-    return compute_snapshot(store.engine, NOW, timedelta(hours=24), 15 * M, {"paid": 15 * M, "picked": 12 * M})
+    return compute_snapshot(
+        store.engine, NOW, timedelta(hours=24), 15 * M, {"paid": 15 * M, "picked": 12 * M}
+    )
 
 
 def test_sync_ratio_counts_only_orders_past_the_sla(store):
     feed(
         store,
         [
-            ("tmall", "1", "paid", 60 * M), ("tmall", "1", "wms_received", 50 * M),  # reached
+            ("tmall", "1", "paid", 60 * M),
+            ("tmall", "1", "wms_received", 50 * M),  # reached
             ("tmall", "2", "paid", 40 * M),  # stuck: paid 40 min ago, never reached
             ("tmall", "3", "paid", 5 * M),  # inside the SLA: not counted yet
-            ("jd", "4", "paid", 30 * M), ("jd", "4", "picked", 20 * M),  # reached (picked implies WMS)
-            ("jd", "5", "paid", 30 * M), ("jd", "5", "cancelled", 29 * M),  # cancelled before WMS: excluded
+            ("jd", "4", "paid", 30 * M),
+            ("jd", "4", "picked", 20 * M),  # reached (picked implies WMS)
+            ("jd", "5", "paid", 30 * M),
+            ("jd", "5", "cancelled", 29 * M),  # cancelled before WMS: excluded
             ("jd", "6", "paid", 25 * 60 * M),  # outside the 24 h window
         ],
     )

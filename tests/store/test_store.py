@@ -27,7 +27,9 @@ def store(store_url):
     engine.dispose()
 
 
-def obs(raw: str, state: str, minutes: float, channel: str = "tmall", source: str = "tmall", **kw) -> Observation:
+def obs(
+    raw: str, state: str, minutes: float, channel: str = "tmall", source: str = "tmall", **kw
+) -> Observation:
     return Observation(source, f"{raw}|{state}", channel, raw, state, T0 + timedelta(minutes=minutes), **kw)
 
 
@@ -42,7 +44,9 @@ def order(store: Store, gid: str) -> dict:
 
 
 def test_same_batch_twice_is_one_set_of_rows(store):
-    batch = Batch("tmall", [obs("3912345678901234567", "created", 0), obs("3912345678901234567", "paid", 1)], records=1)
+    batch = Batch(
+        "tmall", [obs("3912345678901234567", "created", 0), obs("3912345678901234567", "paid", 1)], records=1
+    )
     first = store.ingest(batch, T0)
     second = store.ingest(batch, T0 + timedelta(minutes=1))
     assert (first.new_observations, second.new_observations, second.duplicate_observations) == (2, 0, 2)
@@ -51,10 +55,11 @@ def test_same_batch_twice_is_one_set_of_rows(store):
 
 
 def test_global_id_both_ways_and_daily_sequence(store):
-    store.ingest(Batch("tmall", [obs("3912345678901234567", "created", 0), obs("3912345678901234568", "created", 5)]), T0)
     store.ingest(
-        Batch("pdd", [obs("260212-123456789012345", "paid", 3, channel="pdd", source="pdd")]), T0
+        Batch("tmall", [obs("3912345678901234567", "created", 0), obs("3912345678901234568", "created", 5)]),
+        T0,
     )
+    store.ingest(Batch("pdd", [obs("260212-123456789012345", "paid", 3, channel="pdd", source="pdd")]), T0)
     assert store.global_id("tmall", "3912345678901234567") == "TB_20260212_000001"
     assert store.global_id("tmall", "3912345678901234568") == "TB_20260212_000002"
     assert store.global_id("pdd", "260212-123456789012345") == "PDD_20260212_000001"
@@ -83,7 +88,9 @@ def test_bad_records_go_to_quarantine_once_with_the_field(store):
     store.ingest(batch, T0)
     assert result.quarantined == 2
     with store.engine.connect() as conn:
-        rows = conn.execute(select(quarantine.c.field, quarantine.c.reason).order_by(quarantine.c.field)).all()
+        rows = conn.execute(
+            select(quarantine.c.field, quarantine.c.reason).order_by(quarantine.c.field)
+        ).all()
     assert [r.field for r in rows] == ["order_id", "pay_time"]
     assert "does not match the tmall id pattern" in rows[0].reason
     assert count(store, orders) == 1

@@ -1,0 +1,30 @@
+# Two commands: `make demo` runs the product on the simulated world; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup demo test lint check-config clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m sentinel demo
+
+check-config: setup
+	$(PY) -m sentinel check-config
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: setup lint check-config
+	$(PY) -m pytest
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,195 @@
+"""Chinese WeCom markdown for one alert: what broke, how many orders, where, since when, a link."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from metrics.catalog import KPI_BY_NAME
+from metrics.snapshot import Labels, Snapshot
+from sentinel.config import Config, RuleConfig
+from store.lifecycle import STATE_LABELS_ZH
+
+MAX_BYTES = 3800  # well under WeCom's 4096 so a route mention or two still fits in one message
+TOP_CHANNELS = 5
+SEVERITY_COLOUR = {"P1": "warning", "P2": "warning", "P3": "comment"}
+LABEL_NAMES_ZH = {"channel": "渠道", "state": "状态", "warehouse": "仓库", "carrier": "承运商"}
+
+
+def render_alert(
+    kind: str,
+    rule: RuleConfig,
+    labels: Labels | dict[str, str],
+    value: float | None,
+    snapshot: Snapshot | None,
+    config: Config,
+    now: datetime,
+    since: datetime | None = None,
+) -> str:
+    """The markdown body for a `firing`, `repeat` or `resolved` notification."""
+    labels = dict(labels)
+    spec = KPI_BY_NAME.get(rule.kpi)
+    title = spec.title_zh if spec else rule.kpi
+    zone = ZoneInfo(config.service.timezone)
+    since = since or now
+    scope = _scope(labels, config)
+    if kind == "resolved":
+        lines = [
+            f'### <font color="info">已恢复</font> {title}',
+            f"> 范围：{scope}",
+            f"> 当前值：{_value_text(rule, value)}（阈值 {rule.op} {_fmt(rule, rule.threshold)}）",
+            f"> 持续时长：{_duration(now - since)}（{_local(since, zone)} 至 {_local(now, zone)}）",
+        ]
+    else:
+        direction = "低于" if rule.op in ("<", "<=") else "高于"
+        colour = SEVERITY_COLOUR.get(rule.severity, "warning")
+        head = "履约告警持续中" if kind == "repeat" else "履约告警"
+        lines = [
+            f'### {head} <font color="{colour}">{rule.severity}</font> {title}{direction}阈值',
+            f"> 范围：{scope}",
+            f"> 当前值：**{_value_text(rule, value)}**（阈值 {rule.op} {_fmt(rule, rule.threshold)}）",
+            *_impact(rule, labels, snapshot, config),
+            f"> 开始时间：{_local(since, zone)}"
+            + (f"（已持续 {_duration(now - since)}）" if kind == "repeat" else ""),
+        ]
+        if rule.summary:
+            lines.append(f"> 可能原因：{_one_line(rule.summary, 200)}")
+    tail = [f"[查看详情]({_link(rule, labels, config)})"]
+    route = config.alerts.routes.get(rule.route)
+    if route is not None and route.mentions:
+        tail.append(" ".join(f"<@{m}>" for m in route.mentions))
+    return _fit(lines + tail, len(tail))
+
+
+def _impact(rule: RuleConfig, labels: dict[str, str], snap: Snapshot | None, config: Config) -> list[str]:
+    """How many orders and where: the counts behind a ratio, and the top channels."""
+    if snap is None:
+        return []
+    lines = []
+    if rule.kpi == "sync_success_ratio":
+        stuck = snap.get("sync_unreached_orders", **labels)
+        paid = snap.get("sync_paid_orders", **labels)
+        sla = _duration(config.kpi.sync_sla)
+        if stuck is not None:
+            total = f"（共 {int(paid)} 单）" if paid is not None else ""
+            lines.append(f"> 滞留订单：**{int(stuck)}** 单已付款超过 {sla}未到达仓库{total}")
+        if "channel" not in labels:
+            lines += _channels(snap, "sync_unreached_orders", {}, config)
+    elif rule.kpi in ("stuck_ratio", "stuck_orders"):
+        state = labels.get("state")
+        stuck = snap.get("stuck_orders", **labels)
+        total = snap.get("state_orders", **labels)
+        timeout = config.kpi.stuck_timeouts.get(state) if state else None
+        if stuck is not None:
+            where = f"在「{_state(state)}」状态" if state else ""
+            over = f"超过 {_duration(timeout)}" if timeout else "超时"
+            count = f"（该状态共 {int(total)} 单）" if total is not None else ""
+            lines.append(f"> 停滞订单：**{int(stuck)}** 单{where}{over}{count}")
+        if "channel" not in labels and state:
+            lines += _channels(snap, "stuck_orders", {"state": state}, config)
+    return lines
+
+
+def _channels(snap: Snapshot, kpi: str, fixed: dict[str, str], config: Config) -> list[str]:
+    """One line naming the channels with the most affected orders (truncated)."""
+    keys = sorted({*fixed, "channel"})
+    counts = [
+        (v.label_dict["channel"], int(v.value))
+        for v in snap.series(kpi, by=keys)
+        if all(v.label_dict.get(k) == val for k, val in fixed.items()) and v.value > 0
+    ]
+    if not counts:
+        return []
+    counts.sort(key=lambda item: (-item[1], item[0]))
+    shown = "、".join(f"{_channel(name, config)} {n} 单" for name, n in counts[:TOP_CHANNELS])
+    rest = len(counts) - TOP_CHANNELS
+    more = (
+        f" 等 {len(counts)} 个渠道（其余 {rest} 个共 {sum(n for _, n in counts[TOP_CHANNELS:])} 单）"
+        if rest > 0
+        else ""
+    )
+    return [f"> 影响渠道：{shown}{more}"]
+
+
+def _scope(labels: dict[str, str], config: Config) -> str:
+    if not labels:
+        return "全部渠道"
+    parts = []
+    for key, val in sorted(labels.items()):
+        shown = _channel(val, config) if key == "channel" else _state(val) if key == "state" else val
+        parts.append(f"{LABEL_NAMES_ZH.get(key, key)} {shown}")
+    return "，".join(parts)
+
+
+def _channel(name: str, config: Config) -> str:
+    channel = config.channels.get(name)
+    return channel.name if channel else name
+
+
+def _state(state: str | None) -> str:
+    return STATE_LABELS_ZH.get(state or "", state or "")
+
+
+def _fmt(rule: RuleConfig, number: float) -> str:
+    spec = KPI_BY_NAME.get(rule.kpi)
+    if spec is not None and spec.unit == "ratio":
+        return f"{number * 100:.2f}%"
+    if float(number).is_integer():
+        return str(int(number))
+    return f"{number:.2f}"
+
+
+def _value_text(rule: RuleConfig, value: float | None) -> str:
+    return "无数据" if value is None else _fmt(rule, value)
+
+
+def _link(rule: RuleConfig, labels: dict[str, str], config: Config) -> str:
+    query = urlencode({"kpi": rule.kpi, **dict(sorted(labels.items()))})
+    return f"{config.service.dashboard_url.rstrip('/')}/?{query}"
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def _duration(delta: timedelta) -> str:
+    """A human duration in Chinese: 45 秒, 15 分钟, 1 小时 5 分钟, 2 天 3 小时."""
+    seconds = max(0, int(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} 天" + (f" {hours} 小时" if hours else "")
+    if hours:
+        return f"{hours} 小时" + (f" {minutes} 分钟" if minutes else "")
+    if minutes:
+        return f"{minutes} 分钟"
+    return f"{secs} 秒"
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _fit(lines: list[str], tail: int) -> str:
+    """Join lines under MAX_BYTES: keep the last `tail` lines (link, mentions), drop middle ones."""
+    body = "\n".join(lines)
+    if _size(body) <= MAX_BYTES:
+        return body
+    kept_tail = lines[len(lines) - tail :]
+    budget = MAX_BYTES - _size("\n".join(kept_tail)) - 8
+    head: list[str] = []
+    for line in lines[: len(lines) - tail]:
+        if _size("\n".join([*head, line])) > budget:
+            break
+        head.append(line)
+    body = "\n".join([*head, "…", *kept_tail])
+    while _size(body) > MAX_BYTES:  # only with absurd mention lists: cut on character boundaries
+        body = body[: -max(1, (_size(body) - MAX_BYTES) // 3)]
+    return body
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))

@@ -1,0 +1,43 @@
+"""Channel API presets (protocol per platform) and their default field mappings."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+
+from collectors.mapping import MappingConfig
+from collectors.presets.base import Call, Credentials, Page, Preset
+from collectors.presets.douyin import DouyinPreset
+from collectors.presets.jd import JdPreset
+from collectors.presets.pdd import PddPreset
+from collectors.presets.tmall import TmallPreset
+from collectors.presets.youzan import YouzanPreset
+
+PRESETS: dict[str, Preset] = {
+    p.name: p for p in (TmallPreset(), JdPreset(), PddPreset(), DouyinPreset(), YouzanPreset())
+}
+MAPPINGS_PATH = Path(__file__).with_name("mappings.toml")
+
+__all__ = ["PRESETS", "Call", "Credentials", "Page", "Preset", "get_preset", "load_preset_mapping"]
+
+
+def get_preset(name: str | None) -> Preset:
+    """The preset called `name`; ValueError listing the known ones otherwise."""
+    preset = PRESETS.get(name or "")
+    if preset is None:
+        raise ValueError(f"unknown http preset {name!r}; use one of {sorted(PRESETS)}")
+    return preset
+
+
+@cache
+def _mapping_tables() -> dict[str, dict]:
+    return tomllib.loads(MAPPINGS_PATH.read_text(encoding="utf-8"))
+
+
+def load_preset_mapping(channel: str) -> MappingConfig:
+    """The default MappingConfig of `channel` from mappings.toml (copied into config.toml)."""
+    tables = _mapping_tables()
+    if channel not in tables:
+        raise ValueError(f"no default mapping for {channel!r}; known: {sorted(tables)}")
+    return MappingConfig.model_validate(tables[channel])

@@ -1,0 +1,294 @@
+"""Prometheus exposition of the latest KPI snapshot and source health; scrapes never compute KPIs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+
+from metrics.catalog import KPI_BY_NAME, KPIS
+from metrics.snapshot import Snapshot
+from sentinel.clock import Clock
+
+log = logging.getLogger("sentinel.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exposed metric: the single source for name, type, labels, unit and help."""
+
+    name: str
+    kind: Literal["gauge", "counter"]
+    labels: tuple[str, ...]
+    unit: str
+    help: str
+
+
+HEALTH_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("fulfillment_source_up", "gauge", ("source",), "boolean",
+               "1 when the last poll of the source succeeded, 0 otherwise."),
+    MetricSpec("fulfillment_source_last_success_timestamp_seconds", "gauge", ("source",), "seconds",
+               "Unix time of the last successful poll of the source."),
+    MetricSpec("fulfillment_source_consecutive_failures", "gauge", ("source",), "polls",
+               "Polls of the source that failed in a row since the last success."),
+    MetricSpec("fulfillment_source_errors_total", "counter", ("source", "class"), "errors",
+               "Failed polls of the source by error class (timeout, http_5xx, rate_limited, ...)."),
+    MetricSpec("fulfillment_source_records_total", "counter", ("source",), "records",
+               "Native records read from the source."),
+    MetricSpec("fulfillment_source_observations_total", "counter", ("source",), "observations",
+               "New canonical observations stored from the source."),
+    MetricSpec("fulfillment_source_quarantined_total", "counter", ("source",), "records",
+               "Records of the source that could not be mapped and went to quarantine."),
+    MetricSpec("fulfillment_source_lag_seconds", "gauge", ("source",), "seconds",
+               "How far the newest event read from the source lags behind the time it was read."),
+)  # fmt: skip
+
+SELF_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("fulfillment_snapshot_timestamp_seconds", "gauge", (), "seconds",
+               "Unix time the exposed KPI snapshot was computed at."),
+    MetricSpec("fulfillment_snapshot_age_seconds", "gauge", (), "seconds",
+               "Seconds since the exposed KPI snapshot was computed (by the service clock, at scrape)."),
+    MetricSpec("fulfillment_kpi_refresh_duration_seconds", "gauge", (), "seconds",
+               "Wall time the KPI job took to compute the exposed snapshot."),
+)  # fmt: skip
+
+KPI_METRICS: tuple[MetricSpec, ...] = tuple(
+    MetricSpec(k.metric, "gauge", k.labels, k.unit, k.help) for k in KPIS
+)
+METRICS: tuple[MetricSpec, ...] = KPI_METRICS + HEALTH_METRICS + SELF_METRICS
+METRIC_BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+_AGE = METRIC_BY_NAME["fulfillment_snapshot_age_seconds"]
+
+
+def _family(spec: MetricSpec) -> Metric:
+    if spec.kind == "counter":
+        return CounterMetricFamily(spec.name, spec.help)
+    return GaugeMetricFamily(spec.name, spec.help)
+
+
+def _add(family: Metric, spec: MetricSpec, labels: dict[str, str], value: float) -> None:
+    sample = spec.name if spec.kind == "gauge" else f"{family.name}_total"
+    family.add_sample(sample, labels, float(value))
+
+
+def kpi_families(snapshot: Snapshot | None) -> list[Metric]:
+    """One family per catalog KPI; series whose label keys the catalog does not allow are dropped."""
+    families = {k.name: _family(METRIC_BY_NAME[k.metric]) for k in KPIS}
+    if snapshot is None:
+        return list(families.values())
+    dropped: set[str] = set()
+    # Sorted so the exposition is stable: totals first, then by label values.
+    for value in sorted(snapshot.values, key=lambda v: (v.kpi, len(v.labels), v.labels)):
+        kpi = KPI_BY_NAME.get(value.kpi)
+        if kpi is None or not set(value.label_dict) <= set(kpi.labels):
+            dropped.add(value.kpi)
+            continue
+        _add(families[kpi.name], METRIC_BY_NAME[kpi.metric], value.label_dict, value.value)
+    if dropped:
+        log.warning("snapshot series not in the KPI catalog were not exported: %s", sorted(dropped))
+    return list(families.values())
+
+
+def _epoch(moment: Any) -> float | None:
+    if moment is None:
+        return None
+    if isinstance(moment, datetime):
+        return moment.timestamp()
+    return float(moment) / 1000.0  # raw epoch ms straight from the table
+
+
+def _error_counts(raw: Any, source: str) -> dict[str, float]:
+    if isinstance(raw, Mapping):
+        return {str(k): float(v) for k, v in raw.items()}
+    try:
+        counts = json.loads(raw or "{}")
+        return {str(k): float(v) for k, v in counts.items()}
+    except (ValueError, TypeError, AttributeError):
+        log.warning("source %s: unreadable errors_json, error counts not exported", source)
+        return {}
+
+
+_HEALTH_COLUMNS = {
+    "fulfillment_source_up": lambda r: 1.0 if r.get("up") else 0.0,
+    "fulfillment_source_last_success_timestamp_seconds": lambda r: _epoch(r.get("last_success_at")),
+    "fulfillment_source_consecutive_failures": lambda r: r.get("consecutive_failures") or 0,
+    "fulfillment_source_records_total": lambda r: r.get("records_total") or 0,
+    "fulfillment_source_observations_total": lambda r: r.get("observations_total") or 0,
+    "fulfillment_source_quarantined_total": lambda r: r.get("quarantined_total") or 0,
+    "fulfillment_source_lag_seconds": lambda r: r.get("lag_seconds"),
+}
+
+
+def health_families(health: Iterable[Mapping[str, Any]]) -> list[Metric]:
+    """Source-health families from source_health rows (only counts and classes, never messages)."""
+    rows = sorted(health, key=lambda r: str(r["source"]))
+    families = []
+    for spec in HEALTH_METRICS:
+        family = _family(spec)
+        for row in rows:
+            source = str(row["source"])
+            if spec.name == "fulfillment_source_errors_total":
+                for cls, count in sorted(_error_counts(row.get("errors_json"), source).items()):
+                    _add(family, spec, {"source": source, "class": cls}, count)
+                continue
+            value = _HEALTH_COLUMNS[spec.name](row)
+            if value is not None:
+                _add(family, spec, {"source": source}, value)
+        families.append(family)
+    return families
+
+
+class _Families:
+    """A fixed list of families in the shape generate_latest() reads."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+@dataclass(frozen=True)
+class _State:
+    computed_at: datetime | None
+    families: tuple[Metric, ...]
+    body: bytes
+
+
+class MetricsExporter:
+    """Custom Collector serving the latest snapshot; update() swaps state, collect() only reads it.
+
+    The exposition text is rendered once per update and cached; only the one-sample snapshot age
+    family depends on the scrape time, so render() appends it freshly (cheap) to the cached body.
+    """
+
+    def __init__(self, clock: Clock, registry: CollectorRegistry | None = None) -> None:
+        self._clock = clock
+        self._state = self._build(None, [])
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def _build(self, snapshot: Snapshot | None, health: Iterable[Mapping[str, Any]]) -> _State:
+        families = kpi_families(snapshot) + health_families(health)
+        if snapshot is not None:
+            stamp = GaugeMetricFamily("fulfillment_snapshot_timestamp_seconds",
+                                      METRIC_BY_NAME["fulfillment_snapshot_timestamp_seconds"].help,
+                                      value=snapshot.computed_at.timestamp())  # fmt: skip
+            duration = GaugeMetricFamily("fulfillment_kpi_refresh_duration_seconds",
+                                         METRIC_BY_NAME["fulfillment_kpi_refresh_duration_seconds"].help,
+                                         value=snapshot.duration_seconds)  # fmt: skip
+            families += [stamp, duration]
+        computed_at = None if snapshot is None else snapshot.computed_at
+        return _State(computed_at, tuple(families), generate_latest(_Families(families)))
+
+    def update(self, snapshot: Snapshot, health: list[dict]) -> None:
+        """Swap in a new snapshot and source health (called by the KPI job, never by a scrape)."""
+        self._state = self._build(snapshot, health)  # one reference swap: scrapes see old or new
+
+    def _age_family(self, state: _State) -> list[Metric]:
+        if state.computed_at is None:
+            return []
+        age = max(0.0, (self._clock.now() - state.computed_at).total_seconds())
+        return [GaugeMetricFamily(_AGE.name, _AGE.help, value=age)]
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family this collector may expose, so the registry can reject duplicate names."""
+        for spec in METRICS:
+            yield _family(spec)
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state
+        yield from state.families
+        yield from self._age_family(state)
+
+    def render(self) -> bytes:
+        """Exposition text of this exporter: the cached body plus a fresh snapshot age."""
+        state = self._state
+        return state.body + generate_latest(_Families(self._age_family(state)))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    exporter: MetricsExporter  # set on a per-server subclass
+
+    def _reply(self, status: int, body: bytes, content_type: str, head: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _route(self, head: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, self.exporter.render(), CONTENT_TYPE, head)
+        elif path == "/healthz":
+            self._reply(200, b"ok\n", "text/plain; charset=utf-8", head)
+        elif path == "/":
+            body = b'<html><body><a href="/metrics">/metrics</a></body></html>\n'
+            self._reply(200, body, "text/html; charset=utf-8", head)
+        else:
+            self._reply(404, b"not found\n", "text/plain; charset=utf-8", head)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self._route(head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._route(head=True)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("metrics http %s - %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """A threaded HTTP server answering GET /metrics and GET /healthz; port 0 picks a free port."""
+
+    def __init__(self, exporter: MetricsExporter, host: str = "127.0.0.1", port: int = 0) -> None:
+        handler = type("MetricsHandler", (_Handler,), {"exporter": exporter})
+        server_cls = _Server6 if ":" in host else _Server
+        self._httpd = server_cls((host, port), handler)
+        self.host = host
+        self.port: int = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The scrape address, e.g. http://127.0.0.1:9464/metrics."""
+        return f"{self.base_url}/metrics"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(exporter: MetricsExporter, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+    """Start serving the exporter over HTTP in a background thread."""
+    return MetricsServer(exporter, host, port)

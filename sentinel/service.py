@@ -1,0 +1,197 @@
+"""The service: one scheduler running polls, KPI refresh and alert evaluation over the store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import requests
+
+from collectors.errors import RetryPolicy, SourceError
+from collectors.registry import build_collector
+from collectors.types import Collector
+from metrics.kpi import compute_snapshot
+from metrics.snapshot import Snapshot, save_snapshot
+from sentinel.clock import Clock
+from sentinel.config import Config
+from store.db import init_schema, make_engine
+from store.store import ChannelIdentity, IngestResult, Store
+
+log = logging.getLogger("sentinel.service")
+
+
+@dataclass
+class PollOutcome:
+    source: str
+    ok: bool
+    batches: int = 0
+    totals: IngestResult = field(default_factory=IngestResult)
+    error: SourceError | None = None
+
+
+@dataclass
+class Job:
+    name: str
+    interval: timedelta
+    run: Callable[[], object]
+    next_due: datetime | None = None
+
+
+def build_notifiers(config: Config, clock: Clock, session: requests.Session | None = None) -> dict:
+    """One notifier per configured route."""
+    from alerts.notifiers.wecom import WeComNotifier
+
+    return {
+        name: WeComNotifier(route.url, route.key, clock, session=session, mentions=route.mentions)
+        for name, route in config.alerts.routes.items()
+    }
+
+
+class Service:
+    """Wires config -> collectors -> store -> KPI snapshot -> exporter and alerts."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        *,
+        engine=None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        collectors: dict[str, Collector] | None = None,
+        notifiers: dict | None = None,
+    ) -> None:
+        from alerts.engine import AlertEngine
+        from metrics.exporter import MetricsExporter
+
+        self.config = config
+        self.clock = clock
+        self.engine = engine or make_engine(config.service.store_url)
+        init_schema(self.engine)
+        identities = {n: ChannelIdentity(c.code, c.id_pattern) for n, c in config.channels.items()}
+        self.store = Store(self.engine, identities, config.service.timezone)
+        self.session = session or requests.Session()
+        retry = RetryPolicy(sleep=sleep)
+        self.collectors = (
+            collectors
+            if collectors is not None
+            else {
+                name: build_collector(name, src, session=self.session, retry=retry)
+                for name, src in config.sources.items()
+                if src.enabled
+            }
+        )
+        self.exporter = MetricsExporter(clock)
+        if notifiers is None:
+            notifiers = build_notifiers(config, clock, session=self.session)
+        self.alerts = AlertEngine(self.engine, config, clock, notifiers)
+        self.snapshot: Snapshot | None = None
+        self._scheduler = None
+        self._metrics_server = None
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def poll_source(self, name: str) -> PollOutcome:
+        collector = self.collectors[name]
+        now = self.clock.now()
+        outcome = PollOutcome(name, ok=True)
+        try:
+            for batch in collector.poll(self.store.cursor(name), now):
+                result = self.store.ingest(batch, self.clock.now())
+                outcome.batches += 1
+                for attr in (
+                    "records",
+                    "new_observations",
+                    "duplicate_observations",
+                    "quarantined",
+                    "orders_touched",
+                ):
+                    setattr(outcome.totals, attr, getattr(outcome.totals, attr) + getattr(result, attr))
+        except SourceError as exc:
+            log.warning("poll %s failed [%s]: %s", name, exc.error_class, exc)
+            self.store.record_poll_failure(name, exc, now)
+            outcome.ok, outcome.error = False, exc
+            return outcome
+        self.store.record_poll_success(name, now)
+        return outcome
+
+    def poll_all(self) -> list[PollOutcome]:
+        return [self.poll_source(name) for name in self.collectors]
+
+    def refresh_kpis(self) -> Snapshot:
+        kpi = self.config.kpi
+        snap = compute_snapshot(self.engine, self.clock.now(), kpi.window, kpi.sync_sla, kpi.stuck_timeouts)
+        save_snapshot(self.engine, snap)
+        self.snapshot = snap
+        self.exporter.update(snap, self.store.health())
+        return snap
+
+    def evaluate_alerts(self) -> list:
+        if self.snapshot is None:
+            return []
+        transitions = self.alerts.evaluate(self.snapshot)
+        self.alerts.deliver()
+        return transitions
+
+    def jobs(self) -> list[Job]:
+        jobs = [
+            Job(f"poll:{name}", self.config.sources[name].poll_interval, lambda n=name: self.poll_source(n))
+            for name in self.collectors
+        ]
+        jobs.append(Job("kpi", self.config.kpi.refresh_interval, self.refresh_kpis))
+        jobs.append(Job("alerts", self.config.alerts.eval_interval, self.evaluate_alerts))
+        return jobs
+
+    def run_due(self, jobs: list[Job], now: datetime) -> None:
+        """Run every job whose time has come on the (virtual) clock, in a fixed order."""
+        for job in jobs:
+            if job.next_due is None or now >= job.next_due:
+                self._guarded(job)
+                job.next_due = now + job.interval
+
+    def _guarded(self, job: Job) -> None:
+        try:
+            job.run()
+        except Exception:  # a job's bug must not stop the scheduler; it is logged with its trace
+            log.exception("job %s failed", job.name)
+
+    # -- live mode ----------------------------------------------------------------------------
+    def start(self, speed: float = 1.0, serve_metrics: bool = True) -> None:
+        """Start the one APScheduler of this process (and the /metrics server)."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        from metrics.exporter import serve
+
+        if serve_metrics:
+            svc = self.config.service
+            self._metrics_server = serve(self.exporter, svc.metrics_host, svc.metrics_port)
+        scheduler = BackgroundScheduler(timezone="UTC")
+        for job in self.jobs():
+            seconds = max(0.5, job.interval.total_seconds() / speed)
+            scheduler.add_job(
+                self._guarded,
+                "interval",
+                args=[job],
+                seconds=seconds,
+                id=job.name,
+                max_instances=1,
+                coalesce=True,
+                next_run_time=datetime.now().astimezone(),
+            )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self._metrics_server is None else self._metrics_server.url
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+        self.engine.dispose()

@@ -1,0 +1,289 @@
+"""Scenario TOML -> a strict, frozen model; every problem reported as `dotted.location: message`.
+
+A scenario says how many orders a simulated world has, how they spread over channels and the
+day, how long each hop takes, and which faults are injected. Fault kinds live in a registry
+(`FAULT_KINDS`): each kind is a small model here and an applier in `sim/world.py`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sentinel.config import Duration, parse_duration
+from sim.model import CHANNELS
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+PAYMENT_METHODS = ("alipay", "wechat")
+
+
+class ScenarioError(Exception):
+    """All problems of one scenario, each as `dotted.location: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _seconds(value: Any) -> float:
+    return parse_duration(value).total_seconds()
+
+
+class Latency(Strict):
+    """Per-hop delays in seconds as [min, max] (numbers or durations like "8m")."""
+
+    pay: tuple[float, float] = (5, 600)  # created -> paid
+    wms: tuple[float, float] = (30, 480)  # paid -> wms_received (SLA 15 min)
+    pick: tuple[float, float] = (60, 600)  # wms_received -> picked
+    pack: tuple[float, float] = (60, 480)  # picked -> packed (timeout 12 min)
+    ship: tuple[float, float] = (600, 7200)  # packed -> shipped (timeout 4 h)
+    deliver: tuple[float, float] = (86400, 259200)  # shipped -> delivered
+    cancel: tuple[float, float] = (900, 1800)  # created -> cancelled (unpaid orders)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _range(cls, value: Any) -> tuple[float, float]:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError('expected [min, max], e.g. [30, 480] or ["30s", "8m"]')
+        low, high = (_seconds(v) for v in value)
+        if low < 0 or high < low:
+            raise ValueError(f"need 0 <= min <= max, got [{low:g}, {high:g}]")
+        return low, high
+
+
+class ChannelMix(Strict):
+    """Relative weight of each channel among created orders."""
+
+    tmall: float = Field(default=0.0, ge=0)
+    jd: float = Field(default=0.0, ge=0)
+    pdd: float = Field(default=0.0, ge=0)
+    douyin: float = Field(default=0.0, ge=0)
+    youzan: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ChannelMix:
+        if not any(self.weights().values()):
+            raise ValueError("at least one channel needs a positive weight")
+        return self
+
+    def weights(self) -> dict[str, float]:
+        return {channel: getattr(self, channel) for channel in CHANNELS}
+
+
+class FaultMatch(Strict):
+    """Which orders a fault may hit; an empty list matches everything."""
+
+    channel: tuple[str, ...] = ()
+    payment_method: tuple[str, ...] = ()
+    sku_prefix: str | None = None
+
+    @field_validator("channel")
+    @classmethod
+    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = sorted(set(value) - set(CHANNELS))
+        if bad:
+            raise ValueError(f"unknown channel(s) {bad}; use {list(CHANNELS)}")
+        return value
+
+    @field_validator("payment_method")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = sorted(set(value) - set(PAYMENT_METHODS))
+        if bad:
+            raise ValueError(f"unknown payment method(s) {bad}; use {list(PAYMENT_METHODS)}")
+        return value
+
+    def matches(self, channel: str, payment_method: str, sku: str) -> bool:
+        return (
+            (not self.channel or channel in self.channel)
+            and (not self.payment_method or payment_method in self.payment_method)
+            and (self.sku_prefix is None or sku.startswith(self.sku_prefix))
+        )
+
+
+class Fault(Strict):
+    """Base of every fault kind; subclasses register themselves with `fault_kind`."""
+
+    kind: str
+    scales: ClassVar[tuple[str, ...]] = ()  # integer fields multiplied by the scenario scale
+
+    def scaled(self, scale: float) -> Fault:
+        return self.model_copy(update={f: max(1, round(getattr(self, f) * scale)) for f in self.scales})
+
+
+FAULT_KINDS: dict[str, type[Fault]] = {}
+
+
+def fault_kind(kind: str):
+    """Class decorator registering a fault model under `kind`."""
+
+    def register(cls: type[Fault]) -> type[Fault]:
+        FAULT_KINDS[kind] = cls
+        return cls
+
+    return register
+
+
+@fault_kind("drop")
+class DropFault(Fault):
+    """A hop silently never happens for `count` matching orders paid at or after `after`."""
+
+    kind: Literal["drop"] = "drop"
+    hop: Literal["wms"] = "wms"
+    match: FaultMatch = FaultMatch()
+    after: AwareDatetime | None = None
+    count: int = Field(ge=1)
+    scales: ClassVar[tuple[str, ...]] = ("count",)
+
+
+class Truth(Strict):
+    cause: str = "none"  # injected root cause id, e.g. "wms_push_gap"
+
+
+class Scenario(Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = 1
+    start: AwareDatetime
+    duration: Duration  # orders are created in [start, start + duration)
+    settle: Duration = timedelta(hours=1)  # replay time after creation ends
+    orders: int = Field(ge=1)
+    paid: int = Field(ge=0)  # exact number of orders that get paid
+    cancel_ratio: float = Field(default=0.6, ge=0, le=1)  # of unpaid orders, how many get cancelled
+    channel_mix: ChannelMix = ChannelMix(tmall=0.3, jd=0.2, pdd=0.25, douyin=0.15, youzan=0.1)
+    intraday: tuple[float, ...] | None = None  # 24 weights by local hour (None: the default curve)
+    timezone: str = "Asia/Shanghai"  # zone of `intraday` hours and of native local times
+    latency: Latency = Latency()
+    faults: tuple[Fault, ...] = ()
+    truth: Truth = Truth()
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        return value
+
+    @field_validator("intraday")
+    @classmethod
+    def _curve(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and (len(value) != 24 or min(value) < 0 or not any(value)):
+            raise ValueError("expected 24 non-negative weights, one per local hour, not all zero")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        if self.paid > self.orders:
+            raise ValueError(f"paid ({self.paid}) cannot exceed orders ({self.orders})")
+        if self.settle.total_seconds() < self.latency.pay[1]:
+            raise ValueError("settle must be at least latency.pay max, so every paid order pays in the world")
+        return self
+
+    @property
+    def end(self) -> datetime:
+        return self.start + self.duration + self.settle
+
+    def scaled(self, scale: float = 1.0, seed: int | None = None) -> Scenario:
+        """The same scenario with orders/paid/fault counts multiplied by `scale`."""
+        update: dict[str, Any] = {}
+        if seed is not None:
+            update["seed"] = seed
+        if scale != 1:
+            if scale <= 0:
+                raise ScenarioError([f"scale: must be positive, got {scale}"])
+            orders = max(1, round(self.orders * scale))
+            update.update(
+                orders=orders,
+                paid=min(orders, round(self.paid * scale)),
+                faults=tuple(f.scaled(scale) for f in self.faults),
+            )
+        return self.model_copy(update=update) if update else self
+
+
+def _location(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        parts.append(f"[{item}]" if isinstance(item, int) else ("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> list[str]:
+    out = []
+    for err in exc.errors():
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "field required"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        where = prefix + (("." if prefix and err["loc"] else "") + _location(err["loc"]))
+        out.append(f"{where or '$'}: {msg}")
+    return out
+
+
+def parse_scenario(raw: dict[str, Any]) -> Scenario:
+    """Validate a scenario dictionary (parsed TOML); raises ScenarioError listing every problem."""
+    problems: list[str] = []
+    data = dict(raw)
+    faults = []
+    for i, item in enumerate(data.get("faults") or []):
+        where = f"faults[{i}]"
+        kind = item.get("kind") if isinstance(item, dict) else None
+        model = FAULT_KINDS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            problems.append(f"{where}.kind: unknown fault kind {kind!r}; known: {sorted(FAULT_KINDS)}")
+            continue
+        try:
+            faults.append(model.model_validate(item))
+        except ValidationError as exc:
+            problems.extend(_problems(exc, where))
+    data["faults"] = tuple(faults)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems(exc))
+        raise ScenarioError(problems) from None
+    if problems:
+        raise ScenarioError(problems)
+    return scenario
+
+
+def scenario_path(name_or_path: str | Path) -> Path:
+    """`clean_day` -> sim/scenarios/clean_day.toml; anything with a suffix or slash is a path."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        return Path(text)
+    return SCENARIO_DIR / f"{text}.toml"
+
+
+def available_scenarios() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+
+
+def load_scenario(name_or_path: str | Path, *, scale: float = 1.0, seed: int | None = None) -> Scenario:
+    """Load a scenario by name (sim/scenarios/NAME.toml) or path, optionally scaled/reseeded."""
+    path = scenario_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError([f"{path}: no such scenario; available: {available_scenarios()}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError([f"{path}: {exc}"]) from None
+    return parse_scenario(raw).scaled(scale, seed)

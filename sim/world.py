@@ -1,0 +1,332 @@
+"""The simulated world: deterministic orders with native ids and true timelines, plus faults.
+
+`World.generate(scenario)` is a pure function of the scenario and its seed. The world knows
+the ground truth, so `truth(now)` can be compared with what the monitor computed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+from sim.model import CHANNELS, SimOrder
+from sim.scenario import DropFault, Fault, Scenario, ScenarioError
+
+# Typical e-commerce order curve by local hour: quiet nights, late-morning and evening peaks.
+DEFAULT_INTRADAY = (
+    0.9, 0.5, 0.3, 0.2, 0.15, 0.15, 0.25, 0.5, 0.8, 1.1, 1.35, 1.3,
+    1.1, 1.15, 1.3, 1.3, 1.2, 1.1, 1.1, 1.3, 1.6, 1.8, 1.7, 1.3,
+)  # fmt: skip
+
+# (merchant SKU code, unit price in fen, weight)
+SKUS = (
+    ("TS-RED-M", 7900, 10), ("TS-RED-L", 7900, 8), ("TS-BLK-M", 7900, 9), ("TS-WHT-S", 6900, 6),
+    ("HD-GRY-L", 19900, 5), ("HD-NVY-XL", 19900, 4), ("JK-KHK-L", 39900, 2), ("PT-BLK-32", 15900, 4),
+    ("SK-WHT-39", 29900, 3), ("SK-BLK-42", 29900, 3), ("CAP-RED-F", 4900, 5), ("BAG-CNV-01", 9900, 4),
+)  # fmt: skip
+QUANTITIES = ((1, 75), (2, 18), (3, 7))
+DISCOUNTS_FEN = ((0, 60), (500, 20), (1000, 15), (2000, 5))
+
+# (province, cities, weight, warehouse serving it)
+REGIONS = (
+    ("浙江省", ("杭州市", "宁波市", "温州市"), 9, "WH-HZ01"),
+    ("江苏省", ("南京市", "苏州市", "无锡市"), 9, "WH-HZ01"),
+    ("上海市", ("上海市",), 6, "WH-HZ01"),
+    ("安徽省", ("合肥市",), 3, "WH-HZ01"),
+    ("福建省", ("福州市", "厦门市"), 4, "WH-HZ01"),
+    ("广东省", ("广州市", "深圳市", "东莞市", "佛山市"), 12, "WH-GZ01"),
+    ("广西壮族自治区", ("南宁市",), 2, "WH-GZ01"),
+    ("湖南省", ("长沙市",), 3, "WH-GZ01"),
+    ("湖北省", ("武汉市",), 4, "WH-GZ01"),
+    ("四川省", ("成都市", "绵阳市"), 5, "WH-CD01"),
+    ("重庆市", ("重庆市",), 3, "WH-CD01"),
+    ("云南省", ("昆明市",), 2, "WH-CD01"),
+    ("陕西省", ("西安市",), 3, "WH-CD01"),
+    ("北京市", ("北京市",), 5, "WH-BJ01"),
+    ("天津市", ("天津市",), 2, "WH-BJ01"),
+    ("河北省", ("石家庄市", "保定市"), 3, "WH-BJ01"),
+    ("山东省", ("济南市", "青岛市"), 6, "WH-BJ01"),
+    ("河南省", ("郑州市",), 5, "WH-BJ01"),
+    ("辽宁省", ("沈阳市", "大连市"), 3, "WH-BJ01"),
+)
+
+# Payment method weights per channel: Tmall pays through Alipay, the WeChat shop through WeChat Pay.
+PAYMENT_MIX = {
+    "tmall": (("alipay", 1.0),),
+    "jd": (("wechat", 0.55), ("alipay", 0.45)),
+    "pdd": (("wechat", 0.7), ("alipay", 0.3)),
+    "douyin": (("wechat", 0.6), ("alipay", 0.4)),
+    "youzan": (("wechat", 1.0),),
+}
+CARRIER_MIX = {
+    "jd": (("jd", 0.85), ("shunfeng", 0.1), ("zhongtong", 0.05)),
+    "*": (("zhongtong", 0.3), ("yuantong", 0.25), ("yunda", 0.2), ("shunfeng", 0.17), ("jd", 0.08)),
+}
+
+# States a dropped hop takes away (the order never reaches that system, so nothing after it).
+HOP_STATES = {"wms": ("wms_received", "picked", "packed", "shipped", "delivered")}
+DEFAULT_SLA = timedelta(minutes=15)
+T = TypeVar("T")
+DEFAULT_WINDOW = timedelta(hours=24)
+
+
+def _digits(rng: random.Random, n: int) -> str:
+    return str(rng.randrange(10 ** (n - 1), 10**n))
+
+
+# Native raw order ids per channel (reference/channels.md §6); `local` is the local creation time.
+RAW_ID_MAKERS: dict[str, Callable[[random.Random, datetime], str]] = {
+    "tmall": lambda rng, local: str(rng.randrange(10**18, 4 * 10**18)),  # 19 digits, > 2^53
+    "jd": lambda rng, local: str(rng.randrange(2 * 10**11, 4 * 10**11)),  # 12 digits
+    "pdd": lambda rng, local: f"{local:%y%m%d}-{_digits(rng, 15)}",
+    "douyin": lambda rng, local: "69" + _digits(rng, 17),  # 19 digits
+    "youzan": lambda rng, local: f"E{local:%Y%m%d%H%M%S}{_digits(rng, 9)}",
+}
+TRACKING_MAKERS: dict[str, Callable[[random.Random], str]] = {
+    "zhongtong": lambda rng: "7" + _digits(rng, 14),
+    "yuantong": lambda rng: "YT" + _digits(rng, 13),
+    "shunfeng": lambda rng: "SF" + _digits(rng, 13),
+    "yunda": lambda rng: "46" + _digits(rng, 13),
+    "jd": lambda rng: "JDV" + _digits(rng, 12),
+}
+
+# -- fault appliers: one small function per kind, registered by kind ----------------------
+FaultApplier = Callable[[Fault, list[SimOrder], random.Random, str], dict[str, int]]
+FAULT_APPLIERS: dict[str, FaultApplier] = {}
+
+
+def applies(kind: str) -> Callable[[FaultApplier], FaultApplier]:
+    """Register the function that injects faults of `kind` into generated orders."""
+
+    def register(fn: FaultApplier) -> FaultApplier:
+        FAULT_APPLIERS[kind] = fn
+        return fn
+
+    return register
+
+
+@applies("drop")
+def drop_hop(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """The first `count` matching paid orders (by payment time) never reach the hop's system."""
+    assert isinstance(fault, DropFault)
+    candidates = [
+        o
+        for o in orders
+        if "paid" in o.events
+        and o.in_wms
+        and fault.match.matches(o.channel, o.payment_method, o.sku)
+        and (fault.after is None or o.events["paid"] >= fault.after)
+    ]
+    if len(candidates) < fault.count:
+        raise ScenarioError(
+            [
+                f"{where}.count: only {len(candidates)} matching paid orders after {fault.after}, need {fault.count}"
+            ]
+        )
+    candidates.sort(key=lambda o: o.events["paid"])
+    tag = f"{fault.hop}_push_dropped"
+    for order in candidates[: fault.count]:
+        for state in HOP_STATES[fault.hop]:
+            order.events.pop(state, None)
+        order.in_wms = False
+        order.tags.add(tag)
+    return {tag: fault.count}
+
+
+# -- generation ------------------------------------------------------------------------------
+def _pick(rng: random.Random, table: tuple[tuple[T, float], ...]) -> T:
+    values = [v for v, _ in table]
+    weights = [w for _, w in table]
+    return rng.choices(values, weights=weights)[0]
+
+
+def _latency(rng: random.Random, bounds: tuple[float, float]) -> timedelta:
+    """Right-skewed delay inside [min, max]: most hops are quick, a few take long."""
+    low, high = bounds
+    seconds = rng.triangular(low, high, low + (high - low) * 0.25) if high > low else low
+    return timedelta(seconds=max(1, round(seconds)))
+
+
+def _creation_times(sc: Scenario, rng: random.Random, zone: ZoneInfo) -> list[datetime]:
+    """`sc.orders` creation times in [start, start+duration), following the intraday curve."""
+    curve = sc.intraday or DEFAULT_INTRADAY
+    t = sc.start.astimezone(UTC)
+    end = t + sc.duration
+    segments: list[tuple[datetime, float]] = []
+    weights: list[float] = []
+    while t < end:
+        local = t.astimezone(zone)
+        next_hour = (local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)).astimezone(UTC)
+        seg_end = min(next_hour, end)
+        length = (seg_end - t).total_seconds()
+        segments.append((t, length))
+        weights.append(curve[local.hour] * length)
+        t = seg_end
+    if not any(weights):
+        raise ScenarioError(["intraday: every hour inside the creation window has weight 0"])
+    picks = rng.choices(segments, weights=weights, k=sc.orders)
+    return sorted(
+        (s + timedelta(seconds=int(rng.random() * length))).replace(microsecond=0) for s, length in picks
+    )
+
+
+def _make_order(
+    sc: Scenario,
+    rng: random.Random,
+    zone: ZoneInfo,
+    channel: str,
+    created: datetime,
+    paid: bool,
+    used_ids: set[str],
+) -> SimOrder:
+    local = created.astimezone(zone)
+    raw_id = RAW_ID_MAKERS[channel](rng, local)
+    while raw_id in used_ids:
+        raw_id = RAW_ID_MAKERS[channel](rng, local)
+    used_ids.add(raw_id)
+    sku, price, _ = rng.choices(SKUS, weights=[w for *_, w in SKUS])[0]
+    qty = _pick(rng, QUANTITIES)
+    amount = max(price * qty // 2, price * qty - _pick(rng, DISCOUNTS_FEN))
+    province, cities, _, warehouse = rng.choices(REGIONS, weights=[r[2] for r in REGIONS])[0]
+    carrier = _pick(rng, CARRIER_MIX.get(channel, CARRIER_MIX["*"]))
+    order = SimOrder(
+        channel=channel,
+        raw_id=raw_id,
+        created_at=created,
+        amount_fen=amount,
+        sku=sku,
+        province=province,
+        city=rng.choice(cities),
+        payment_method=_pick(rng, PAYMENT_MIX[channel]),
+        warehouse=warehouse,
+        carrier=carrier,
+        tracking_no=TRACKING_MAKERS[carrier](rng),
+    )
+    lat = sc.latency
+    events = {"created": created}
+    if paid:
+        t = events["paid"] = created + _latency(rng, lat.pay)
+        for state, bounds in (
+            ("wms_received", lat.wms),
+            ("picked", lat.pick),
+            ("packed", lat.pack),
+            ("shipped", lat.ship),
+            ("delivered", lat.deliver),
+        ):
+            t = t + _latency(rng, bounds)
+            events[state] = t
+    elif rng.random() < sc.cancel_ratio:
+        events["cancelled"] = created + _latency(rng, lat.cancel)
+    order.events = {s: t for s, t in events.items() if t <= sc.end}
+    return order
+
+
+class World:
+    """Ground truth of one simulated run: orders, their true timelines and injected faults."""
+
+    def __init__(self, scenario: Scenario, orders: list[SimOrder], fault_counts: dict[str, int]) -> None:
+        self.scenario = scenario
+        self.orders = orders
+        self.fault_counts = dict(fault_counts)
+        self.start = scenario.start.astimezone(UTC)
+        self.end = scenario.end.astimezone(UTC)
+        self._by_channel: dict[str, list[SimOrder]] = {c: [] for c in CHANNELS}
+        for order in orders:
+            self._by_channel[order.channel].append(order)
+
+    @classmethod
+    def generate(cls, scenario: Scenario, seed: int | None = None, scale: float = 1) -> World:
+        """Build the world deterministically from the scenario (and an optional seed override)."""
+        sc = scenario.scaled(scale, seed)
+        rng = random.Random(sc.seed)
+        zone = ZoneInfo(sc.timezone)
+        times = _creation_times(sc, rng, zone)
+        mix = sc.channel_mix.weights()
+        channels = rng.choices(list(mix), weights=list(mix.values()), k=sc.orders)
+        paid = set(rng.sample(range(sc.orders), sc.paid))
+        used: set[str] = set()
+        orders = [_make_order(sc, rng, zone, channels[i], t, i in paid, used) for i, t in enumerate(times)]
+        counts: dict[str, int] = {}
+        for i, fault in enumerate(sc.faults):
+            applier = FAULT_APPLIERS.get(fault.kind)
+            if applier is None:
+                raise ScenarioError([f"faults[{i}].kind: no applier registered for {fault.kind!r}"])
+            for tag, n in applier(fault, orders, rng, f"faults[{i}]").items():
+                counts[tag] = counts.get(tag, 0) + n
+        return cls(sc, orders, counts)
+
+    def orders_by_channel(self, channel: str) -> list[SimOrder]:
+        return self._by_channel.get(channel, [])
+
+    def stuck_paid(self, now: datetime, sla: timedelta = DEFAULT_SLA) -> list[SimOrder]:
+        """Orders paid more than `sla` before `now` that never reached the WMS (nor got cancelled)."""
+        return [o for o in self.orders if _stuck(o, now, sla)]
+
+    def truth(self, now: datetime, sla: timedelta = DEFAULT_SLA, window: timedelta = DEFAULT_WINDOW) -> dict:
+        """Counts and sync KPIs at `now`, computed from the ground truth alone."""
+        total = _Tally()
+        per: dict[str, _Tally] = {c: _Tally() for c in CHANNELS}
+        for order in self.orders:
+            for tally in (total, per[order.channel]):
+                tally.add(order, now, sla, window)
+        return {
+            "at": now.astimezone(UTC).isoformat(),
+            "cause": self.scenario.truth.cause,
+            **total.as_dict(),
+            "faults": dict(self.fault_counts),
+            "by_channel": {c: t.as_dict() for c, t in per.items() if t.created},
+        }
+
+
+def _reached(order: SimOrder, now: datetime) -> bool:
+    at = order.events.get("wms_received")
+    return at is not None and at <= now
+
+
+def _cancelled(order: SimOrder, now: datetime) -> bool:
+    at = order.events.get("cancelled")
+    return at is not None and at <= now
+
+
+def _stuck(order: SimOrder, now: datetime, sla: timedelta) -> bool:
+    paid = order.events.get("paid")
+    return paid is not None and paid <= now - sla and not _reached(order, now) and not _cancelled(order, now)
+
+
+class _Tally:
+    """Ground-truth counters for one slice of orders."""
+
+    def __init__(self) -> None:
+        self.created = self.paid = self.cancelled = self.reached = self.shipped = self.stuck = 0
+        self.sync_paid = self.sync_reached = 0
+
+    def add(self, order: SimOrder, now: datetime, sla: timedelta, window: timedelta) -> None:
+        if order.created_at > now:
+            return
+        self.created += 1
+        reached, cancelled = _reached(order, now), _cancelled(order, now)
+        paid = order.events.get("paid")
+        self.paid += paid is not None and paid <= now
+        self.cancelled += cancelled
+        self.reached += reached
+        self.shipped += "shipped" in order.events and order.events["shipped"] <= now
+        self.stuck += _stuck(order, now, sla)
+        if paid is not None and now - window <= paid <= now - sla and not (cancelled and not reached):
+            self.sync_paid += 1
+            self.sync_reached += reached
+
+    def as_dict(self) -> dict:
+        return {
+            "created": self.created,
+            "paid": self.paid,
+            "cancelled": self.cancelled,
+            "reached_wms": self.reached,
+            "shipped": self.shipped,
+            "stuck_paid": self.stuck,
+            "sync_paid_orders": self.sync_paid,
+            "sync_unreached_orders": self.sync_paid - self.sync_reached,
+            "sync_success_ratio": self.sync_reached / self.sync_paid if self.sync_paid else None,
+        }
