@@ -13,7 +13,7 @@ import requests
 from collectors.errors import RetryPolicy, SourceError
 from collectors.registry import build_collector
 from collectors.types import Collector
-from metrics.kpi import compute_snapshot
+from metrics.kpi import KpiEngine
 from metrics.snapshot import Snapshot, save_snapshot
 from sentinel.clock import Clock
 from sentinel.config import Config
@@ -88,6 +88,8 @@ class Service:
         if notifiers is None:
             notifiers = build_notifiers(config, clock, session=self.session)
         self.alerts = AlertEngine(self.engine, config, clock, notifiers)
+        kpi = config.kpi
+        self.kpis = KpiEngine(self.engine, kpi.window, kpi.sync_sla, kpi.stuck_timeouts)
         self.snapshot: Snapshot | None = None
         self._scheduler = None
         self._metrics_server = None
@@ -121,8 +123,7 @@ class Service:
         return [self.poll_source(name) for name in self.collectors]
 
     def refresh_kpis(self) -> Snapshot:
-        kpi = self.config.kpi
-        snap = compute_snapshot(self.engine, self.clock.now(), kpi.window, kpi.sync_sla, kpi.stuck_timeouts)
+        snap = self.kpis.compute(self.clock.now())
         save_snapshot(self.engine, snap)
         self.snapshot = snap
         self.exporter.update(snap, self.store.health())

@@ -83,7 +83,7 @@ def run_scenario(
     config_path: str | Path | None = None,
     workdir: Path | None = None,
     store_url: str | None = None,
-    step: timedelta = timedelta(seconds=30),
+    step: timedelta = timedelta(seconds=60),
 ) -> dict:
     """Replay scenario `name` end to end; returns the report dictionary."""
     wall0 = time.perf_counter()
