@@ -1,4 +1,4 @@
-"""`python -m sentinel check-config | serve | demo`."""
+"""`python -m sentinel check-config | serve | demo | export-rules`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sentinel.config import ConfigError, load_config
 
@@ -106,11 +108,17 @@ def demo(scenario: str, speed: float, dashboard_port: int, metrics_port: int) ->
             sim.sync()
             stop.wait(0.5)
 
+    warm_until = _warm_up(world, clock, sim, service)
     threading.Thread(target=world_loop, name="sim-world", daemon=True).start()
     service.start(speed=speed)
     ui = _dashboard(dashboard_port, {**os.environ, "SENTINEL_STORE_URL": store_url})
     print("履约哨兵 Fulfillment Sentinel demo", flush=True)
-    print(f"  scenario:  {scenario} (virtual {world.start:%Y-%m-%d %H:%M} UTC, {speed:g}x speed)")
+    print(f"  scenario:  {scenario} — {world.scenario.description}")
+    zone = ZoneInfo(cfg.service.timezone)
+    print(
+        f"  virtual time {warm_until.astimezone(zone):%Y-%m-%d %H:%M} {zone.key}"
+        f" (replayed from {world.start.astimezone(zone):%H:%M}), {speed:g}x speed"
+    )
     print(f"  dashboard: http://127.0.0.1:{dashboard_port}")
     print(f"  /metrics:  {service.metrics_url}")
     print(f"  WeCom robot messages received: {sim.wecom.url.split('/cgi-bin')[0]}/_received")
@@ -121,6 +129,20 @@ def demo(scenario: str, speed: float, dashboard_port: int, metrics_port: int) ->
     service.stop()
     sim.close()
     return 0
+
+
+def _warm_up(world, clock, sim, service, lead: timedelta = timedelta(minutes=20)) -> datetime:
+    """Replay the quiet hours before the first fault at full speed, so the demo shows it in minutes."""
+    faults = [f.after for f in world.scenario.faults if getattr(f, "after", None) is not None]
+    until = max(world.start, min(faults) - lead) if faults else world.start
+    jobs, moment = service.jobs(), world.start
+    while moment < until:
+        clock.rebase(moment)
+        sim.sync()
+        service.run_due(jobs)
+        moment += timedelta(minutes=1)
+    clock.rebase(until)
+    return until
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,10 +160,18 @@ def main(argv: list[str] | None = None) -> int:
         "--dashboard-port", type=int, default=int(os.environ.get("SENTINEL_DASHBOARD_PORT", "8501"))
     )
     dem.add_argument("--metrics-port", type=int, default=int(os.environ.get("SENTINEL_METRICS_PORT", "9464")))
+    exp = sub.add_parser("export-rules", help="write the alert rules as a Prometheus rules file (YAML)")
+    exp.add_argument("--config", default=None)
+    exp.add_argument("--out", default=None, help="file to write (default: stdout)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "export-rules":
+        from alerts.promrules import export_rules
+
+        return export_rules(args.config, args.out)
     if args.command == "serve":
         return serve(args.config, args.dashboard_port)
     return demo(args.scenario, args.speed, args.dashboard_port, args.metrics_port)

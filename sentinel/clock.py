@@ -64,3 +64,8 @@ class ScaledClock:
     def now(self) -> datetime:
         elapsed = (self._monotonic() - self._wall0) * self._speed
         return self._start + timedelta(seconds=elapsed)
+
+    def rebase(self, moment: datetime) -> None:
+        """Jump to `moment` and run on from there (the demo fast-forwards its quiet first hours)."""
+        self._start = as_utc(moment)
+        self._wall0 = self._monotonic()

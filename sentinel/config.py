@@ -185,16 +185,24 @@ def _location(loc: tuple) -> str:
     return "".join(parts)
 
 
-def _cross_check(cfg: Config) -> list[str]:
+def _cross_check(
+    cfg: Config,
+    rule_index: list[int] | None = None,
+    names: dict[str, set[str]] | None = None,
+) -> list[str]:
+    """Checks across sections; `rule_index`/`names` come from the raw file when some entries were invalid."""
     problems = []
+    rule_index = rule_index if rule_index is not None else list(range(len(cfg.alerts.rules)))
+    channels = (names or {}).get("channels", set()) | set(cfg.channels)
+    routes = (names or {}).get("routes", set()) | set(cfg.alerts.routes)
     for name, src in cfg.sources.items():
         where = f"sources.{name}"
         if src.channel is None and src.mapping.channel is None:
             problems.append(f"{where}.channel: set channel, or mapping.channel to read it per record")
-        if src.channel is not None and src.channel not in cfg.channels:
+        if src.channel is not None and src.channel not in channels:
             problems.append(f"{where}.channel: unknown channel {src.channel!r}")
         for native, channel in src.mapping.channel_map.items():
-            if channel not in cfg.channels:
+            if channel not in channels:
                 problems.append(f"{where}.mapping.channel_map.{native}: unknown channel {channel!r}")
         if src.kind == "http" and not src.url:
             problems.append(f"{where}.url: field required for kind 'http'")
@@ -207,7 +215,7 @@ def _cross_check(cfg: Config) -> list[str]:
                 problems.append(f"{where}.query: a SELECT with a :since parameter is required")
         if src.kind == "logfile" and not src.path:
             problems.append(f"{where}.path: field required for kind 'logfile'")
-    for i, rule in enumerate(cfg.alerts.rules):
+    for i, rule in zip(rule_index, cfg.alerts.rules, strict=True):
         where = f"alerts.rules[{i}]"
         spec = KPI_BY_NAME.get(rule.kpi)
         if spec is None:
@@ -216,7 +224,7 @@ def _cross_check(cfg: Config) -> list[str]:
             for label in (*rule.by, *rule.match):
                 if label not in spec.labels:
                     problems.append(f"{where}.by: KPI {rule.kpi} has no label {label!r}")
-        if rule.route not in cfg.alerts.routes:
+        if rule.route not in routes:
             problems.append(f"{where}.route: unknown route {rule.route!r}")
     names = [r.name for r in cfg.alerts.rules]
     for dup in sorted({n for n in names if names.count(n) > 1}):
@@ -225,6 +233,47 @@ def _cross_check(cfg: Config) -> list[str]:
     for dup in sorted({c for c in codes if codes.count(c) > 1}):
         problems.append(f"channels: code {dup!r} is used twice")
     return problems
+
+
+def _messages(exc: ValidationError, prefix: tuple = ()) -> list[str]:
+    out = []
+    for err in exc.errors():
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "field required"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(f"{_location(prefix + tuple(err['loc']))}: {msg}")
+    return out
+
+
+def _valid(model: type[BaseModel], value: Any) -> bool:
+    try:
+        model.model_validate(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _salvage(data: dict) -> tuple[Config, list[int], dict[str, set[str]]]:
+    """The entries of an invalid config that are valid on their own, to cross-check them too."""
+    data = data if isinstance(data, dict) else {}
+    section = lambda d, k: d.get(k) if isinstance(d.get(k), dict) else {}  # noqa: E731
+    alerts = section(data, "alerts")
+    raw_rules = alerts.get("rules") if isinstance(alerts.get("rules"), list) else []
+    rule_index = [i for i, r in enumerate(raw_rules) if _valid(RuleConfig, r)]
+    kept = {
+        "service": section(data, "service") if _valid(ServiceConfig, section(data, "service")) else {},
+        "kpi": section(data, "kpi") if _valid(KpiConfig, section(data, "kpi")) else {},
+        "channels": {k: v for k, v in section(data, "channels").items() if _valid(ChannelConfig, v)},
+        "sources": {k: v for k, v in section(data, "sources").items() if _valid(SourceConfig, v)},
+        "alerts": {
+            "routes": {k: v for k, v in section(alerts, "routes").items() if _valid(RouteConfig, v)},
+            "rules": [raw_rules[i] for i in rule_index],
+        },
+    }
+    names = {"channels": set(section(data, "channels")), "routes": set(section(alerts, "routes"))}
+    return Config.model_validate(kept), rule_index, names
 
 
 def _apply_override(raw: dict, dotted: str, value: Any) -> None:
@@ -245,13 +294,8 @@ def parse_config(
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            msg = err["msg"]
-            if err["type"] == "missing":
-                msg = "field required"
-            elif err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            problems.append(f"{_location(err['loc'])}: {msg}")
+        problems.extend(_messages(exc))
+        problems.extend(_cross_check(*_salvage(data)))  # the valid rest is still cross-checked
         raise ConfigError(problems) from None
     problems.extend(_cross_check(cfg))
     if problems:

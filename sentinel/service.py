@@ -145,18 +145,21 @@ class Service:
         jobs.append(Job("alerts", self.config.alerts.eval_interval, self.evaluate_alerts))
         return jobs
 
-    def run_due(self, jobs: list[Job], now: datetime) -> None:
-        """Run every job whose time has come on the (virtual) clock, in a fixed order."""
+    def run_due(self, jobs: list[Job]) -> dict[str, object]:
+        """Run every job whose time has come on the (virtual) clock, in a fixed order; their results."""
+        results: dict[str, object] = {}
         for job in jobs:
-            if job.next_due is None or now >= job.next_due:
-                self._guarded(job)
-                job.next_due = now + job.interval
+            if job.next_due is None or self.clock.now() >= job.next_due:
+                results[job.name] = self._guarded(job)
+                job.next_due = self.clock.now() + job.interval
+        return results
 
-    def _guarded(self, job: Job) -> None:
+    def _guarded(self, job: Job) -> object:
         try:
-            job.run()
+            return job.run()
         except Exception:  # a job's bug must not stop the scheduler; it is logged with its trace
             log.exception("job %s failed", job.name)
+            return None
 
     # -- live mode ----------------------------------------------------------------------------
     def start(self, speed: float = 1.0, serve_metrics: bool = True) -> None:

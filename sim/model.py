@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 CHANNELS = ("tmall", "jd", "pdd", "douyin", "youzan")  # youzan = the WeChat mini-program shop
+# Channels whose order-list API returns paid orders only (reference/channels.md): an order there
+# that is never paid is invisible to any monitor, by the platform's design.
+PAID_ONLY_CHANNELS = frozenset({"jd", "pdd"})
 
 
 @dataclass

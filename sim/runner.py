@@ -7,7 +7,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,64 +75,88 @@ def start_world(world: World, clock, workdir: Path, wms_url: str | None = None) 
     return SimWorld(world, clock, channels, wecom, wms, PaymentLog(log_dir), wms_url, log_dir)
 
 
-def run_scenario(
-    name: str,
-    *,
-    seed: int | None = None,
-    scale: float = 1.0,
-    config_path: str | Path | None = None,
-    workdir: Path | None = None,
-    store_url: str | None = None,
-    step: timedelta = timedelta(seconds=60),
-) -> dict:
-    """Replay scenario `name` end to end; returns the report dictionary."""
-    wall0 = time.perf_counter()
-    scenario = load_scenario(name)
-    world = World.generate(scenario, seed=seed, scale=scale)
-    clock = ManualClock(world.start)
-    tmp = None
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="sentinel-sim-")
-        workdir = Path(tmp.name)
-    sim = start_world(world, clock, workdir)
-    try:
-        overrides = sim.overrides()
+class Replay:
+    """One scenario replayed through the real pipeline on a manual clock, step by step."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        seed: int | None = None,
+        scale: float = 1.0,
+        config_path: str | Path | None = None,
+        workdir: Path | None = None,
+        store_url: str | None = None,
+        step: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.scenario = load_scenario(name)
+        self.seed, self.scale, self.step = seed, scale, step
+        self.world = World.generate(self.scenario, seed=seed, scale=scale)
+        self.clock = ManualClock(self.world.start)
+        self._tmp = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sentinel-sim-")
+            workdir = Path(self._tmp.name)
+        self.sim = start_world(self.world, self.clock, workdir)
+        overrides = self.sim.overrides()
         overrides["service.store_url"] = store_url or f"sqlite:///{workdir / 'sentinel.db'}"
-        config = load_config(config_path or DEFAULT_PATH, overrides=overrides)
-        service = Service(config, clock, sleep=lambda s: clock.advance(s))
-        jobs = service.jobs()
-        transitions = []
-        while clock.now() <= world.end:
-            sim.sync()
-            for job in jobs:
-                if job.next_due is None or clock.now() >= job.next_due:
-                    result = job.run()
-                    if job.name == "alerts" and result:
-                        transitions.extend(result)
-                    job.next_due = clock.now() + job.interval
-            clock.advance(step)
-        service.poll_all()
-        snapshot = service.refresh_kpis()
-        transitions.extend(service.evaluate_alerts())
-        report = {
-            "scenario": scenario.name,
-            "seed": seed if seed is not None else scenario.seed,
-            "scale": scale,
-            "virtual_start": world.start.isoformat(),
-            "virtual_end": clock.now().isoformat(),
+        self.config = load_config(config_path or DEFAULT_PATH, overrides=overrides)
+        self.transitions: list = []
+        self.service = self._new_service()
+
+    def _new_service(self) -> Service:
+        service = Service(self.config, self.clock, sleep=lambda s: self.clock.advance(s))
+        self._jobs = service.jobs()
+        return service
+
+    def restart_service(self) -> None:
+        """Stop the service and start a fresh one on the same store, as a process restart would."""
+        self.service.stop()
+        self.service = self._new_service()
+
+    def run_until(self, until: datetime) -> None:
+        """Let the world and the service run, one step at a time, until the clock passes `until`."""
+        while self.clock.now() <= until:
+            self.sim.sync()
+            results = self.service.run_due(self._jobs)
+            self.transitions.extend(results.get("alerts") or [])
+            self.clock.advance(self.step)
+
+    def finish(self, wall0: float) -> dict:
+        """A last poll, KPI refresh and evaluation after the world has ended; the report."""
+        self.service.poll_all()
+        snapshot = self.service.refresh_kpis()
+        self.transitions.extend(self.service.evaluate_alerts())
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.seed if self.seed is not None else self.scenario.seed,
+            "scale": self.scale,
+            "virtual_start": self.world.start.isoformat(),
+            "virtual_end": self.clock.now().isoformat(),
             "wall_seconds": round(time.perf_counter() - wall0, 2),
-            "alerts": [_alert_entry(t) for t in transitions if _kind(t) == "firing"],
-            "notifications": sim.wecom.received,
+            "alerts": [_alert_entry(t) for t in self.transitions if _kind(t) == "firing"],
+            "notifications": self.sim.wecom.received,
             "kpis": [{"kpi": v.kpi, "labels": dict(v.labels), "value": v.value} for v in snapshot.values],
-            "sources": [_health_entry(h) for h in service.store.health()],
-            "truth": world.truth(clock.now()),
+            "sources": [_health_entry(h) for h in self.service.store.health()],
+            "truth": self.world.truth(self.clock.now()),
         }
-        service.stop()
-        return report
+
+    def close(self) -> None:
+        self.service.stop()
+        self.sim.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def run_scenario(name: str, **options) -> dict:
+    """Replay scenario `name` end to end (options as for Replay); returns the report dictionary."""
+    wall0 = time.perf_counter()
+    replay = Replay(name, **options)
+    try:
+        replay.run_until(replay.world.end)
+        return replay.finish(wall0)
     finally:
-        sim.close()
-        if tmp is not None:
-            tmp.cleanup()
+        replay.close()
 
 
 def _kind(transition) -> str:

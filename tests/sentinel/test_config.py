@@ -97,6 +97,17 @@ def test_every_problem_is_reported_at_once():
     assert "alerts.rules[0].route: unknown route 'nowhere'" in found
 
 
+def test_field_errors_and_cross_section_errors_come_together():
+    raw = broken(sources__tmall__poll_interval="soon", alerts__rules__0__route="nowhere")
+    found = problems(raw)
+    assert any(p.startswith("sources.tmall.poll_interval:") for p in found)
+    assert "alerts.rules[0].route: unknown route 'nowhere'" in found
+    # An invalid route is reported once, as itself; rules naming it are not called "unknown".
+    found = problems(broken(alerts__routes__ops__kind="pager"))
+    assert any(p.startswith("alerts.routes.ops.kind:") for p in found)
+    assert not any("unknown route" in p for p in found)
+
+
 def test_unknown_state_in_status_map_and_bad_duration():
     found = problems(
         broken(sources__tmall__mapping__status_map={"X": "teleported"}, sources__tmall__poll_interval="soon")
