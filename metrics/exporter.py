@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
 import socket
@@ -13,8 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.utils import floatToGoString
 
 from metrics.catalog import KPI_BY_NAME, KPIS
 from metrics.snapshot import Snapshot
@@ -30,10 +33,15 @@ class MetricSpec:
     """One exposed metric: the single source for name, type, labels, unit and help."""
 
     name: str
-    kind: Literal["gauge", "counter"]
+    kind: Literal["gauge", "counter", "histogram"]
     labels: tuple[str, ...]
     unit: str
     help: str
+    buckets: tuple[float, ...] = ()  # histogram upper bounds, ascending; +Inf is implied
+
+
+# From a 1 ms local read to a 60 s page walk over a throttled channel API.
+POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
 
 
 HEALTH_METRICS: tuple[MetricSpec, ...] = (
@@ -62,6 +70,8 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
                "Seconds since the exposed KPI snapshot was computed (by the service clock, at scrape)."),
     MetricSpec("fulfillment_kpi_refresh_duration_seconds", "gauge", (), "seconds",
                "Wall time the KPI job took to compute the exposed snapshot."),
+    MetricSpec("fulfillment_source_poll_duration_seconds", "histogram", ("source",), "seconds",
+               "Wall time of each poll of the source, failed polls included.", POLL_BUCKETS),
 )  # fmt: skip
 
 KPI_METRICS: tuple[MetricSpec, ...] = tuple(
@@ -70,9 +80,12 @@ KPI_METRICS: tuple[MetricSpec, ...] = tuple(
 METRICS: tuple[MetricSpec, ...] = KPI_METRICS + HEALTH_METRICS + SELF_METRICS
 METRIC_BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 _AGE = METRIC_BY_NAME["fulfillment_snapshot_age_seconds"]
+_POLL = METRIC_BY_NAME["fulfillment_source_poll_duration_seconds"]
 
 
 def _family(spec: MetricSpec) -> Metric:
+    if spec.kind == "histogram":
+        return HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
     if spec.kind == "counter":
         return CounterMetricFamily(spec.name, spec.help)
     return GaugeMetricFamily(spec.name, spec.help)
@@ -150,6 +163,32 @@ def health_families(health: Iterable[Mapping[str, Any]]) -> list[Metric]:
     return families
 
 
+class _Histogram:
+    """Live state of one labelled histogram (per-bucket counts and sum per label value), thread-safe."""
+
+    def __init__(self, spec: MetricSpec) -> None:
+        self._spec = spec
+        self._lock = threading.Lock()
+        self._series: dict[str, tuple[list[int], float]] = {}
+
+    def observe(self, label: str, value: float) -> None:
+        with self._lock:
+            counts, total = self._series.get(label) or ([0] * (len(self._spec.buckets) + 1), 0.0)
+            counts[bisect.bisect_left(self._spec.buckets, value)] += 1  # le is inclusive
+            self._series[label] = (counts, total + value)
+
+    def family(self) -> Metric:
+        """A fresh family with cumulative buckets, series sorted by label value."""
+        with self._lock:
+            series = sorted((label, list(counts), total) for label, (counts, total) in self._series.items())
+        family = _family(self._spec)
+        bounds = [floatToGoString(b) for b in self._spec.buckets] + ["+Inf"]
+        for label, counts, total in series:
+            cumulative = list(zip(bounds, itertools.accumulate(counts), strict=True))
+            family.add_metric([label], cumulative, sum_value=total)
+        return family
+
+
 class _Families:
     """A fixed list of families in the shape generate_latest() reads."""
 
@@ -170,12 +209,14 @@ class _State:
 class MetricsExporter:
     """Custom Collector serving the latest snapshot; update() swaps state, collect() only reads it.
 
-    The exposition text is rendered once per update and cached; only the one-sample snapshot age
-    family depends on the scrape time, so render() appends it freshly (cheap) to the cached body.
+    The exposition text is rendered once per update and cached; only the poll duration histogram
+    (fed between updates) and the snapshot age (scrape time) are live, so render() appends those
+    freshly (cheap) to the cached body.
     """
 
     def __init__(self, clock: Clock, registry: CollectorRegistry | None = None) -> None:
         self._clock = clock
+        self._polls = _Histogram(_POLL)
         self._state = self._build(None, [])
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -197,11 +238,16 @@ class MetricsExporter:
         """Swap in a new snapshot and source health (called by the KPI job, never by a scrape)."""
         self._state = self._build(snapshot, health)  # one reference swap: scrapes see old or new
 
-    def _age_family(self, state: _State) -> list[Metric]:
-        if state.computed_at is None:
-            return []
-        age = max(0.0, (self._clock.now() - state.computed_at).total_seconds())
-        return [GaugeMetricFamily(_AGE.name, _AGE.help, value=age)]
+    def observe_poll(self, source: str, seconds: float) -> None:
+        """Record the wall time of one poll of a source (called by the poll job, never by a scrape)."""
+        self._polls.observe(source, seconds)
+
+    def _live_families(self, state: _State) -> list[Metric]:
+        families = [self._polls.family()]
+        if state.computed_at is not None:
+            age = max(0.0, (self._clock.now() - state.computed_at).total_seconds())
+            families.append(GaugeMetricFamily(_AGE.name, _AGE.help, value=age))
+        return families
 
     def describe(self) -> Iterator[Metric]:
         """Every family this collector may expose, so the registry can reject duplicate names."""
@@ -211,12 +257,12 @@ class MetricsExporter:
     def collect(self) -> Iterator[Metric]:
         state = self._state
         yield from state.families
-        yield from self._age_family(state)
+        yield from self._live_families(state)
 
     def render(self) -> bytes:
-        """Exposition text of this exporter: the cached body plus a fresh snapshot age."""
+        """Exposition text of this exporter: the cached body plus the live families."""
         state = self._state
-        return state.body + generate_latest(_Families(self._age_family(state)))
+        return state.body + generate_latest(_Families(self._live_families(state)))
 
 
 class _Handler(BaseHTTPRequestHandler):

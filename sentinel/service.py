@@ -97,6 +97,7 @@ class Service:
     # -- jobs ---------------------------------------------------------------------------------
     def poll_source(self, name: str) -> PollOutcome:
         collector = self.collectors[name]
+        started = time.perf_counter()  # wall time for the histogram, whatever the (virtual) clock says
         now = self.clock.now()
         outcome = PollOutcome(name, ok=True)
         try:
@@ -115,8 +116,10 @@ class Service:
             log.warning("poll %s failed [%s]: %s", name, exc.error_class, exc)
             self.store.record_poll_failure(name, exc, now)
             outcome.ok, outcome.error = False, exc
+            self.exporter.observe_poll(name, time.perf_counter() - started)
             return outcome
         self.store.record_poll_success(name, now)
+        self.exporter.observe_poll(name, time.perf_counter() - started)
         return outcome
 
     def poll_all(self) -> list[PollOutcome]:

@@ -13,9 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 import metrics.exporter as exporter_mod
+from collectors.errors import SourceTimeout
+from collectors.types import Batch
 from metrics.catalog import KPIS
 from metrics.exporter import CONTENT_TYPE, METRICS, MetricsExporter, serve
 from metrics.snapshot import KpiValue, Snapshot, labels_of
+from sentinel.config import DEFAULT_PATH, load_config
+from sentinel.service import Service
 
 T0 = datetime(2026, 2, 12, 10, 0, tzinfo=UTC)
 PROMTOOL = "/usr/bin/promtool"
@@ -143,7 +147,58 @@ def test_scrapes_read_the_cached_state_only(exporter, monkeypatch, clock):
     assert b"fulfillment_snapshot_age_seconds 5.0" in exporter.render()
 
 
+def test_poll_durations_form_a_cumulative_histogram_per_source(exporter, registry):
+    for source, seconds in [("wms_db", 0.003), ("tmall_api", 0.25), ("tmall_api", 0.3), ("tmall_api", 75)]:
+        exporter.observe_poll(source, seconds)
+    name, tmall = "fulfillment_source_poll_duration_seconds", {"source": "tmall_api"}
+    assert registry.get_sample_value(f"{name}_bucket", {**tmall, "le": "0.1"}) == 0
+    assert registry.get_sample_value(f"{name}_bucket", {**tmall, "le": "0.25"}) == 1  # le is inclusive
+    assert registry.get_sample_value(f"{name}_bucket", {**tmall, "le": "0.5"}) == 2
+    assert registry.get_sample_value(f"{name}_bucket", {**tmall, "le": "60.0"}) == 2
+    assert registry.get_sample_value(f"{name}_bucket", {**tmall, "le": "+Inf"}) == 3
+    assert registry.get_sample_value(f"{name}_count", tmall) == 3
+    assert registry.get_sample_value(f"{name}_sum", tmall) == pytest.approx(75.55)
+    assert registry.get_sample_value(f"{name}_count", {"source": "wms_db"}) == 1
+
+
+def test_poll_durations_survive_snapshot_updates(exporter, registry):
+    exporter.observe_poll("wms_db", 0.5)
+    exporter.update(snap(("sync_success_ratio", {}, 1.0)), [])
+    assert (
+        registry.get_sample_value("fulfillment_source_poll_duration_seconds_count", {"source": "wms_db"}) == 1
+    )
+
+
+class _Collector:
+    """A source that answers with one empty page, or fails with a timeout."""
+
+    def __init__(self, name: str, fail: bool) -> None:
+        self.name, self.fail = name, fail
+
+    def poll(self, cursor, now):
+        if self.fail:
+            raise SourceTimeout(self.name, "no answer")
+        yield Batch(self.name)
+
+
+def test_service_polls_feed_the_histogram_failures_included(tmp_path, clock):
+    config = load_config(
+        DEFAULT_PATH, env={}, overrides={"service.store_url": f"sqlite:///{tmp_path / 's.db'}"}
+    )
+    collectors = {"up_src": _Collector("up_src", False), "down_src": _Collector("down_src", True)}
+    service = Service(config, clock, collectors=collectors, notifiers={})
+    try:
+        assert [o.ok for o in service.poll_all()] == [True, False]
+        service.poll_source("up_src")
+    finally:
+        service.stop()
+    count = "fulfillment_source_poll_duration_seconds_count"
+    assert service.exporter.registry.get_sample_value(count, {"source": "up_src"}) == 2
+    assert service.exporter.registry.get_sample_value(count, {"source": "down_src"}) == 1
+
+
 def test_render_matches_the_registry_exposition(exporter, registry):
+    exporter.observe_poll("wms_db", 0.02)
     assert exporter.render() == generate_latest(registry)
 
 
@@ -164,6 +219,11 @@ def test_metric_table_follows_prometheus_naming():
             assert re.search(rf"_{m.unit}(_total)?$", m.name), f"{m.name} should end with its unit {m.unit}"
         for label in m.labels:
             assert re.fullmatch(r"[a-z_][a-z0-9_]*", label), label
+        if m.kind == "histogram":
+            assert list(m.buckets) == sorted(set(m.buckets)) and m.buckets[0] > 0, m.name
+            assert "le" not in m.labels, m.name
+        else:
+            assert m.buckets == (), m.name
 
 
 GOLDEN = """\
@@ -216,6 +276,27 @@ fulfillment_snapshot_timestamp_seconds 1.7708904e+09
 # HELP fulfillment_kpi_refresh_duration_seconds Wall time the KPI job took to compute the exposed snapshot.
 # TYPE fulfillment_kpi_refresh_duration_seconds gauge
 fulfillment_kpi_refresh_duration_seconds 0.25
+# HELP fulfillment_source_poll_duration_seconds Wall time of each poll of the source, failed polls included.
+# TYPE fulfillment_source_poll_duration_seconds histogram
+fulfillment_source_poll_duration_seconds_bucket{le="0.001",source="tmall_api"} 0.0
+fulfillment_source_poll_duration_seconds_bucket{le="0.0025",source="tmall_api"} 0.0
+fulfillment_source_poll_duration_seconds_bucket{le="0.005",source="tmall_api"} 1.0
+fulfillment_source_poll_duration_seconds_bucket{le="0.01",source="tmall_api"} 1.0
+fulfillment_source_poll_duration_seconds_bucket{le="0.025",source="tmall_api"} 1.0
+fulfillment_source_poll_duration_seconds_bucket{le="0.05",source="tmall_api"} 1.0
+fulfillment_source_poll_duration_seconds_bucket{le="0.1",source="tmall_api"} 1.0
+fulfillment_source_poll_duration_seconds_bucket{le="0.25",source="tmall_api"} 2.0
+fulfillment_source_poll_duration_seconds_bucket{le="0.5",source="tmall_api"} 2.0
+fulfillment_source_poll_duration_seconds_bucket{le="1.0",source="tmall_api"} 2.0
+fulfillment_source_poll_duration_seconds_bucket{le="2.5",source="tmall_api"} 2.0
+fulfillment_source_poll_duration_seconds_bucket{le="5.0",source="tmall_api"} 2.0
+fulfillment_source_poll_duration_seconds_bucket{le="10.0",source="tmall_api"} 2.0
+fulfillment_source_poll_duration_seconds_bucket{le="20.0",source="tmall_api"} 2.0
+fulfillment_source_poll_duration_seconds_bucket{le="30.0",source="tmall_api"} 2.0
+fulfillment_source_poll_duration_seconds_bucket{le="60.0",source="tmall_api"} 2.0
+fulfillment_source_poll_duration_seconds_bucket{le="+Inf",source="tmall_api"} 3.0
+fulfillment_source_poll_duration_seconds_count{source="tmall_api"} 3.0
+fulfillment_source_poll_duration_seconds_sum{source="tmall_api"} 75.253
 # HELP fulfillment_snapshot_age_seconds Seconds since the exposed KPI snapshot was computed (by the service clock, at scrape).
 # TYPE fulfillment_snapshot_age_seconds gauge
 fulfillment_snapshot_age_seconds 30.0
@@ -223,12 +304,15 @@ fulfillment_snapshot_age_seconds 30.0
 
 
 def test_golden_exposition(exporter, clock):
+    for seconds in (0.003, 0.25, 75):
+        exporter.observe_poll("tmall_api", seconds)
     clock.advance(30)
     assert exporter.render().decode() == GOLDEN
 
 
 @pytest.mark.skipif(not shutil.which("promtool", path="/usr/bin"), reason="promtool is not installed")
 def test_promtool_accepts_the_exposition(exporter):
+    exporter.observe_poll("tmall_api", 0.2)
     proc = subprocess.run(
         [PROMTOOL, "check", "metrics"], input=exporter.render(), capture_output=True, timeout=30
     )
