@@ -81,7 +81,7 @@ def serve(path: str | None, dashboard_port: int | None) -> int:
     return 0
 
 
-def demo(scenario: str, speed: float, dashboard_port: int, metrics_port: int) -> int:
+def demo(scenario: str, speed: float, dashboard_port: int, metrics_port: int, workdir: Path) -> int:
     """The simulated world, the service and the dashboard, live on a sped-up virtual clock."""
     from sentinel.clock import ScaledClock
     from sentinel.service import Service
@@ -89,7 +89,6 @@ def demo(scenario: str, speed: float, dashboard_port: int, metrics_port: int) ->
     from sim.scenario import load_scenario
     from sim.world import World
 
-    workdir = ROOT / "var" / "demo"
     shutil.rmtree(workdir, ignore_errors=True)
     world = World.generate(load_scenario(scenario))
     clock = ScaledClock(world.start, speed=speed)
@@ -160,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         "--dashboard-port", type=int, default=int(os.environ.get("SENTINEL_DASHBOARD_PORT", "8501"))
     )
     dem.add_argument("--metrics-port", type=int, default=int(os.environ.get("SENTINEL_METRICS_PORT", "9464")))
+    dem.add_argument(
+        "--workdir", type=Path, default=ROOT / "var" / "demo", help="emptied, then holds the demo's files"
+    )
     exp = sub.add_parser("export-rules", help="write the alert rules as a Prometheus rules file (YAML)")
     exp.add_argument("--config", default=None)
     exp.add_argument("--out", default=None, help="file to write (default: stdout)")
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return export_rules(args.config, args.out)
     if args.command == "serve":
         return serve(args.config, args.dashboard_port)
-    return demo(args.scenario, args.speed, args.dashboard_port, args.metrics_port)
+    return demo(args.scenario, args.speed, args.dashboard_port, args.metrics_port, args.workdir)
 
 
 if __name__ == "__main__":
