@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import ClassVar
+
+import requests
+from pydantic import SecretStr
 
 from sentinel.clock import Clock
 
@@ -36,11 +41,23 @@ class SendResult:
     retry_after: float | None = None  # seconds until a retry may succeed (rate limits)
 
 
+# A receiver's body code -> (result code, retryable, retry_after seconds or None).
+Verdict = tuple[str, bool, float | None]
+
+
 def mask(secret: str) -> str:
     """Show at most the first and last 4 characters of a secret."""
     if len(secret) <= 8:
         return "****"
     return f"{secret[:4]}…{secret[-4:]}"
+
+
+def as_secret(value: SecretStr | str | None) -> SecretStr | None:
+    """A SecretStr, or None for a missing or empty value (e.g. an unset `${VAR:-}`)."""
+    if value is None:
+        return None
+    value = value if isinstance(value, SecretStr) else SecretStr(value)
+    return value if value.get_secret_value() else None
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -122,6 +139,7 @@ class Notifier:
     kind: ClassVar[str] = "notifier"
     max_bytes: ClassVar[int] = 4096  # per message part, UTF-8 bytes
     per_minute: ClassVar[int] = 20  # documented receiver limit; we throttle one below it
+    per_second: ClassVar[int | None] = None  # a second, shorter limit where the receiver has one
     window: ClassVar[timedelta] = timedelta(seconds=60)
 
     def __init__(self, clock: Clock) -> None:
@@ -146,14 +164,31 @@ class Notifier:
         """The parts `send` would post for this body, in order."""
         return split_utf8(body, self.max_bytes)
 
+    def limits(self) -> list[tuple[int, timedelta]]:
+        """Documented receiver limits as (count, span); we stay one below each."""
+        limits = [(self.per_minute, self.window)]
+        if self.per_second:
+            limits.append((self.per_second, timedelta(seconds=1)))
+        return limits
+
     def throttle_wait(self) -> float:
-        """Seconds until the sliding window admits one more send (0 = now)."""
+        """Seconds until every sliding window admits one more send (0 = now)."""
         now = self.clock.now()
-        while self._sent and now - self._sent[0] >= self.window:
+        longest = max(span for _, span in self.limits())
+        while self._sent and now - self._sent[0] >= longest:
             self._sent.popleft()
-        if len(self._sent) < max(1, self.per_minute - 1):
-            return 0.0
-        return max(0.001, (self._sent[0] + self.window - now).total_seconds())
+        wait = 0.0
+        for limit, span in self.limits():
+            allowed = max(1, limit - 1)
+            recent = [t for t in self._sent if now - t < span]
+            if len(recent) >= allowed:
+                wait = max(wait, (recent[-allowed] + span - now).total_seconds(), 0.001)
+        return wait
+
+    def _throttled(self, wait: float) -> SendResult:
+        spans = ", ".join(f"{max(1, n - 1)}/{int(s.total_seconds())}s" for n, s in self.limits())
+        detail = f"local limit {spans} reached; retry in {wait:.0f}s"
+        return SendResult(False, True, THROTTLED, detail, retry_after=wait)
 
     def send(self, body: str, skip: int = 0) -> list[SendResult]:
         """Send the parts of `body` after the first `skip`; stop at the first failure. Never raises."""
@@ -164,8 +199,7 @@ class Notifier:
         for number, part in enumerate(parts[skip:], start=skip + 1):
             wait = self.throttle_wait()
             if wait:
-                detail = f"local limit {self.per_minute - 1}/min reached; retry in {wait:.0f}s"
-                results.append(SendResult(False, True, THROTTLED, detail, retry_after=wait))
+                results.append(self._throttled(wait))
                 break
             self._sent.append(self.clock.now())
             result = self._guarded_send(part)
@@ -199,3 +233,61 @@ class Notifier:
             redact(result.response_text, secrets),
             result.retry_after,
         )
+
+
+# -- shared by the HTTP notifiers ---------------------------------------------------------------
+def http_post(
+    session: requests.Session, url: str, timeout: float, **kwargs
+) -> requests.Response | SendResult:
+    """POST without following redirects; transport failures become NETWORK results (redacted later)."""
+    try:
+        return session.post(url, timeout=timeout, allow_redirects=False, **kwargs)
+    except requests.Timeout:
+        return SendResult(False, True, NETWORK, f"timeout after {timeout}s")
+    except requests.RequestException as exc:
+        # The exception text can carry the full URL with its secret; _guarded_send masks it.
+        return SendResult(False, True, NETWORK, f"{type(exc).__name__}: {exc}")
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """An HTTP Retry-After header (delta seconds or an HTTP date) as seconds from `now`."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, (moment - now).total_seconds())
+
+
+def classify_robot_answer(
+    service: str,
+    status: int,
+    text: str,
+    codes: Mapping[int, Verdict],
+    code_keys: tuple[str, ...],
+    msg_keys: tuple[str, ...],
+    http_rate_backoff: float,
+) -> SendResult:
+    """Chat robots answer HTTP 200 with a body code; success only when that code is 0."""
+    if status == 429:
+        return SendResult(False, True, RATE_LIMITED, "HTTP 429", text[:500], http_rate_backoff)
+    if status >= 500:
+        return SendResult(False, True, TRANSIENT, f"HTTP {status}", text[:500])
+    if status != 200:
+        return SendResult(False, False, CONFIG, f"HTTP {status}", text[:500])
+    try:
+        answer = json.loads(text)
+        code = int(next(answer[k] for k in code_keys if k in answer))
+    except (ValueError, TypeError, StopIteration):
+        return SendResult(False, True, TRANSIENT, f"answer is not {service} JSON", text[:500])
+    message = str(next((answer[k] for k in msg_keys if k in answer), ""))
+    if code == 0:
+        return SendResult(True, False, OK, message or "ok", text)
+    result_code, retryable, retry_after = codes.get(code, (PAYLOAD, False, None))
+    return SendResult(False, retryable, result_code, f"{code_keys[0]} {code}: {message}", text, retry_after)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -11,29 +10,31 @@ from pydantic import SecretStr
 
 from alerts.notifiers.base import (
     CONFIG,
-    NETWORK,
-    OK,
     PAYLOAD,
     RATE_LIMITED,
     TRANSIENT,
     Notifier,
     SendResult,
+    Verdict,
+    classify_robot_answer,
+    http_post,
     mask,
     protect,
 )
+from alerts.notifiers.markup import with_mentions
 from sentinel.clock import Clock
 
-# errcode -> (result code, retryable); anything else is a permanent rejection of this message.
-ERRCODES: dict[int, tuple[str, bool]] = {
-    45009: (RATE_LIMITED, True),  # api freq out of limit
-    93000: (CONFIG, False),  # invalid webhook url: key wrong, robot deleted or removed
-    40058: (PAYLOAD, False),  # content exceeds the size limit
-    40008: (PAYLOAD, False),  # invalid message type
-    44004: (PAYLOAD, False),  # empty content
-    40035: (PAYLOAD, False),  # invalid parameter (e.g. a body that is not JSON)
-    -1: (TRANSIENT, True),  # system busy
-}
 RATE_LIMIT_BACKOFF = 60.0  # seconds: the receiver's window is one minute
+# errcode -> verdict; anything else is a permanent rejection of this message.
+ERRCODES: dict[int, Verdict] = {
+    45009: (RATE_LIMITED, True, RATE_LIMIT_BACKOFF),  # api freq out of limit
+    93000: (CONFIG, False, None),  # invalid webhook url: key wrong, robot deleted or removed
+    40058: (PAYLOAD, False, None),  # content exceeds the size limit
+    40008: (PAYLOAD, False, None),  # invalid message type
+    44004: (PAYLOAD, False, None),  # empty content
+    40035: (PAYLOAD, False, None),  # invalid parameter (e.g. a body that is not JSON)
+    -1: (TRANSIENT, True, None),  # system busy
+}
 
 
 class WeComNotifier(Notifier):
@@ -72,44 +73,19 @@ class WeComNotifier(Notifier):
 
     def split(self, body: str) -> list[str]:
         """Parts of the body (with any missing route mentions appended), each <= 4096 bytes."""
-        missing = [m for m in self.mentions if f"<@{m}>" not in body]
-        if missing and body.strip():
-            body = body.rstrip("\n") + "\n" + " ".join(f"<@{m}>" for m in missing)
-        return super().split(body)
+        return super().split(with_mentions(body, self.mentions))
 
     def _send_part(self, part: str) -> SendResult:
         payload = {"msgtype": "markdown", "markdown": {"content": part}}
-        try:
-            response = self.session.post(
-                self.url,
-                params={"key": self._key.get_secret_value()},
-                json=payload,
-                timeout=self.timeout,
-            )
-        except requests.Timeout:
-            return SendResult(False, True, NETWORK, f"timeout after {self.timeout}s")
-        except requests.RequestException as exc:
-            # The exception text can carry the full URL with the key; base.redact masks it.
-            return SendResult(False, True, NETWORK, f"{type(exc).__name__}: {exc}")
+        params = {"key": self._key.get_secret_value()}
+        response = http_post(self.session, self.url, self.timeout, params=params, json=payload)
+        if isinstance(response, SendResult):
+            return response
         return self._classify(response.status_code, response.text)
 
     @staticmethod
     def _classify(status: int, text: str) -> SendResult:
         """Success only when the body says errcode 0; HTTP 200 alone proves nothing."""
-        if status == 429:
-            return SendResult(False, True, RATE_LIMITED, "HTTP 429", text, RATE_LIMIT_BACKOFF)
-        if status >= 500:
-            return SendResult(False, True, TRANSIENT, f"HTTP {status}", text)
-        if status != 200:
-            return SendResult(False, False, CONFIG, f"HTTP {status}", text)
-        try:
-            answer = json.loads(text)
-            errcode = int(answer["errcode"])
-        except (ValueError, KeyError, TypeError):
-            return SendResult(False, True, TRANSIENT, "answer is not WeCom JSON", text[:500])
-        errmsg = str(answer.get("errmsg", ""))
-        if errcode == 0:
-            return SendResult(True, False, OK, errmsg or "ok", text)
-        code, retryable = ERRCODES.get(errcode, (PAYLOAD, False))
-        retry_after = RATE_LIMIT_BACKOFF if code == RATE_LIMITED else None
-        return SendResult(False, retryable, code, f"errcode {errcode}: {errmsg}", text, retry_after)
+        return classify_robot_answer(
+            "WeCom", status, text, ERRCODES, ("errcode",), ("errmsg",), RATE_LIMIT_BACKOFF
+        )
