@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +29,19 @@ from store.schema import (
     to_ms,
 )
 
+
+def _insert_sql(table, columns: list[str]) -> str:
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
 _MILESTONES = [milestone_column(s) for s in STATES]
+_MILESTONE_OF = {s: milestone_column(s) for s in STATES}
+_DIMS = frozenset(DIMENSIONS)
+_ORDER_COLS = [c.name for c in orders.c]
+_UPDATE_COLS = ["state", "state_rank", "state_at", *_MILESTONES, "amount_fen", *DIMENSIONS, "updated_at"]
+_ORDER_INSERT = _insert_sql(orders, _ORDER_COLS)
+_ORDER_UPDATE = f"UPDATE orders SET {', '.join(f'{c} = ?' for c in _UPDATE_COLS)} WHERE global_id = ?"
+_OBS_INSERT = _insert_sql(observations, ["source", "record_key", "global_id", "state", "at", "ingested_at"])
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,7 @@ class Store:
         self.zone = ZoneInfo(timezone)
         self._patterns = {name: re.compile(c.id_pattern) for name, c in self.channels.items() if c.id_pattern}
         self._lock = threading.Lock()
+        self._ids = _IdCache(ID_CACHE_SIZE)
 
     # -- reads -----------------------------------------------------------------------------
     def cursor(self, source: str) -> str | None:
@@ -88,21 +102,25 @@ class Store:
     def ingest(self, batch: Batch, now: datetime) -> IngestResult:
         """Write one batch (observations, quarantine, cursor, health counters) atomically."""
         result = IngestResult(records=batch.records)
-        with self._lock, self.engine.begin() as conn:
-            valid, rejected = self._validate_identity(batch.observations)
-            quarantined = list(batch.quarantined) + rejected
-            ids = self._resolve_ids(conn, valid)
-            new = self._insert_observations(conn, valid, ids, now)
-            result.new_observations = len(new)
-            result.duplicate_observations = len(valid) - len(new)
-            result.orders_touched = self._merge_orders(conn, new, ids, now)
-            result.quarantined = self._insert_quarantine(conn, quarantined, now)
-            if batch.cursor is not None:
-                self._upsert(
-                    conn, cursors, {"source": batch.source}, {"value": batch.cursor, "updated_at": now}
-                )
-            self._count_health(conn, batch, result, now)
+        with self._lock:
+            with self.engine.begin() as conn:
+                ids = self._write(conn, batch, result, now)
+            self._ids.remember(ids)  # only once committed: a rolled-back ID must not be reused
         return result
+
+    def _write(self, conn: Connection, batch: Batch, result: IngestResult, now: datetime) -> dict:
+        """The whole batch in the caller's transaction; returns the global IDs it resolved."""
+        valid, rejected = self._validate_identity(batch.observations)
+        ids = self._resolve_ids(conn, valid)
+        new = self._insert_observations(conn, valid, ids, now)
+        result.new_observations = len(new)
+        result.duplicate_observations = len(valid) - len(new)
+        result.orders_touched = self._merge_orders(conn, new, ids, now)
+        result.quarantined = self._insert_quarantine(conn, [*batch.quarantined, *rejected], now)
+        if batch.cursor is not None:
+            self._upsert(conn, cursors, {"source": batch.source}, {"value": batch.cursor, "updated_at": now})
+        self._count_health(conn, batch, result, now)
+        return ids
 
     def _validate_identity(self, obs: Iterable[Observation]) -> tuple[list[Observation], list[Quarantined]]:
         valid, rejected = [], []
@@ -138,17 +156,13 @@ class Store:
             wanted.setdefault((o.channel, o.raw_order_id), o)
         if not wanted:
             return {}
-        known: dict[tuple[str, str], str] = {}
-        raw = sorted({k[1] for k in wanted})
+        known = {k: self._ids[k] for k in wanted if k in self._ids}
+        raw = sorted({k[1] for k in wanted if k not in known})
         for chunk in _chunks(raw, 500):
-            rows = conn.execute(
-                select(order_ids.c.channel, order_ids.c.raw_order_id, order_ids.c.global_id).where(
-                    order_ids.c.raw_order_id.in_(chunk)
-                )
-            )
-            for r in rows:
-                if (r.channel, r.raw_order_id) in wanted:
-                    known[(r.channel, r.raw_order_id)] = r.global_id
+            sql = f"SELECT channel, raw_order_id, global_id FROM order_ids WHERE raw_order_id IN ({', '.join('?' * len(chunk))})"
+            for channel, raw_id, gid in _driver_rows(conn, sql, chunk):
+                if (channel, raw_id) in wanted:
+                    known[(channel, raw_id)] = gid
         fresh = [k for k in wanted if k not in known]
         if not fresh:
             return known
@@ -193,28 +207,18 @@ class Store:
         for source in {k[0] for k in by_key}:
             keys = sorted(k[1] for k in by_key if k[0] == source)
             for chunk in _chunks(keys, 500):
-                rows = conn.execute(
-                    select(observations.c.record_key).where(
-                        observations.c.source == source, observations.c.record_key.in_(chunk)
-                    )
-                )
-                existing.update((source, r.record_key) for r in rows)
+                sql = f"SELECT record_key FROM observations WHERE source = ? AND record_key IN ({', '.join('?' * len(chunk))})"
+                existing.update((source, r[0]) for r in _driver_rows(conn, sql, [source, *chunk]))
         new = [o for k, o in by_key.items() if k not in existing]
-        if new:
-            conn.execute(
-                insert(observations),
-                [
-                    {
-                        "source": o.source,
-                        "record_key": o.record_key,
-                        "global_id": ids[(o.channel, o.raw_order_id)],
-                        "state": o.state,
-                        "at": o.at,
-                        "ingested_at": now,
-                    }
-                    for o in new
-                ],
-            )
+        now_ms = to_ms(now)
+        _driver_many(
+            conn,
+            _OBS_INSERT,
+            [
+                (o.source, o.record_key, ids[(o.channel, o.raw_order_id)], o.state, to_ms(o.at), now_ms)
+                for o in new
+            ],
+        )
         return new
 
     def _merge_orders(
@@ -228,50 +232,48 @@ class Store:
             touched.setdefault(ids[(o.channel, o.raw_order_id)], []).append(o)
         current: dict[str, dict] = {}
         for chunk in _chunks(sorted(touched), 500):
-            for row in conn.execute(select(orders).where(orders.c.global_id.in_(chunk))).mappings():
-                current[row["global_id"]] = dict(row)
+            sql = f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE global_id IN ({', '.join('?' * len(chunk))})"
+            for row in _driver_rows(conn, sql, chunk):
+                current[row[0]] = dict(zip(_ORDER_COLS, row, strict=True))
+        now_ms = to_ms(now)
         inserts, updates = [], []
         for gid, items in touched.items():
             row = current.get(gid)
             is_new = row is None
             if is_new:
                 first = items[0]
-                row = {c: None for c in orders.c.keys()}
+                row = dict.fromkeys(_ORDER_COLS)
                 row.update(
-                    global_id=gid, channel=first.channel, raw_order_id=first.raw_order_id, first_seen_at=now
+                    global_id=gid,
+                    channel=first.channel,
+                    raw_order_id=first.raw_order_id,
+                    first_seen_at=now_ms,
                 )
             before = dict(row)
-            for o in sorted(items, key=lambda x: x.at):
+            for o in sorted(items, key=lambda x: x.at):  # the latest dimension value wins
+                at = to_ms(o.at)
                 col = milestone_column(o.state)
-                if row[col] is None or o.at < row[col]:
-                    row[col] = o.at
+                if row[col] is None or at < row[col]:
+                    row[col] = at
                 if o.state == "created" or o.created_at is not None:
-                    created = o.created_at or o.at
+                    created = to_ms(o.created_at) if o.created_at is not None else at
                     if row["created_at"] is None or created < row["created_at"]:
                         row["created_at"] = created
-                for dim in DIMENSIONS:
-                    if o.dims.get(dim):
-                        row[dim] = o.dims[dim]
+                for dim, value in o.dims.items():
+                    if value and dim in _DIMS:
+                        row[dim] = value
                 if o.amount_fen is not None and row["amount_fen"] is None:
                     row["amount_fen"] = o.amount_fen
-            best = max((s for s in STATES if row[milestone_column(s)] is not None), key=RANK.__getitem__)
-            row["state"], row["state_rank"], row["state_at"] = best, RANK[best], row[milestone_column(best)]
+            best = max((s for s in STATES if row[_MILESTONE_OF[s]] is not None), key=RANK.__getitem__)
+            row["state"], row["state_rank"], row["state_at"] = best, RANK[best], row[_MILESTONE_OF[best]]
             if is_new:
-                row["updated_at"] = now
-                inserts.append(row)
+                row["updated_at"] = now_ms
+                inserts.append(tuple(row[c] for c in _ORDER_COLS))
             elif row != before:
-                row["updated_at"] = now
-                updates.append(row)
-        if inserts:
-            conn.execute(insert(orders), inserts)
-        if updates:
-            cols = ["state", "state_rank", "state_at", *_MILESTONES, "amount_fen", *DIMENSIONS, "updated_at"]
-            stmt = (
-                update(orders)
-                .where(orders.c.global_id == bindparam("b_gid"))
-                .values({c: bindparam(f"b_{c}", type_=orders.c[c].type) for c in cols})
-            )
-            conn.execute(stmt, [{"b_gid": r["global_id"], **{f"b_{c}": r[c] for c in cols}} for r in updates])
+                row["updated_at"] = now_ms
+                updates.append(tuple(row[c] for c in _UPDATE_COLS) + (gid,))
+        _driver_many(conn, _ORDER_INSERT, inserts)
+        _driver_many(conn, _ORDER_UPDATE, updates)
         return len(inserts) + len(updates)
 
     def _insert_quarantine(self, conn: Connection, items: list[Quarantined], now: datetime) -> int:
@@ -375,6 +377,39 @@ class Store:
         done = conn.execute(update(table).where(*cond).values(**values)).rowcount
         if not done:
             conn.execute(insert(table).values(**key, **values))
+
+
+ID_CACHE_SIZE = 200_000  # (channel, raw id) -> global id of recently seen orders; ~50 MB at most
+
+
+class _IdCache(OrderedDict):
+    """A bounded LRU of committed identity mappings (they never change once written)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def remember(self, ids: Mapping[tuple[str, str], str]) -> None:
+        for key, gid in ids.items():
+            self[key] = gid
+            self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+def _placeholder(conn: Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _driver_rows(conn: Connection, sql: str, params: tuple | list) -> list[tuple]:
+    """A SELECT through the DB-API driver: raw values, none of SQLAlchemy's per-row processing."""
+    return list(conn.exec_driver_sql(sql.replace("?", _placeholder(conn)), tuple(params)))
+
+
+def _driver_many(conn: Connection, sql: str, rows: list[tuple]) -> None:
+    """executemany through the DB-API driver (the hot write path: ints and strings only)."""
+    if rows:
+        conn.exec_driver_sql(sql.replace("?", _placeholder(conn)), rows)
 
 
 def _chunks(items: list, size: int):
