@@ -46,7 +46,7 @@ KPIS: tuple[KpiSpec, ...] = (
     ),
     KpiSpec(
         "stuck_ratio",
-        ("state", "channel"),
+        ("state", "channel", "warehouse", "carrier"),
         "fulfillment_stuck_ratio",
         "ratio",
         "Orders in a state longer than its timeout, over orders in that state.",
@@ -55,7 +55,7 @@ KPIS: tuple[KpiSpec, ...] = (
     ),
     KpiSpec(
         "stuck_orders",
-        ("state", "channel"),
+        ("state", "channel", "warehouse", "carrier"),
         "fulfillment_stuck_orders",
         "orders",
         "Orders in a state longer than its timeout.",
@@ -64,11 +64,59 @@ KPIS: tuple[KpiSpec, ...] = (
     ),
     KpiSpec(
         "state_orders",
-        ("state", "channel"),
+        ("state", "channel", "warehouse", "carrier"),
         "fulfillment_state_orders",
         "orders",
         "Orders currently in each canonical state.",
         "各状态订单数",
+        "high",
+    ),
+)
+
+KPIS += (
+    KpiSpec(
+        "fast_cancel_ratio",
+        ("channel",),
+        "fulfillment_fast_cancel_ratio",
+        "ratio",
+        "Orders paid in the KPI window and cancelled within the fast-cancel limit of paying, over orders paid.",
+        "付款后秒取消比例",
+        "low",
+    ),
+    KpiSpec(
+        "fast_cancel_orders",
+        ("channel",),
+        "fulfillment_fast_cancel_orders",
+        "orders",
+        "Orders paid in the KPI window and cancelled within the fast-cancel limit of paying.",
+        "付款后秒取消订单",
+        "low",
+    ),
+    KpiSpec(
+        "dwell_p50_seconds",
+        ("state",),
+        "fulfillment_dwell_p50_seconds",
+        "seconds",
+        "Median time spent in a state, over orders that left it within the KPI window (nearest rank).",
+        "状态停留时长P50",
+        "low",
+    ),
+    KpiSpec(
+        "dwell_p95_seconds",
+        ("state",),
+        "fulfillment_dwell_p95_seconds",
+        "seconds",
+        "95th percentile of the time spent in a state, over orders that left it within the KPI window.",
+        "状态停留时长P95",
+        "low",
+    ),
+    KpiSpec(
+        "dwell_orders",
+        ("state",),
+        "fulfillment_dwell_orders",
+        "orders",
+        "Orders that left a state within the KPI window (the dwell percentiles' population).",
+        "离开该状态的订单数",
         "high",
     ),
 )

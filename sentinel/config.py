@@ -98,6 +98,7 @@ class KpiConfig(Strict):
     window: Duration = timedelta(hours=24)
     sync_sla: Duration = timedelta(minutes=15)
     refresh_interval: Duration = timedelta(seconds=30)
+    fast_cancel: Duration = timedelta(seconds=60)  # paid -> cancelled within this counts as a fast cancel
     stuck_timeouts: dict[str, Duration] = Field(default_factory=dict)
 
     @field_validator("stuck_timeouts")

@@ -78,6 +78,11 @@ STRINGS: dict[str, tuple[str, str]] = {
     "kpi.stuck_ratio": ("", "Stuck ratio"),
     "kpi.stuck_orders": ("", "Stuck orders"),
     "kpi.state_orders": ("", "Orders per state"),
+    "kpi.fast_cancel_ratio": ("", "Cancelled right after payment"),
+    "kpi.fast_cancel_orders": ("", "Orders cancelled right after payment"),
+    "kpi.dwell_p50_seconds": ("", "Time in state, p50"),
+    "kpi.dwell_p95_seconds": ("", "Time in state, p95"),
+    "kpi.dwell_orders": ("", "Orders that left the state"),
 }  # fmt: skip
 
 

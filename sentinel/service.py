@@ -89,7 +89,7 @@ class Service:
             notifiers = build_notifiers(config, clock, session=self.session)
         self.alerts = AlertEngine(self.engine, config, clock, notifiers)
         kpi = config.kpi
-        self.kpis = KpiEngine(self.engine, kpi.window, kpi.sync_sla, kpi.stuck_timeouts)
+        self.kpis = KpiEngine(self.engine, kpi.window, kpi.sync_sla, kpi.stuck_timeouts, kpi.fast_cancel)
         self.snapshot: Snapshot | None = None
         self._scheduler = None
         self._metrics_server = None

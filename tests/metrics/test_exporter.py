@@ -245,6 +245,16 @@ fulfillment_stuck_orders{state="paid"} 3.0
 fulfillment_stuck_orders{channel="jd",state="paid"} 3.0
 # HELP fulfillment_state_orders Orders currently in each canonical state.
 # TYPE fulfillment_state_orders gauge
+# HELP fulfillment_fast_cancel_ratio Orders paid in the KPI window and cancelled within the fast-cancel limit of paying, over orders paid.
+# TYPE fulfillment_fast_cancel_ratio gauge
+# HELP fulfillment_fast_cancel_orders Orders paid in the KPI window and cancelled within the fast-cancel limit of paying.
+# TYPE fulfillment_fast_cancel_orders gauge
+# HELP fulfillment_dwell_p50_seconds Median time spent in a state, over orders that left it within the KPI window (nearest rank).
+# TYPE fulfillment_dwell_p50_seconds gauge
+# HELP fulfillment_dwell_p95_seconds 95th percentile of the time spent in a state, over orders that left it within the KPI window.
+# TYPE fulfillment_dwell_p95_seconds gauge
+# HELP fulfillment_dwell_orders Orders that left a state within the KPI window (the dwell percentiles' population).
+# TYPE fulfillment_dwell_orders gauge
 # HELP fulfillment_source_up 1 when the last poll of the source succeeded, 0 otherwise.
 # TYPE fulfillment_source_up gauge
 fulfillment_source_up{source="tmall_api"} 1.0

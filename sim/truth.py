@@ -1,0 +1,104 @@
+"""Ground-truth KPIs computed from the simulated world alone, independently of the store and its SQL.
+
+The definitions mirror PRODUCT.md (and metrics/kpi.py's docstrings), applied to what a monitor can
+know at `now`: events up to `now`, and only orders some source shows (JD and Pinduoduo list paid
+orders only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from sim.model import PAID_ONLY_CHANNELS, SimOrder
+from store.lifecycle import FORWARD, RANK, WMS_REACHED
+
+TERMINAL = ("delivered", "cancelled", "closed", "refunded")
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _labels(**kw: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(kw.items()))
+
+
+def _visible(order: SimOrder, now: datetime) -> dict[str, datetime] | None:
+    events = order.events_until(now)
+    if not events or (order.channel in PAID_ONLY_CHANNELS and "paid" not in events):
+        return None
+    return events
+
+
+def _rank(n: int, q: float) -> int:
+    return max(1, math.ceil(q * n))
+
+
+def kpi_truth(
+    orders: list[SimOrder],
+    now: datetime,
+    *,
+    window: timedelta,
+    sla: timedelta,
+    timeouts: dict[str, timedelta],
+    fast_cancel: timedelta,
+) -> dict[Key, float]:
+    """Every KPI series the engine computes from orders, keyed like Snapshot: (kpi, labels)."""
+    out: dict[Key, float] = {}
+    counts: dict[tuple[str, tuple], list[int]] = defaultdict(lambda: [0, 0])
+    sync: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    cancels: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    dwell: dict[str, list[float]] = defaultdict(list)
+    start = now - window
+    for order in orders:
+        ev = _visible(order, now)
+        if ev is None:
+            continue
+        state = max(ev, key=RANK.__getitem__)
+        reached = any(s in ev for s in WMS_REACHED)
+        if state not in TERMINAL:
+            stuck = state in timeouts and ev[state] <= now - timeouts[state]
+            dims = [(), (("channel", order.channel),)]
+            if "wms_received" in ev:  # the warehouse and carrier are known from the WMS
+                dims += [(("warehouse", order.warehouse),), (("carrier", order.carrier),)]
+            for dim in dims:
+                agg = counts[(state, dim)]
+                agg[0] += 1
+                agg[1] += stuck
+        paid = ev.get("paid")
+        ended = "cancelled" in ev or "closed" in ev
+        if paid is not None and start <= paid <= now - sla and not (ended and not reached):
+            for key in ((), (("channel", order.channel),)):
+                sync[key][0] += 1
+                sync[key][1] += reached
+        if paid is not None and start <= paid <= now:
+            fast = "cancelled" in ev and ev["cancelled"] - paid <= fast_cancel
+            for key in ((), (("channel", order.channel),)):
+                cancels[key][0] += 1
+                cancels[key][1] += fast
+        for i, s in enumerate(FORWARD[:-1]):
+            later = [ev[x] for x in (*FORWARD[i + 1 :], "cancelled", "closed") if x in ev]
+            if s in ev and later and start <= later[0] <= now and later[0] >= ev[s]:
+                dwell[s].append((later[0] - ev[s]).total_seconds())
+    for (state, dim), (n, stuck) in counts.items():
+        labels = tuple(sorted((*dim, ("state", state))))
+        out[("state_orders", labels)] = n
+        if state in timeouts:
+            out[("stuck_orders", labels)] = stuck
+            out[("stuck_ratio", labels)] = stuck / n
+    for key, (paid, reached) in sync.items():
+        out[("sync_paid_orders", key)] = paid
+        out[("sync_unreached_orders", key)] = paid - reached
+        if paid:
+            out[("sync_success_ratio", key)] = reached / paid
+    for key, (paid, fast) in cancels.items():
+        out[("fast_cancel_orders", key)] = fast
+        if paid:
+            out[("fast_cancel_ratio", key)] = fast / paid
+    for s in FORWARD[:-1]:
+        values = sorted(dwell.get(s, []))
+        labels = _labels(state=s)
+        out[("dwell_orders", labels)] = len(values)
+        if values:
+            out[("dwell_p50_seconds", labels)] = values[_rank(len(values), 0.5) - 1]
+            out[("dwell_p95_seconds", labels)] = values[_rank(len(values), 0.95) - 1]
+    return out
