@@ -7,7 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import ClassVar
 
@@ -43,6 +43,11 @@ class SendResult:
 
 # A receiver's body code -> (result code, retryable, retry_after seconds or None).
 Verdict = tuple[str, bool, float | None]
+
+
+def unix_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, exactly (float timestamps can be off by one)."""
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def mask(secret: str) -> str:
