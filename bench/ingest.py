@@ -1,6 +1,6 @@
 """Store ingest throughput: the batched write path vs a row-at-a-time writer, same data, same run.
 
-    .venv/bin/python bench/ingest.py [--orders 20000] [--store-url sqlite:///...]
+    .venv/bin/python bench/ingest.py [--orders 20000] [--store-url sqlite:///... or a PostgreSQL server URL]
 
 Prints its figures; the last line is one JSON object.
 """
@@ -14,16 +14,14 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import environment, throwaway_store  # first: puts the repo on sys.path
+from sqlalchemy import func, insert, select
 
-from sqlalchemy import func, insert, select  # noqa: E402
-
-from collectors.types import Batch, Observation  # noqa: E402
-from store.db import init_schema, make_engine  # noqa: E402
-from store.schema import observations  # noqa: E402
-from store.store import ChannelIdentity, Store  # noqa: E402
+from collectors.types import Batch, Observation
+from store.db import init_schema, make_engine
+from store.schema import observations
+from store.store import ChannelIdentity, Store
 
 FORWARD = ("created", "paid", "wms_received", "picked", "packed", "shipped", "delivered")
 CHANNELS = {"tmall": ChannelIdentity("TB"), "jd": ChannelIdentity("JD"), "pdd": ChannelIdentity("PDD")}
@@ -99,8 +97,7 @@ def main() -> int:
     )
     parser.add_argument("--store-url", default=None)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.store_url or f"sqlite:///{tmp}/bench.db"
+    with tempfile.TemporaryDirectory() as tmp, throwaway_store(args.store_url) as url:
         engine = make_engine(url)
         init_schema(engine)
         store = Store(engine, CHANNELS, "Asia/Shanghai")
@@ -116,8 +113,10 @@ def main() -> int:
         naive = row_at_a_time(
             naive_engine, [Observation(**{**_fields(o), "source": "naive"}) for o in sample]
         )
+        engine.dispose()
+        naive_engine.dispose()
     figures = {
-        "store": url.split(":")[0],
+        **environment(url),
         "orders": args.orders,
         "observations": len(obs),
         "stored": stored,
