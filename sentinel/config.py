@@ -11,11 +11,13 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -124,11 +126,113 @@ class RuleConfig(Strict):
     summary: str = ""
 
 
-class RouteConfig(Strict):
+def _optional_secret(value: Any) -> Any:
+    """An empty secret (e.g. an unset `${VAR:-}`) means "not configured"."""
+    if value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()):
+        return None
+    return value
+
+
+def _address(value: str) -> str:
+    if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_optional_secret)]
+Address = Annotated[str, AfterValidator(_address)]
+
+
+class WeComRoute(Strict):
+    """WeCom group robot: the key authorises sending; mentions are user ids or "@all"."""
+
     kind: Literal["wecom"]
     url: str
     key: SecretStr
     mentions: tuple[str, ...] = ()
+    timeout: Duration = timedelta(seconds=10)
+
+
+class DingTalkRoute(Strict):
+    """DingTalk custom robot: access token in the URL, optional 加签 secret; mentions are mobiles or "all"."""
+
+    kind: Literal["dingtalk"]
+    url: str = "https://oapi.dingtalk.com/robot/send"
+    access_token: SecretStr
+    secret: OptionalSecret = None
+    mentions: tuple[str, ...] = ()
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("url")
+    @classmethod
+    def _no_token_in_url(cls, value: str) -> str:
+        if "access_token=" in value:
+            raise ValueError("put the token in access_token (a secret), not in the URL")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _sec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("SEC"):
+            raise ValueError("a DingTalk signing secret starts with SEC")
+        return value
+
+
+class FeishuRoute(Strict):
+    """Feishu/Lark custom bot: `url` is the hook base, the token its last segment; mentions are open ids."""
+
+    kind: Literal["feishu"]
+    url: str = "https://open.feishu.cn/open-apis/bot/v2/hook"
+    token: SecretStr
+    secret: OptionalSecret = None
+    mentions: tuple[str, ...] = ()
+    timeout: Duration = timedelta(seconds=10)
+
+
+class EmailRoute(Strict):
+    """SMTP submission: STARTTLS on 587 or implicit TLS on 465; login only after TLS."""
+
+    kind: Literal["email"]
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password: OptionalSecret = None
+    sender: Address
+    to: tuple[Address, ...] = Field(min_length=1)
+    subject_prefix: str = "[履约告警]"
+    timeout: Duration = timedelta(seconds=10)
+
+    @property
+    def mentions(self) -> tuple[str, ...]:
+        return ()
+
+
+class WebhookRoute(Strict):
+    """Any HTTP endpoint taking Alertmanager's webhook JSON; optional bearer token and HMAC signature."""
+
+    kind: Literal["webhook"]
+    url: str
+    bearer_token: OptionalSecret = None
+    hmac_secret: OptionalSecret = None
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @property
+    def mentions(self) -> tuple[str, ...]:
+        return ()
+
+
+RouteConfig = Annotated[
+    WeComRoute | DingTalkRoute | FeishuRoute | EmailRoute | WebhookRoute, Field(discriminator="kind")
+]
+ROUTE_KINDS = ("wecom", "dingtalk", "feishu", "email", "webhook")
 
 
 class AlertsConfig(Strict):
@@ -176,6 +280,8 @@ def _interpolate(node: Any, where: str, env: dict[str, str], problems: list[str]
 
 
 def _location(loc: tuple) -> str:
+    if loc[:2] == ("alerts", "routes") and len(loc) > 3 and loc[3] in ROUTE_KINDS:
+        loc = loc[:3] + loc[4:]  # drop the tagged-union member: alerts.routes.x.email.to -> ...x.to
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
@@ -227,6 +333,14 @@ def _cross_check(
                     problems.append(f"{where}.by: KPI {rule.kpi} has no label {label!r}")
         if rule.route not in routes:
             problems.append(f"{where}.route: unknown route {rule.route!r}")
+    for name, route in cfg.alerts.routes.items():
+        if isinstance(route, EmailRoute):
+            where = f"alerts.routes.{name}"
+            if route.password is not None and not route.username:
+                problems.append(f"{where}.username: field required when a password is set")
+            local = route.host in ("localhost", "127.0.0.1", "::1")
+            if route.tls == "none" and route.password is not None and not local:
+                problems.append(f"{where}.tls: 'none' would send the password in clear; use starttls or ssl")
     names = [r.name for r in cfg.alerts.rules]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"alerts.rules: rule name {dup!r} is used twice")
@@ -244,13 +358,22 @@ def _messages(exc: ValidationError, prefix: tuple = ()) -> list[str]:
             msg = "field required"
         elif err["type"] == "extra_forbidden":
             msg = "unknown key"
-        out.append(f"{_location(prefix + tuple(err['loc']))}: {msg}")
+        loc = prefix + tuple(err["loc"])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # a route's kind
+            loc, msg = (*loc, "kind"), f"must be one of {', '.join(ROUTE_KINDS)}"
+        out.append(f"{_location(loc)}: {msg}")
     return out
 
 
-def _valid(model: type[BaseModel], value: Any) -> bool:
+_ROUTE: TypeAdapter = TypeAdapter(RouteConfig)
+
+
+def _valid(model: type[BaseModel] | TypeAdapter, value: Any) -> bool:
     try:
-        model.model_validate(value)
+        if isinstance(model, TypeAdapter):
+            model.validate_python(value)
+        else:
+            model.model_validate(value)
     except ValidationError:
         return False
     return True
@@ -269,7 +392,7 @@ def _salvage(data: dict) -> tuple[Config, list[int], dict[str, set[str]]]:
         "channels": {k: v for k, v in section(data, "channels").items() if _valid(ChannelConfig, v)},
         "sources": {k: v for k, v in section(data, "sources").items() if _valid(SourceConfig, v)},
         "alerts": {
-            "routes": {k: v for k, v in section(alerts, "routes").items() if _valid(RouteConfig, v)},
+            "routes": {k: v for k, v in section(alerts, "routes").items() if _valid(_ROUTE, v)},
             "rules": [raw_rules[i] for i in rule_index],
         },
     }

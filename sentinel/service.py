@@ -41,13 +41,67 @@ class Job:
 
 
 def build_notifiers(config: Config, clock: Clock, session: requests.Session | None = None) -> dict:
-    """One notifier per configured route."""
+    """One notifier per configured route, of the class its `kind` names."""
+    from alerts.notifiers.dingtalk import DingTalkNotifier
+    from alerts.notifiers.email import EmailNotifier
+    from alerts.notifiers.feishu import FeishuNotifier
+    from alerts.notifiers.webhook import WebhookNotifier
     from alerts.notifiers.wecom import WeComNotifier
 
-    return {
-        name: WeComNotifier(route.url, route.key, clock, session=session, mentions=route.mentions)
-        for name, route in config.alerts.routes.items()
-    }
+    notifiers: dict = {}
+    for name, route in config.alerts.routes.items():
+        timeout = route.timeout.total_seconds()
+        match route.kind:
+            case "wecom":
+                notifiers[name] = WeComNotifier(
+                    route.url, route.key, clock, session=session, timeout=timeout, mentions=route.mentions
+                )
+            case "dingtalk":
+                notifiers[name] = DingTalkNotifier(
+                    route.url,
+                    route.access_token,
+                    clock,
+                    secret=route.secret,
+                    session=session,
+                    timeout=timeout,
+                    mentions=route.mentions,
+                )
+            case "feishu":
+                notifiers[name] = FeishuNotifier(
+                    route.url,
+                    route.token,
+                    clock,
+                    secret=route.secret,
+                    session=session,
+                    timeout=timeout,
+                    mentions=route.mentions,
+                )
+            case "email":
+                notifiers[name] = EmailNotifier(
+                    route.host,
+                    route.port,
+                    route.sender,
+                    route.to,
+                    clock,
+                    tls=route.tls,
+                    username=route.username,
+                    password=route.password,
+                    timeout=timeout,
+                    subject_prefix=route.subject_prefix,
+                )
+            case "webhook":
+                notifiers[name] = WebhookNotifier(
+                    route.url,
+                    clock,
+                    receiver=name,
+                    bearer_token=route.bearer_token,
+                    hmac_secret=route.hmac_secret,
+                    external_url=config.service.dashboard_url,
+                    timezone=config.service.timezone,
+                    session=session,
+                    timeout=timeout,
+                )
+    return notifiers
 
 
 class Service:
