@@ -1,8 +1,8 @@
 """A local SMTP submission server (stdlib asyncio) on port 0: EHLO, STARTTLS, AUTH, SIZE, limits, faults.
 
-Speaks enough of RFC 5321 for smtplib: EHLO/HELO, STARTTLS (with a server TLS context), AUTH PLAIN and
-LOGIN (only after TLS when TLS is offered), MAIL FROM (with SIZE=), RCPT TO, DATA (dot-unstuffed), RSET,
-NOOP, QUIT. Replies modelled on common providers:
+Speaks enough of RFC 5321 for smtplib: EHLO/HELO, STARTTLS or implicit TLS (given a server TLS
+context), AUTH PLAIN and LOGIN (only after TLS when TLS is offered), MAIL FROM (with SIZE=), RCPT TO,
+DATA (dot-unstuffed), RSET, NOOP, QUIT. Replies modelled on common providers:
   530 authentication required / STARTTLS first     535 authentication failed
   553 sender not owned by the authenticated user   550 unknown recipient
   552 message over `max_size`                      421 over `per_minute` messages (then closes)
@@ -50,6 +50,7 @@ class SmtpReceiver:
         users: Mapping[str, str] | None = None,
         *,
         tls_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
         auth_methods: tuple[str, ...] = ("PLAIN", "LOGIN"),
         max_size: int = 10 * 1024 * 1024,
         per_minute: int | None = None,
@@ -59,6 +60,7 @@ class SmtpReceiver:
         self.clock = clock
         self.users = dict(users or {})
         self.tls_context = tls_context
+        self.implicit_tls = implicit_tls  # TLS from the first byte (port 465 style) instead of STARTTLS
         self.auth_methods = auth_methods
         self.max_size = max_size
         self.reject_recipients = set(reject_recipients)
@@ -80,7 +82,9 @@ class SmtpReceiver:
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+            context = self.tls_context if self.implicit_tls else None
+            server = asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=context)
+            self._server = self._loop.run_until_complete(server)
             ready.set()
             self._loop.run_forever()
 
@@ -172,6 +176,7 @@ class SmtpReceiver:
             return
         await reply("220 sentinel-smtp-sim ESMTP ready")
         session = _Session()
+        session.tls = self.implicit_tls
         while True:
             line = await reader.readline()
             if not line:

@@ -106,6 +106,14 @@ def test_starttls_then_login(clock, tls_files):
     assert server.received[0]["tls"] is True and server.received[0]["user"] == USER
 
 
+def test_implicit_tls_then_login(clock, tls_files):
+    server_context, client_context = tls_files
+    with SmtpReceiver(clock, {USER: PASSWORD}, tls_context=server_context, implicit_tls=True) as server:
+        [result] = notifier(server, clock, tls="ssl", ssl_context=client_context).send(BODY)
+    assert result.ok, result.detail
+    assert server.received[0]["tls"] is True and server.received[0]["user"] == USER
+
+
 def test_untrusted_certificate_is_a_config_error(clock, tls_files):
     server_context, _ = tls_files
     with SmtpReceiver(clock, {USER: PASSWORD}, tls_context=server_context) as server:
