@@ -31,11 +31,10 @@ from metrics.snapshot import KpiValue, Snapshot, labels_of
 from sentinel.clock import ManualClock
 from sentinel.config import load_config
 from store.db import init_schema, make_engine
-from store.lifecycle import WMS_REACHED, milestone_column
+from store.lifecycle import TERMINAL, WMS_REACHED, milestone_column
 from store.schema import observations, orders
 from store.store import ChannelIdentity, Store
 
-TERMINAL = ("delivered", "cancelled", "closed", "refunded")  # finished orders: no state KPIs
 # The KPIs the pandas baseline recomputes, by state and/or channel (the engine may export more).
 NAIVE_KPIS = ("sync_paid_orders", "sync_unreached_orders", "sync_success_ratio",
               "state_orders", "stuck_orders", "stuck_ratio")  # fmt: skip

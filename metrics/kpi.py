@@ -9,11 +9,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, and_, bindparam, case, func, literal, not_, or_, select
 
 from metrics.snapshot import KpiValue, Snapshot, labels_of
-from store.lifecycle import FORWARD, RANK, WMS_REACHED, milestone_column
+from store.lifecycle import FORWARD, RANK, TERMINAL, WMS_REACHED, milestone_column
 from store.schema import orders, to_ms
 
-# States whose orders are finished: no stuck ratio, no state count.
-TERMINAL = ("delivered", "cancelled", "closed", "refunded")
 # Dimensions the state counts and stuck ratios are broken down by (one at a time).
 STATE_DIMENSIONS = ("channel", "warehouse", "carrier")
 # Forward states with a dwell time (delivered is the end of the road).

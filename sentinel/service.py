@@ -48,30 +48,22 @@ def build_notifiers(config: Config, clock: Clock, session: requests.Session | No
     from alerts.notifiers.webhook import WebhookNotifier
     from alerts.notifiers.wecom import WeComNotifier
 
+    robots = {
+        "wecom": (WeComNotifier, "key"),
+        "dingtalk": (DingTalkNotifier, "access_token"),
+        "feishu": (FeishuNotifier, "token"),
+    }
     notifiers: dict = {}
     for name, route in config.alerts.routes.items():
         timeout = route.timeout.total_seconds()
         match route.kind:
-            case "wecom":
-                notifiers[name] = WeComNotifier(
-                    route.url, route.key, clock, session=session, timeout=timeout, mentions=route.mentions
-                )
-            case "dingtalk":
-                notifiers[name] = DingTalkNotifier(
+            case "wecom" | "dingtalk" | "feishu":
+                robot, token_field = robots[route.kind]
+                notifiers[name] = robot(
                     route.url,
-                    route.access_token,
+                    getattr(route, token_field),
                     clock,
-                    secret=route.secret,
-                    session=session,
-                    timeout=timeout,
-                    mentions=route.mentions,
-                )
-            case "feishu":
-                notifiers[name] = FeishuNotifier(
-                    route.url,
-                    route.token,
-                    clock,
-                    secret=route.secret,
+                    secret=getattr(route, "secret", None),  # WeCom robots have no signing secret
                     session=session,
                     timeout=timeout,
                     mentions=route.mentions,

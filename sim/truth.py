@@ -12,9 +12,8 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
-from store.lifecycle import FORWARD, RANK, WMS_REACHED
+from store.lifecycle import FORWARD, RANK, TERMINAL, WMS_REACHED
 
-TERMINAL = ("delivered", "cancelled", "closed", "refunded")
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
 

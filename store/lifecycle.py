@@ -29,6 +29,9 @@ RANK: dict[str, int] = {s: i for i, s in enumerate(FORWARD)}
 RANK.update({s: 100 + i for i, s in enumerate(EXITS)})
 RANK.update({s: 200 + i for i, s in enumerate(RETURNS)})
 
+# States whose orders are finished: no stuck ratio, no state count.
+TERMINAL = ("delivered", "cancelled", "closed", "refunded")
+
 # States at or past the warehouse: an order in any of these has "reached the WMS".
 WMS_REACHED = ("wms_received", "picked", "packed")
 

@@ -415,7 +415,3 @@ def _driver_many(conn: Connection, sql: str, rows: list[tuple]) -> None:
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def now_ms(moment: datetime) -> int:
-    return to_ms(moment)

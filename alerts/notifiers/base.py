@@ -296,3 +296,42 @@ def classify_robot_answer(
         return SendResult(True, False, OK, message or "ok", text)
     result_code, retryable, retry_after = codes.get(code, (PAYLOAD, False, None))
     return SendResult(False, retryable, result_code, f"{code_keys[0]} {code}: {message}", text, retry_after)
+
+
+class RobotNotifier(Notifier):
+    """A chat robot reached by URL + token (+ an optional signing secret): wiring and masking in one place."""
+
+    token_label: ClassVar[str] = "token"  # what the platform calls the token (repr only)
+
+    def __init__(
+        self,
+        url: str,
+        token: SecretStr | str,
+        clock: Clock,
+        secret: SecretStr | str | None = None,
+        session: requests.Session | None = None,
+        timeout: float = 10,
+        mentions: Iterable[str] = (),
+    ) -> None:
+        super().__init__(clock)
+        self.url = url.split("?", 1)[0]  # credentials in a pasted URL are dropped, never re-sent as is
+        self._token = as_secret(token) or SecretStr("")
+        self._secret = as_secret(secret)
+        for value in self._secrets():
+            protect(value)
+        self.session = session or requests.Session()
+        self.timeout = timeout
+        self.mentions = tuple(mentions)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.url!r}, {self.token_label}={mask(self._token.get_secret_value())!r})"
+
+    @property
+    def target(self) -> str:
+        return f"{self.kind}[{mask(self._token.get_secret_value())}]"
+
+    def _secrets(self) -> tuple[str, ...]:
+        values = [self._token.get_secret_value()]
+        if self._secret is not None:
+            values.append(self._secret.get_secret_value())
+        return tuple(v for v in values if v)

@@ -5,29 +5,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable
 from typing import Any, ClassVar
-
-import requests
-from pydantic import SecretStr
 
 from alerts.notifiers.base import (
     CONFIG,
     PAYLOAD,
     RATE_LIMITED,
     TRANSIENT,
-    Notifier,
+    RobotNotifier,
     SendResult,
     Verdict,
-    as_secret,
     classify_robot_answer,
     http_post,
-    mask,
-    protect,
     unix_ms,
 )
 from alerts.notifiers.markup import MENTION, strip_fonts, title_of, with_mentions
-from sentinel.clock import Clock
 
 BLOCK_BACKOFF = 600.0  # seconds: over 20/min the robot is blocked for 10 minutes
 QUOTA_BACKOFF = 3600.0  # 90030: the call quota of a period is used up (period unverified)
@@ -49,46 +41,14 @@ def sign(secret: str, timestamp_ms: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-class DingTalkNotifier(Notifier):
+class DingTalkNotifier(RobotNotifier):
     """Posts markdown to one DingTalk robot; token and signing secret are masked everywhere."""
 
     kind: ClassVar[str] = "dingtalk"
     # The hard limit is not documented (third parties report 460101 over 20000 bytes); alerts stay short.
     max_bytes: ClassVar[int] = 4096
     per_minute: ClassVar[int] = 20
-
-    def __init__(
-        self,
-        url: str,
-        access_token: SecretStr | str,
-        clock: Clock,
-        secret: SecretStr | str | None = None,
-        session: requests.Session | None = None,
-        timeout: float = 10,
-        mentions: Iterable[str] = (),
-    ) -> None:
-        super().__init__(clock)
-        self.url = url.split("?", 1)[0]  # timestamp/sign are recomputed per request, never appended
-        self._token = as_secret(access_token) or SecretStr("")
-        self._secret = as_secret(secret)
-        for value in self._secrets():
-            protect(value)
-        self.session = session or requests.Session()
-        self.timeout = timeout
-        self.mentions = tuple(mentions)
-
-    def __repr__(self) -> str:
-        return f"DingTalkNotifier(url={self.url!r}, access_token={mask(self._token.get_secret_value())!r})"
-
-    @property
-    def target(self) -> str:
-        return f"dingtalk[{mask(self._token.get_secret_value())}]"
-
-    def _secrets(self) -> tuple[str, ...]:
-        values = [self._token.get_secret_value()]
-        if self._secret is not None:
-            values.append(self._secret.get_secret_value())
-        return tuple(v for v in values if v)
+    token_label: ClassVar[str] = "access_token"
 
     def split(self, body: str) -> list[str]:
         """Parts of the body (with any missing route mentions appended), each <= max_bytes."""

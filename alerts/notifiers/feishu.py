@@ -7,24 +7,19 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
-import requests
 from pydantic import SecretStr
 
 from alerts.notifiers.base import (
     CONFIG,
     PAYLOAD,
     RATE_LIMITED,
-    Notifier,
+    RobotNotifier,
     SendResult,
     Verdict,
-    as_secret,
     classify_robot_answer,
     http_post,
-    mask,
-    protect,
     split_utf8,
     unix_ms,
 )
@@ -79,7 +74,7 @@ def post_content(part: str) -> dict[str, Any]:
     return {"post": {"zh_cn": {"title": title, "content": paragraphs}}}
 
 
-class FeishuNotifier(Notifier):
+class FeishuNotifier(RobotNotifier):
     """Posts rich text to one Feishu/Lark bot (`url` is the hook base, the token its last segment)."""
 
     kind: ClassVar[str] = "feishu"
@@ -87,38 +82,9 @@ class FeishuNotifier(Notifier):
     per_minute: ClassVar[int] = 100
     per_second: ClassVar[int | None] = 5
 
-    def __init__(
-        self,
-        url: str,
-        token: SecretStr | str,
-        clock: Clock,
-        secret: SecretStr | str | None = None,
-        session: requests.Session | None = None,
-        timeout: float = 10,
-        mentions: Iterable[str] = (),
-    ) -> None:
-        super().__init__(clock)
-        self.url = url.split("?", 1)[0].rstrip("/")
-        self._token = as_secret(token) or SecretStr("")
-        self._secret = as_secret(secret)
-        for value in self._secrets():
-            protect(value)
-        self.session = session or requests.Session()
-        self.timeout = timeout
-        self.mentions = tuple(mentions)
-
-    def __repr__(self) -> str:
-        return f"FeishuNotifier(url={self.url!r}, token={mask(self._token.get_secret_value())!r})"
-
-    @property
-    def target(self) -> str:
-        return f"feishu[{mask(self._token.get_secret_value())}]"
-
-    def _secrets(self) -> tuple[str, ...]:
-        values = [self._token.get_secret_value()]
-        if self._secret is not None:
-            values.append(self._secret.get_secret_value())
-        return tuple(v for v in values if v)
+    def __init__(self, url: str, token: SecretStr | str, clock: Clock, **options) -> None:
+        super().__init__(url, token, clock, **options)
+        self.url = self.url.rstrip("/")  # the token is appended as the last path segment
 
     def body(self, part: str, timestamp_s: str | None = None) -> bytes:
         """The exact UTF-8 JSON posted for one part (signed when the bot has a secret)."""

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import ClassVar
 
-import requests
 from pydantic import SecretStr
 
 from alerts.notifiers.base import (
@@ -13,13 +11,11 @@ from alerts.notifiers.base import (
     PAYLOAD,
     RATE_LIMITED,
     TRANSIENT,
-    Notifier,
+    RobotNotifier,
     SendResult,
     Verdict,
     classify_robot_answer,
     http_post,
-    mask,
-    protect,
 )
 from alerts.notifiers.markup import with_mentions
 from sentinel.clock import Clock
@@ -37,39 +33,16 @@ ERRCODES: dict[int, Verdict] = {
 }
 
 
-class WeComNotifier(Notifier):
+class WeComNotifier(RobotNotifier):
     """Posts markdown to one WeCom robot; the key is masked everywhere it could be shown."""
 
     kind: ClassVar[str] = "wecom"
     max_bytes: ClassVar[int] = 4096
     per_minute: ClassVar[int] = 20
+    token_label: ClassVar[str] = "key"
 
-    def __init__(
-        self,
-        url: str,
-        key: SecretStr | str,
-        clock: Clock,
-        session: requests.Session | None = None,
-        timeout: float = 10,
-        mentions: Iterable[str] = (),
-    ) -> None:
-        super().__init__(clock)
-        self.url = url.split("?", 1)[0]
-        self._key = key if isinstance(key, SecretStr) else SecretStr(key)
-        protect(self._key.get_secret_value())
-        self.session = session or requests.Session()
-        self.timeout = timeout
-        self.mentions = tuple(mentions)
-
-    def __repr__(self) -> str:
-        return f"WeComNotifier(url={self.url!r}, key={mask(self._key.get_secret_value())!r})"
-
-    @property
-    def target(self) -> str:
-        return f"wecom[{mask(self._key.get_secret_value())}]"
-
-    def _secrets(self) -> tuple[str, ...]:
-        return (self._key.get_secret_value(),)
+    def __init__(self, url: str, key: SecretStr | str, clock: Clock, **options) -> None:
+        super().__init__(url, key, clock, **options)
 
     def split(self, body: str) -> list[str]:
         """Parts of the body (with any missing route mentions appended), each <= 4096 bytes."""
@@ -77,7 +50,7 @@ class WeComNotifier(Notifier):
 
     def _send_part(self, part: str) -> SendResult:
         payload = {"msgtype": "markdown", "markdown": {"content": part}}
-        params = {"key": self._key.get_secret_value()}
+        params = {"key": self._token.get_secret_value()}
         response = http_post(self.session, self.url, self.timeout, params=params, json=payload)
         if isinstance(response, SendResult):
             return response

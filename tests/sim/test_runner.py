@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from sim.model import PAID_ONLY_CHANNELS
 from sim.runner import Replay, run_scenario
+from sim.scenario import ScenarioError
 from store.schema import observations, orders
 
 # Columns that say when Sentinel read something, not what the order is: they depend on poll timing.
@@ -94,7 +95,6 @@ def test_a_restart_mid_run_leaves_the_store_exactly_as_an_uninterrupted_run(tmp_
     assert len(fired) == len(set(fired))
 
 
-@pytest.mark.parametrize("bad", ["nope"])
-def test_unknown_scenario_names_the_file(bad):
-    with pytest.raises(Exception, match=bad):
-        run_scenario(bad)
+def test_unknown_scenario_names_the_file_and_the_known_ones():
+    with pytest.raises(ScenarioError, match=r"nope\.toml: no such scenario; available: .*wms_push_gap"):
+        run_scenario("nope")
