@@ -46,7 +46,7 @@ KPIS: tuple[KpiSpec, ...] = (
     ),
     KpiSpec(
         "stuck_ratio",
-        ("state", "channel", "warehouse", "carrier"),
+        ("state", "channel", "warehouse", "carrier", "province", "city", "cs_group"),
         "fulfillment_stuck_ratio",
         "ratio",
         "Orders in a state longer than its timeout, over orders in that state.",
@@ -55,7 +55,7 @@ KPIS: tuple[KpiSpec, ...] = (
     ),
     KpiSpec(
         "stuck_orders",
-        ("state", "channel", "warehouse", "carrier"),
+        ("state", "channel", "warehouse", "carrier", "province", "city", "cs_group"),
         "fulfillment_stuck_orders",
         "orders",
         "Orders in a state longer than its timeout.",
@@ -64,7 +64,7 @@ KPIS: tuple[KpiSpec, ...] = (
     ),
     KpiSpec(
         "state_orders",
-        ("state", "channel", "warehouse", "carrier"),
+        ("state", "channel", "warehouse", "carrier", "province", "city", "cs_group"),
         "fulfillment_state_orders",
         "orders",
         "Orders currently in each canonical state.",

@@ -135,7 +135,9 @@ class Service:
             notifiers = build_notifiers(config, clock, session=self.session)
         self.alerts = AlertEngine(self.engine, config, clock, notifiers)
         kpi = config.kpi
-        self.kpis = KpiEngine(self.engine, kpi.window, kpi.sync_sla, kpi.stuck_timeouts, kpi.fast_cancel)
+        self.kpis = KpiEngine(
+            self.engine, kpi.window, kpi.sync_sla, kpi.stuck_timeouts, kpi.fast_cancel, store=self.store
+        )
         self.snapshot: Snapshot | None = None
         self._scheduler = None
         self._metrics_server = None
@@ -172,7 +174,7 @@ class Service:
         return [self.poll_source(name) for name in self.collectors]
 
     def refresh_kpis(self) -> Snapshot:
-        snap = self.kpis.compute(self.clock.now())
+        snap = self.kpis.refresh(self.clock.now())
         save_snapshot(self.engine, snap)
         self.snapshot = snap
         self.exporter.update(snap, self.store.health())

@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 
+from metrics.kpi import DWELL_BUCKET_MS, dwell_floor
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
 from store.lifecycle import FORWARD, RANK, TERMINAL, WMS_REACHED
 
@@ -48,6 +49,9 @@ def kpi_truth(
     cancels: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     dwell: dict[str, list[float]] = defaultdict(list)
     start = now - window
+    # Dwell: orders that left the state in the window's whole 5-minute buckets, at the engine's resolution.
+    now_bucket = int(now.timestamp() * 1000) // DWELL_BUCKET_MS
+    first_bucket = now_bucket - math.ceil(window.total_seconds() * 1000 / DWELL_BUCKET_MS) + 1
     for order in orders:
         ev = _visible(order, now)
         if ev is None:
@@ -56,7 +60,12 @@ def kpi_truth(
         reached = any(s in ev for s in WMS_REACHED)
         if state not in TERMINAL:
             stuck = state in timeouts and ev[state] <= now - timeouts[state]
-            dims = [(), (("channel", order.channel),)]
+            dims = [
+                (),
+                (("channel", order.channel),),
+                (("province", order.province),),
+                (("city", order.city),),
+            ]
             if "wms_received" in ev:  # the warehouse and carrier are known from the WMS
                 dims += [(("warehouse", order.warehouse),), (("carrier", order.carrier),)]
             for dim in dims:
@@ -76,8 +85,10 @@ def kpi_truth(
                 cancels[key][1] += fast
         for i, s in enumerate(FORWARD[:-1]):
             later = [ev[x] for x in (*FORWARD[i + 1 :], "cancelled", "closed") if x in ev]
-            if s in ev and later and start <= later[0] <= now and later[0] >= ev[s]:
-                dwell[s].append((later[0] - ev[s]).total_seconds())
+            if s in ev and later and later[0] >= ev[s]:
+                left_ms, entered_ms = int(later[0].timestamp() * 1000), int(ev[s].timestamp() * 1000)
+                if first_bucket <= left_ms // DWELL_BUCKET_MS <= now_bucket:
+                    dwell[s].append(dwell_floor((left_ms - entered_ms) // 1000))
     for (state, dim), (n, stuck) in counts.items():
         labels = tuple(sorted((*dim, ("state", state))))
         out[("state_orders", labels)] = n

@@ -63,9 +63,12 @@ orders = Table(
     Column("amount_fen", BigInteger),
     *[Column(d, String(64)) for d in DIMENSIONS],
     Column("first_seen_at", EpochMs, nullable=False),
+    Column("last_event_at", EpochMs, nullable=False),  # the latest milestone (bounds dwell scans)
     Column("updated_at", EpochMs, nullable=False),
     Index("ix_orders_state", "state", "state_at"),
     Index("ix_orders_paid", "paid_at"),
+    Index("ix_orders_last_event", "last_event_at"),
+    sqlite_with_rowid=False,  # one B-tree keyed by global_id: recent orders share pages
 )
 
 order_ids = Table(
@@ -74,6 +77,7 @@ order_ids = Table(
     Column("channel", String(32), primary_key=True),
     Column("raw_order_id", String(128), primary_key=True),
     Column("global_id", String(48), nullable=False, unique=True),
+    sqlite_with_rowid=False,
 )
 
 id_sequences = Table(
@@ -83,18 +87,20 @@ id_sequences = Table(
     Column("last_seq", BigInteger, nullable=False),
 )
 
+# Keyed by order first: the idempotency check reads the observations of the orders a batch
+# touches (recent orders, neighbouring pages), and an order's evidence is one range scan.
+# A record key belongs to one order, so (global_id, source, record_key) is as unique as
+# (source, record_key).
 observations = Table(
     "observations",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("source", String(64), nullable=False),
-    Column("record_key", String(255), nullable=False),
-    Column("global_id", String(48), nullable=False),
+    Column("global_id", String(48), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("record_key", String(255), primary_key=True),
     Column("state", String(32), nullable=False),
     Column("at", EpochMs, nullable=False),
     Column("ingested_at", EpochMs, nullable=False),
-    UniqueConstraint("source", "record_key", name="uq_observation_source_key"),
-    Index("ix_observations_order", "global_id"),
+    sqlite_with_rowid=False,
 )
 
 cursors = Table(

@@ -8,7 +8,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -35,13 +35,35 @@ def _insert_sql(table, columns: list[str]) -> str:
 
 
 _MILESTONES = [milestone_column(s) for s in STATES]
-_MILESTONE_OF = {s: milestone_column(s) for s in STATES}
-_DIMS = frozenset(DIMENSIONS)
 _ORDER_COLS = [c.name for c in orders.c]
-_UPDATE_COLS = ["state", "state_rank", "state_at", *_MILESTONES, "amount_fen", *DIMENSIONS, "updated_at"]
+_UPDATE_COLS = [
+    "state",
+    "state_rank",
+    "state_at",
+    *_MILESTONES,
+    "amount_fen",
+    *DIMENSIONS,
+    "last_event_at",
+    "updated_at",
+]
+ORDER_COLUMNS = tuple(_ORDER_COLS)  # the order of the row tuples handed to change subscribers
 _ORDER_INSERT = _insert_sql(orders, _ORDER_COLS)
 _ORDER_UPDATE = f"UPDATE orders SET {', '.join(f'{c} = ?' for c in _UPDATE_COLS)} WHERE global_id = ?"
-_OBS_INSERT = _insert_sql(observations, ["source", "record_key", "global_id", "state", "at", "ingested_at"])
+_OBS_INSERT = _insert_sql(observations, ["global_id", "source", "record_key", "state", "at", "ingested_at"])
+# Positions in an orders row (the merge works on plain lists, in _ORDER_COLS order).
+_POS = {s: _ORDER_COLS.index(milestone_column(s)) for s in STATES}
+_DIM_POS = {d: _ORDER_COLS.index(d) for d in DIMENSIONS}
+_UPDATE_POS = [_ORDER_COLS.index(c) for c in _UPDATE_COLS]
+_GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIRST_SEEN, _LAST, _UPDATED = (
+    _ORDER_COLS.index(c)
+    for c in ("global_id", "channel", "raw_order_id", "state", "state_rank", "state_at", "amount_fen",
+              "created_at", "first_seen_at", "last_event_at", "updated_at")
+)  # fmt: skip
+OrderChange = tuple[tuple | None, tuple]  # (the row before the batch or None when new, the row after)
+
+
+def _event_time(o: Observation) -> datetime:
+    return o.at
 
 
 @dataclass(frozen=True)
@@ -73,8 +95,20 @@ class Store:
         self.channels = dict(channels)
         self.zone = ZoneInfo(timezone)
         self._patterns = {name: re.compile(c.id_pattern) for name, c in self.channels.items() if c.id_pattern}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._ids = _IdCache(ID_CACHE_SIZE)
+        self._subscribers: list[Callable[[list[OrderChange]], None]] = []
+        self._changes: list[OrderChange] = []
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while a batch is written and its changes handed out: hold it to read a stable store."""
+        return self._lock
+
+    def subscribe(self, callback: Callable[[list[OrderChange]], None]) -> None:
+        """Call `callback(changes)` after each commit, under the ingest lock, with the orders rows
+        the batch changed (tuples in ORDER_COLUMNS order): what incremental KPIs need."""
+        self._subscribers.append(callback)
 
     # -- reads -----------------------------------------------------------------------------
     def cursor(self, source: str) -> str | None:
@@ -103,9 +137,14 @@ class Store:
         """Write one batch (observations, quarantine, cursor, health counters) atomically."""
         result = IngestResult(records=batch.records)
         with self._lock:
+            self._changes = []
             with self.engine.begin() as conn:
                 ids = self._write(conn, batch, result, now)
             self._ids.remember(ids)  # only once committed: a rolled-back ID must not be reused
+            changes, self._changes = self._changes, []
+            if changes:
+                for callback in self._subscribers:
+                    callback(changes)
         return result
 
     def _write(self, conn: Connection, batch: Batch, result: IngestResult, now: datetime) -> dict:
@@ -157,11 +196,14 @@ class Store:
         if not wanted:
             return {}
         known = {k: self._ids[k] for k in wanted if k in self._ids}
-        raw = sorted({k[1] for k in wanted if k not in known})
-        for chunk in _chunks(raw, 500):
-            sql = f"SELECT channel, raw_order_id, global_id FROM order_ids WHERE raw_order_id IN ({', '.join('?' * len(chunk))})"
-            for channel, raw_id, gid in _driver_rows(conn, sql, chunk):
-                if (channel, raw_id) in wanted:
+        unknown: dict[str, list[str]] = {}
+        for channel, raw_id in wanted:
+            if (channel, raw_id) not in known:
+                unknown.setdefault(channel, []).append(raw_id)
+        for channel, raw in unknown.items():  # (channel, raw id) is the key: one index range each
+            for chunk in _chunks(sorted(raw), 500):
+                sql = f"SELECT raw_order_id, global_id FROM order_ids WHERE channel = ? AND raw_order_id IN ({', '.join('?' * len(chunk))})"
+                for raw_id, gid in _driver_rows(conn, sql, [channel, *chunk]):
                     known[(channel, raw_id)] = gid
         fresh = [k for k in wanted if k not in known]
         if not fresh:
@@ -200,26 +242,18 @@ class Store:
     def _insert_observations(
         self, conn: Connection, obs: list[Observation], ids: dict[tuple[str, str], str], now: datetime
     ) -> list[Observation]:
-        by_key: dict[tuple[str, str], Observation] = {}
+        """Insert the observations not stored yet; returns them (the batch's new facts)."""
+        by_key: dict[tuple[str, str, str], Observation] = {}
         for o in obs:
-            by_key.setdefault((o.source, o.record_key), o)
-        existing: set[tuple[str, str]] = set()
-        for source in {k[0] for k in by_key}:
-            keys = sorted(k[1] for k in by_key if k[0] == source)
-            for chunk in _chunks(keys, 500):
-                sql = f"SELECT record_key FROM observations WHERE source = ? AND record_key IN ({', '.join('?' * len(chunk))})"
-                existing.update((source, r[0]) for r in _driver_rows(conn, sql, [source, *chunk]))
-        new = [o for k, o in by_key.items() if k not in existing]
+            by_key.setdefault((ids[(o.channel, o.raw_order_id)], o.source, o.record_key), o)
+        existing: set[tuple[str, str, str]] = set()
+        for chunk in _chunks(sorted({k[0] for k in by_key}), 500):
+            sql = f"SELECT global_id, source, record_key FROM observations WHERE global_id IN ({', '.join('?' * len(chunk))})"
+            existing.update(_driver_rows(conn, sql, chunk))
+        new = [(k, o) for k, o in by_key.items() if k not in existing]
         now_ms = to_ms(now)
-        _driver_many(
-            conn,
-            _OBS_INSERT,
-            [
-                (o.source, o.record_key, ids[(o.channel, o.raw_order_id)], o.state, to_ms(o.at), now_ms)
-                for o in new
-            ],
-        )
-        return new
+        _driver_many(conn, _OBS_INSERT, [(*k, o.state, to_ms(o.at), now_ms) for k, o in new])
+        return [o for _, o in new]
 
     def _merge_orders(
         self, conn: Connection, obs: list[Observation], ids: dict[tuple[str, str], str], now: datetime
@@ -230,48 +264,56 @@ class Store:
         touched: dict[str, list[Observation]] = {}
         for o in obs:
             touched.setdefault(ids[(o.channel, o.raw_order_id)], []).append(o)
-        current: dict[str, dict] = {}
+        current: dict[str, tuple] = {}
         for chunk in _chunks(sorted(touched), 500):
             sql = f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE global_id IN ({', '.join('?' * len(chunk))})"
             for row in _driver_rows(conn, sql, chunk):
-                current[row[0]] = dict(zip(_ORDER_COLS, row, strict=True))
+                current[row[0]] = row
         now_ms = to_ms(now)
-        inserts, updates = [], []
+        inserts, updates, changes = [], [], self._changes
         for gid, items in touched.items():
-            row = current.get(gid)
-            is_new = row is None
-            if is_new:
+            before = current.get(gid)
+            if before is None:
                 first = items[0]
-                row = dict.fromkeys(_ORDER_COLS)
-                row.update(
-                    global_id=gid,
-                    channel=first.channel,
-                    raw_order_id=first.raw_order_id,
-                    first_seen_at=now_ms,
-                )
-            before = dict(row)
-            for o in sorted(items, key=lambda x: x.at):  # the latest dimension value wins
+                row = [None] * len(_ORDER_COLS)
+                row[_GLOBAL_ID], row[_CHANNEL], row[_RAW_ID] = gid, first.channel, first.raw_order_id
+                row[_FIRST_SEEN] = now_ms
+                best = None
+            else:
+                row = list(before)
+                best = row[_STATE]
+            if len(items) > 1:
+                items.sort(key=_event_time)  # the latest dimension value wins
+            for o in items:
                 at = to_ms(o.at)
-                col = milestone_column(o.state)
+                col = _POS[o.state]
                 if row[col] is None or at < row[col]:
                     row[col] = at
-                if o.state == "created" or o.created_at is not None:
-                    created = to_ms(o.created_at) if o.created_at is not None else at
-                    if row["created_at"] is None or created < row["created_at"]:
-                        row["created_at"] = created
-                for dim, value in o.dims.items():
-                    if value and dim in _DIMS:
-                        row[dim] = value
-                if o.amount_fen is not None and row["amount_fen"] is None:
-                    row["amount_fen"] = o.amount_fen
-            best = max((s for s in STATES if row[_MILESTONE_OF[s]] is not None), key=RANK.__getitem__)
-            row["state"], row["state_rank"], row["state_at"] = best, RANK[best], row[_MILESTONE_OF[best]]
-            if is_new:
-                row["updated_at"] = now_ms
-                inserts.append(tuple(row[c] for c in _ORDER_COLS))
-            elif row != before:
-                row["updated_at"] = now_ms
-                updates.append(tuple(row[c] for c in _UPDATE_COLS) + (gid,))
+                if row[_LAST] is None or at > row[_LAST]:
+                    row[_LAST] = at
+                if o.created_at is not None:
+                    created = to_ms(o.created_at)
+                    if row[_CREATED] is None or created < row[_CREATED]:
+                        row[_CREATED] = created
+                    if created > row[_LAST]:
+                        row[_LAST] = created
+                if o.dims:
+                    for dim, value in o.dims.items():
+                        if value and dim in _DIM_POS:
+                            row[_DIM_POS[dim]] = value
+                if o.amount_fen is not None and row[_AMOUNT] is None:
+                    row[_AMOUNT] = o.amount_fen
+                if best is None or RANK[o.state] > RANK[best]:
+                    best = o.state
+            row[_STATE], row[_RANK], row[_STATE_AT] = best, RANK[best], row[_POS[best]]
+            if before is None:
+                row[_UPDATED] = now_ms
+                inserts.append(tuple(row))
+                changes.append((None, inserts[-1]))
+            elif tuple(row) != before:
+                row[_UPDATED] = now_ms
+                updates.append((*[row[i] for i in _UPDATE_POS], gid))
+                changes.append((before, tuple(row)))
         _driver_many(conn, _ORDER_INSERT, inserts)
         _driver_many(conn, _ORDER_UPDATE, updates)
         return len(inserts) + len(updates)
@@ -402,14 +444,23 @@ def _placeholder(conn: Connection) -> str:
 
 
 def _driver_rows(conn: Connection, sql: str, params: tuple | list) -> list[tuple]:
-    """A SELECT through the DB-API driver: raw values, none of SQLAlchemy's per-row processing."""
-    return list(conn.exec_driver_sql(sql.replace("?", _placeholder(conn)), tuple(params)))
+    """A SELECT on the DB-API cursor itself: raw values, none of SQLAlchemy's per-row processing."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql.replace("?", _placeholder(conn)), tuple(params))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _driver_many(conn: Connection, sql: str, rows: list[tuple]) -> None:
-    """executemany through the DB-API driver (the hot write path: ints and strings only)."""
+    """executemany on the DB-API cursor (the hot write path: ints and strings only)."""
     if rows:
-        conn.exec_driver_sql(sql.replace("?", _placeholder(conn)), rows)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(sql.replace("?", _placeholder(conn)), rows)
+        finally:
+            cursor.close()
 
 
 def _chunks(items: list, size: int):

@@ -37,8 +37,8 @@ def test_expressions_of_the_project_rules():
     assert rules == {
         "sync_ratio_low": 'fulfillment_sync_success_ratio{channel=""} < 0.9995'
         ' and fulfillment_sync_paid_orders{channel=""} >= 20',
-        "stuck_by_state": 'fulfillment_stuck_ratio{state!="",channel="",warehouse="",carrier=""} > 0.05'
-        ' and fulfillment_state_orders{state!="",channel="",warehouse="",carrier=""} >= 20',
+        "stuck_by_state": 'fulfillment_stuck_ratio{state!="",channel="",warehouse="",carrier="",province="",city="",cs_group=""} > 0.05'
+        ' and fulfillment_state_orders{state!="",channel="",warehouse="",carrier="",province="",city="",cs_group=""} >= 20',
     }
 
 
@@ -57,8 +57,8 @@ def test_expressions_of_the_project_rules():
                 "threshold": 10,
                 "min_count": 5,
             },
-            'fulfillment_stuck_orders{state="picked",channel="",warehouse="",carrier=""} >= 10'
-            ' and fulfillment_state_orders{state="picked",channel="",warehouse="",carrier=""} >= 5',
+            'fulfillment_stuck_orders{state="picked",channel="",warehouse="",carrier="",province="",city="",cs_group=""} >= 10'
+            ' and fulfillment_state_orders{state="picked",channel="",warehouse="",carrier="",province="",city="",cs_group=""} >= 5',
         ),
         (  # a count KPI with no denominator is its own count, as in the engine
             {"kpi": "sync_paid_orders", "op": "<", "threshold": 1.5e3, "min_count": 1},
@@ -72,7 +72,7 @@ def test_expressions_of_the_project_rules():
                 "op": ">",
                 "threshold": 0,
             },
-            'fulfillment_stuck_ratio{state!="",channel="a\\"b",warehouse="",carrier=""} > 0',
+            'fulfillment_stuck_ratio{state!="",channel="a\\"b",warehouse="",carrier="",province="",city="",cs_group=""} > 0',
         ),
     ],
 )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from metrics.kpi import KpiEngine
 from sim.runner import Replay
 from sim.truth import kpi_truth
 
@@ -35,6 +36,8 @@ def _quiet_instant(orders, after: datetime, quiet: timedelta = SETTLE) -> dateti
 
 
 def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
+    """The service refreshes incrementally every step; at each checkpoint its snapshot equals the
+    truth and a full computation."""
     replay = Replay(
         str(SCENARIO), workdir=tmp_path / "world", store_url=store_url, step=timedelta(minutes=10)
     )
@@ -61,6 +64,13 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             assert set(got) == set(truth), (now, set(got) ^ set(truth))
             wrong = {k: (got[k], truth[k]) for k in truth if got[k] != pytest.approx(truth[k], rel=1e-12)}
             assert not wrong, (now, wrong)
+            # The incremental refresh above and a full computation from the store agree exactly.
+            full = KpiEngine(
+                replay.service.engine, kpi.window, kpi.sync_sla, kpi.stuck_timeouts, kpi.fast_cancel
+            ).compute(now)
+            assert {(v.kpi, v.labels): v.value for v in full.values} == {
+                (v.kpi, v.labels): v.value for v in snapshot.values
+            }
         # The world had something to measure: stuck JD orders, dwell times, all five channels.
         assert truth[("stuck_orders", (("channel", "jd"), ("state", "paid")))] == 60
         assert truth[("dwell_orders", (("state", "picked"),))] > 100
