@@ -1,11 +1,12 @@
 """The KPI engine: one full computation in SQL over one row per order, then incremental refreshes.
 
 `compute(now)` reads the store (SQL pushed down; no table is loaded whole) into small aggregates:
-per-minute payment cells, open-state counts by dimension, per-state dwell histograms over the
-window. `refresh(now)` patches those aggregates with the order rows the store changed since
-(the store hands them over after each commit) and reads only what time alone changes: the stuck
-orders and the minute at each window edge. Both give the same values; a test holds them to that
-and to the simulator's ground truth, on SQLite and PostgreSQL.
+per-minute payment cells over the KPI window and per-state dwell histograms over the dwell window.
+`refresh(now)` patches those aggregates with the order rows the store changed since (the store
+hands them over after each commit). Both read what the ingest keeps counted (open orders per state
+and dimension value) and what time alone changes: the stuck orders and the partial minute at each
+window edge. Both give the same values; tests hold them to that and to the simulator's ground
+truth, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ import numpy as np
 from sqlalchemy import Engine
 
 from metrics.snapshot import KpiValue, Snapshot, labels_of
-from store.lifecycle import FORWARD, STATES, TERMINAL, WMS_REACHED, milestone_column
+from store.lifecycle import FORWARD, OPEN_STATES, STATE_DIMENSIONS, WMS_REACHED, milestone_column
 from store.schema import to_ms
 from store.store import ORDER_COLUMNS, OrderChange, Store
 
-# Dimensions the state counts and stuck ratios are broken down by (one at a time).
-STATE_DIMENSIONS = ("channel", "warehouse", "carrier", "province", "city", "cs_group")
-OPEN_STATES = tuple(s for s in STATES if s not in TERMINAL)
 # Forward states with a dwell time (delivered is the end of the road).
 DWELL_STATES = FORWARD[:-1]
 MINUTE_MS = 60_000
@@ -77,6 +75,11 @@ _DWELL_VALUES = np.array(sorted({dwell_floor(s) for s in range(0, 600)} | {
 assert all(_dwell_index(int(v)) == i for i, v in enumerate(_DWELL_VALUES))
 
 
+def dwell_buckets(window: timedelta) -> int:
+    """How many whole 5-minute buckets the dwell window spans (the current one included)."""
+    return max(1, math.ceil(window.total_seconds() * 1000 / DWELL_BUCKET_MS))
+
+
 def _dwell_sql(d: str) -> str:
     """dwell_floor in SQL over the integer expression `d` (SQLite and PostgreSQL divide integers alike)."""
     cases = " ".join(f"WHEN {d} < {limit} THEN {d} / {step} * {step}" for limit, step in _DWELL_STEPS)
@@ -96,8 +99,7 @@ def _left_positions(state: str) -> tuple[int, ...]:
 _DWELL_POS = [(s, _COL[milestone_column(s)], _left_positions(s)) for s in DWELL_STATES]
 _PAID, _CANCELLED, _CLOSED = _COL["paid_at"], _COL["cancelled_at"], _COL["closed_at"]
 _REACHED_POS = tuple(_COL[milestone_column(s)] for s in WMS_REACHED)
-_STATE, _CHANNEL = _COL["state"], _COL["channel"]
-_DIM_POS = tuple((d, _COL[d]) for d in STATE_DIMENSIONS)
+_CHANNEL = _COL["channel"]
 
 
 class _DwellRing:
@@ -140,19 +142,11 @@ class _Aggregates:
 
     def __init__(self, ring: _DwellRing, fast_ms: int) -> None:
         self.pay: dict[tuple[int, str], list[int]] = {}  # (minute, channel) -> paid, counted, reached, fast
-        self.states: Counter = Counter()  # (state, dimension, value) -> orders; ("", "") is the total
         self.dwell = ring
         self.fast_ms = fast_ms
 
     def apply(self, row: tuple, sign: int) -> None:
         """Add (sign=1) or take away (sign=-1) one order row's contributions."""
-        state = row[_STATE]
-        if state in OPEN_STATES:
-            states = self.states
-            states[(state, "", "")] += sign
-            for dim, pos in _DIM_POS:
-                if row[pos]:
-                    states[(state, dim, row[pos])] += sign
         paid = row[_PAID]
         if paid is not None:
             reached = any(row[p] is not None for p in _REACHED_POS)
@@ -197,6 +191,7 @@ class KpiEngine:
         timeouts: dict[str, timedelta],
         fast_cancel: timedelta = timedelta(seconds=60),
         store: Store | None = None,
+        dwell_window: timedelta = timedelta(hours=1),
     ) -> None:
         self.engine = engine
         self.window = window
@@ -204,7 +199,8 @@ class KpiEngine:
         self.timeouts = {s: t for s, t in timeouts.items() if s in OPEN_STATES}
         self.fast_cancel = fast_cancel
         self._fast_ms = int(fast_cancel.total_seconds() * 1000)
-        self._window_buckets = max(1, math.ceil(window.total_seconds() * 1000 / DWELL_BUCKET_MS))
+        self.dwell_window = dwell_window
+        self._window_buckets = dwell_buckets(dwell_window)
         self._store = store
         self._agg: _Aggregates | None = None
         self._pending: list[OrderChange] = []
@@ -272,16 +268,6 @@ class KpiEngine:
             conn, sql, since=oldest_minute * MINUTE_MS, fast_ms=self._fast_ms
         ):
             agg.pay[(int(minute), channel)] = [int(x or 0) for x in cell]
-        dims = ", ".join(STATE_DIMENSIONS)
-        sql = (
-            f"SELECT state, {dims}, count(*) FROM orders WHERE state IN ({_in_list(OPEN_STATES)}) "
-            f"GROUP BY state, {dims}"
-        )
-        for state, *values, n in _rows(conn, sql):
-            agg.states[(state, "", "")] += n
-            for dim, value in zip(STATE_DIMENSIONS, values, strict=True):
-                if value:
-                    agg.states[(state, dim, value)] += n
         low_ms, high_ms = ring.low * DWELL_BUCKET_MS, (ring.low + ring.size) * DWELL_BUCKET_MS
         parts = []
         for state in DWELL_STATES:
@@ -391,9 +377,8 @@ class KpiEngine:
         """Per open state: the total, and one series per value of each dimension (never crossed)."""
         stuck = self._stuck(conn, now_ms)
         values: list[KpiValue] = []
-        for (state, dim, value), n in sorted(agg.states.items()):
-            if n <= 0:
-                continue
+        counts = _rows(conn, "SELECT state, dim, value, n FROM state_counts WHERE n > 0")
+        for state, dim, value, n in sorted(counts):
             labels = labels_of({dim: value} if dim else {}, state=state)
             values.append(KpiValue("state_orders", labels, float(n)))
             if state in self.timeouts:
@@ -404,7 +389,7 @@ class KpiEngine:
 
     def _dwell_values(self, agg: _Aggregates) -> list[KpiValue]:
         """Nearest-rank p50/p95 of the time spent in each state, over orders that left it within
-        the window's 5-minute buckets."""
+        the dwell window (whole 5-minute buckets, the current one included)."""
         values: list[KpiValue] = []
         for state in DWELL_STATES:
             hist = agg.dwell.window(state)
@@ -435,10 +420,6 @@ def _rows(conn, sql: str, **params) -> list[tuple]:
 
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
-
-
-def _in_list(values) -> str:
-    return ", ".join(f"'{v}'" for v in values)  # canonical state names only: fixed identifiers
 
 
 def _ratio_series(name: str, labels, part: int, whole: int) -> list[KpiValue]:

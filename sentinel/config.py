@@ -101,6 +101,7 @@ class KpiConfig(Strict):
     sync_sla: Duration = timedelta(minutes=15)
     refresh_interval: Duration = timedelta(seconds=30)
     fast_cancel: Duration = timedelta(seconds=60)  # paid -> cancelled within this counts as a fast cancel
+    dwell_window: Duration = timedelta(hours=1)  # dwell percentiles over orders that left a state in it
     stuck_timeouts: dict[str, Duration] = Field(default_factory=dict)
 
     @field_validator("stuck_timeouts")

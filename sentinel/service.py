@@ -136,7 +136,13 @@ class Service:
         self.alerts = AlertEngine(self.engine, config, clock, notifiers)
         kpi = config.kpi
         self.kpis = KpiEngine(
-            self.engine, kpi.window, kpi.sync_sla, kpi.stuck_timeouts, kpi.fast_cancel, store=self.store
+            self.engine,
+            kpi.window,
+            kpi.sync_sla,
+            kpi.stuck_timeouts,
+            kpi.fast_cancel,
+            store=self.store,
+            dwell_window=kpi.dwell_window,
         )
         self.snapshot: Snapshot | None = None
         self._scheduler = None

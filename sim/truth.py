@@ -41,6 +41,7 @@ def kpi_truth(
     sla: timedelta,
     timeouts: dict[str, timedelta],
     fast_cancel: timedelta,
+    dwell_window: timedelta = timedelta(hours=1),
 ) -> dict[Key, float]:
     """Every KPI series the engine computes from orders, keyed like Snapshot: (kpi, labels)."""
     out: dict[Key, float] = {}
@@ -49,9 +50,9 @@ def kpi_truth(
     cancels: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     dwell: dict[str, list[float]] = defaultdict(list)
     start = now - window
-    # Dwell: orders that left the state in the window's whole 5-minute buckets, at the engine's resolution.
+    # Dwell: orders that left the state in the dwell window's whole 5-minute buckets, at the engine's resolution.
     now_bucket = int(now.timestamp() * 1000) // DWELL_BUCKET_MS
-    first_bucket = now_bucket - math.ceil(window.total_seconds() * 1000 / DWELL_BUCKET_MS) + 1
+    first_bucket = now_bucket - math.ceil(dwell_window.total_seconds() * 1000 / DWELL_BUCKET_MS) + 1
     for order in orders:
         ev = _visible(order, now)
         if ev is None:

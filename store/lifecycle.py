@@ -31,6 +31,10 @@ RANK.update({s: 200 + i for i, s in enumerate(RETURNS)})
 
 # States whose orders are finished: no stuck ratio, no state count.
 TERMINAL = ("delivered", "cancelled", "closed", "refunded")
+OPEN_STATES = tuple(s for s in STATES if s not in TERMINAL)
+
+# Dimensions the state counts and stuck ratios are broken down by (one at a time).
+STATE_DIMENSIONS = ("channel", "warehouse", "carrier", "province", "city", "cs_group")
 
 # States at or past the warehouse: an order in any of these has "reached the WMS".
 WMS_REACHED = ("wms_received", "picked", "packed")

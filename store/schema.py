@@ -68,7 +68,17 @@ orders = Table(
     Index("ix_orders_state", "state", "state_at"),
     Index("ix_orders_paid", "paid_at"),
     Index("ix_orders_last_event", "last_event_at"),
-    sqlite_with_rowid=False,  # one B-tree keyed by global_id: recent orders share pages
+)
+
+# Orders per open state, by one dimension at a time (dim "" = all): kept by the ingest, in the
+# batch's transaction, so state counts never need a scan of the orders.
+state_counts = Table(
+    "state_counts",
+    metadata,
+    Column("state", String(32), primary_key=True),
+    Column("dim", String(16), primary_key=True),
+    Column("value", String(64), primary_key=True),
+    Column("n", BigInteger, nullable=False),
 )
 
 order_ids = Table(

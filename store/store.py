@@ -7,17 +7,17 @@ import hashlib
 import json
 import re
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, literal, select, update
 
 from collectors.errors import SourceError
 from collectors.types import DIMENSIONS, Batch, Observation, Quarantined
-from store.lifecycle import RANK, STATES, milestone_column
+from store.lifecycle import OPEN_STATES, RANK, STATE_DIMENSIONS, STATES, milestone_column
 from store.schema import (
     cursors,
     id_sequences,
@@ -26,6 +26,7 @@ from store.schema import (
     orders,
     quarantine,
     source_health,
+    state_counts,
     to_ms,
 )
 
@@ -59,6 +60,12 @@ _GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIR
     for c in ("global_id", "channel", "raw_order_id", "state", "state_rank", "state_at", "amount_fen",
               "created_at", "first_seen_at", "last_event_at", "updated_at")
 )  # fmt: skip
+_OPEN = frozenset(OPEN_STATES)
+_STATE_DIM_POS = tuple((d, _ORDER_COLS.index(d)) for d in STATE_DIMENSIONS)
+_STATE_COUNT_UPSERT = (
+    "INSERT INTO state_counts (state, dim, value, n) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
+)
 OrderChange = tuple[tuple | None, tuple]  # (the row before the batch or None when new, the row after)
 
 
@@ -316,7 +323,41 @@ class Store:
                 changes.append((before, tuple(row)))
         _driver_many(conn, _ORDER_INSERT, inserts)
         _driver_many(conn, _ORDER_UPDATE, updates)
+        self._count_states(conn, changes)
         return len(inserts) + len(updates)
+
+    @staticmethod
+    def _count_states(conn: Connection, changes: list[OrderChange]) -> None:
+        """Move each changed order between the open-state counts (per dimension value)."""
+        delta: Counter = Counter()
+        for old, new in changes:
+            if old is not None and old[_STATE] in _OPEN:
+                if old[_STATE] == new[_STATE] and all(old[p] == new[p] for _, p in _STATE_DIM_POS):
+                    continue  # same state, same dimension values: the counts stand
+                delta[(old[_STATE], "", "")] -= 1
+                for dim, pos in _STATE_DIM_POS:
+                    if old[pos]:
+                        delta[(old[_STATE], dim, old[pos])] -= 1
+            if new[_STATE] in _OPEN:
+                delta[(new[_STATE], "", "")] += 1
+                for dim, pos in _STATE_DIM_POS:
+                    if new[pos]:
+                        delta[(new[_STATE], dim, new[pos])] += 1
+        _driver_many(conn, _STATE_COUNT_UPSERT, [(*key, n) for key, n in sorted(delta.items()) if n])
+
+    def rebuild_state_counts(self) -> None:
+        """Recount state_counts from the orders (a store written before the table existed)."""
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(delete(state_counts))
+            opened = orders.c.state.in_(_OPEN)
+            for dim in ("", *STATE_DIMENSIONS):
+                column = orders.c[dim] if dim else literal("")
+                grouped = (
+                    select(orders.c.state, literal(dim), column, func.count())
+                    .where(opened, *([column.isnot(None), column != ""] if dim else []))
+                    .group_by(orders.c.state, *([column] if dim else []))
+                )
+                conn.execute(insert(state_counts).from_select(["state", "dim", "value", "n"], grouped))
 
     def _insert_quarantine(self, conn: Connection, items: list[Quarantined], now: datetime) -> int:
         if not items:

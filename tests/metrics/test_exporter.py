@@ -249,11 +249,11 @@ fulfillment_stuck_orders{channel="jd",state="paid"} 3.0
 # TYPE fulfillment_fast_cancel_ratio gauge
 # HELP fulfillment_fast_cancel_orders Orders paid in the KPI window and cancelled within the fast-cancel limit of paying.
 # TYPE fulfillment_fast_cancel_orders gauge
-# HELP fulfillment_dwell_p50_seconds Median time spent in a state, over orders that left it within the KPI window (nearest rank).
+# HELP fulfillment_dwell_p50_seconds Median time spent in a state, over orders that left it within the dwell window (nearest rank).
 # TYPE fulfillment_dwell_p50_seconds gauge
-# HELP fulfillment_dwell_p95_seconds 95th percentile of the time spent in a state, over orders that left it within the KPI window.
+# HELP fulfillment_dwell_p95_seconds 95th percentile of the time spent in a state, over orders that left it within the dwell window.
 # TYPE fulfillment_dwell_p95_seconds gauge
-# HELP fulfillment_dwell_orders Orders that left a state within the KPI window (the dwell percentiles' population).
+# HELP fulfillment_dwell_orders Orders that left a state within the dwell window (the dwell percentiles' population).
 # TYPE fulfillment_dwell_orders gauge
 # HELP fulfillment_source_up 1 when the last poll of the source succeeded, 0 otherwise.
 # TYPE fulfillment_source_up gauge

@@ -43,12 +43,12 @@ def values(snapshot) -> dict:
 
 
 def full(store: Store, now: datetime):
-    return KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS).compute(now)
+    return KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, dwell_window=WINDOW).compute(now)
 
 
 def test_refresh_equals_full_computation_through_awkward_changes(store):
     feed(store, 1, ob("1", "created", 0), ob("1", "paid", 1), ob("2", "paid", 0.5, "jd", warehouse="WH1"))
-    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store)
+    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW)
     now = T0 + timedelta(minutes=2)
     assert values(engine.refresh(now)) == values(full(store, now))  # the first refresh is a full one
 
@@ -87,7 +87,7 @@ def test_refresh_equals_full_computation_through_awkward_changes(store):
 
 def test_stuck_and_sync_edges_are_exact_to_the_millisecond(store):
     feed(store, 0, ob("1", "paid", 0), ob("2", "paid", 0.25))
-    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store)
+    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW)
     engine.refresh(T0)
     just_before = T0 + SLA + timedelta(seconds=14, milliseconds=999)
     at = T0 + SLA + timedelta(seconds=15)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from collectors.types import Batch, Observation, Quarantined
 from store.db import init_schema, make_engine
-from store.schema import observations, order_ids, orders, quarantine
+from store.schema import observations, order_ids, orders, quarantine, state_counts
 from store.store import ChannelIdentity, Store
 
 T0 = datetime(2026, 2, 12, 12, 0, tzinfo=UTC)  # 20:00 in Shanghai
@@ -109,3 +109,42 @@ def test_cursor_commits_with_its_data_or_not_at_all(store, monkeypatch):
     assert store.cursor("tmall") == "c1"
     assert count(store, observations) == 1
     assert count(store, order_ids) == 1
+
+
+def test_state_counts_follow_each_order_and_equal_a_recount(store):
+    """The ingest keeps open-state counts per dimension value; a recount from the orders agrees."""
+    store.ingest(
+        Batch(
+            "tmall",
+            [
+                obs("3912345678901234567", "paid", 0, dims={"city": "杭州市"}),
+                obs("3912345678901234568", "paid", 1),
+                obs("260212-123456789012345", "paid", 2, channel="pdd"),
+            ],
+        ),
+        T0,
+    )
+    store.ingest(
+        Batch(
+            "wms",
+            [
+                obs("3912345678901234567", "wms_received", 5, source="wms", dims={"warehouse": "WH1"}),
+                obs("3912345678901234568", "cancelled", 6, source="wms"),
+            ],
+        ),
+        T0 + timedelta(minutes=6),
+    )
+
+    def counts() -> dict:
+        with store.engine.connect() as conn:
+            rows = conn.execute(select(state_counts).where(state_counts.c.n != 0))
+            return {(r.state, r.dim, r.value): r.n for r in rows}
+
+    expected = {
+        ("paid", "", ""): 1, ("paid", "channel", "pdd"): 1,
+        ("wms_received", "", ""): 1, ("wms_received", "channel", "tmall"): 1,
+        ("wms_received", "city", "杭州市"): 1, ("wms_received", "warehouse", "WH1"): 1,
+    }  # fmt: skip
+    assert counts() == expected  # the cancelled order left the open states
+    store.rebuild_state_counts()
+    assert counts() == expected
