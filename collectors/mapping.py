@@ -43,6 +43,9 @@ class MappingConfig(BaseModel):
     amount_unit: Literal["yuan", "fen"] = "yuan"
     created_at: str | None = None
     dims: dict[str, str] = Field(default_factory=dict)
+    # A field telling repeated deliveries of one record apart (e.g. when a callback was received):
+    # each delivery is then its own record, and repeats count as duplicate records.
+    delivery_id: str | None = None
     time_format: str = "%Y-%m-%d %H:%M:%S"  # strftime pattern, or "unix", "unix_ms", "iso"
     timezone: str = "Asia/Shanghai"  # zone of times written without an offset
     null_values: tuple[str, ...] = ("", "0", "0001-01-01 00:00:00", "1970-01-01 08:00:00")
@@ -228,10 +231,13 @@ class RecordMapper:
                 stamps[state] = moment
         if created_at is None:
             created_at = stamps.get("created")
+        suffix = ""
+        if m.delivery_id is not None:
+            suffix = "|" + self._text(record, m.delivery_id, key, required=True)
         return [
             Observation(
                 source=self.source,
-                record_key=f"{raw_id}|{state}",
+                record_key=f"{raw_id}|{state}{suffix}",
                 channel=channel,
                 raw_order_id=raw_id,
                 state=state,

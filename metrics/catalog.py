@@ -121,4 +121,52 @@ KPIS += (
     ),
 )
 
+KPIS += (
+    KpiSpec(
+        "duplicate_free_ratio",
+        ("channel",),
+        "fulfillment_duplicate_free_ratio",
+        "ratio",
+        "Orders paid in the KPI window over their records received (the orders plus repeated deliveries).",
+        "订单ID去重率",
+        "high",
+    ),
+    KpiSpec(
+        "duplicate_records",
+        ("channel",),
+        "fulfillment_duplicate_records",
+        "records",
+        "Repeated deliveries (e.g. payment callbacks sent again) of orders paid in the KPI window.",
+        "重复推送记录数",
+        "low",
+    ),
+    KpiSpec(
+        "order_loss_ratio",
+        ("channel",),
+        "fulfillment_order_loss_ratio",
+        "ratio",
+        "Payments in the KPI window, at least the grace period old, that no channel source shows, over those payments.",
+        "订单丢失率",
+        "low",
+    ),
+    KpiSpec(
+        "order_loss_orders",
+        ("channel",),
+        "fulfillment_order_loss_orders",
+        "orders",
+        "Payments in the KPI window, at least the grace period old, that no channel source shows.",
+        "有支付无订单",
+        "low",
+    ),
+    KpiSpec(
+        "order_loss_paid_orders",
+        ("channel",),
+        "fulfillment_order_loss_paid_orders",
+        "orders",
+        "Payments in the KPI window at least the grace period old (the order loss ratio's denominator).",
+        "已过宽限期的支付",
+        "high",
+    ),
+)
+
 KPI_BY_NAME = {spec.name: spec for spec in KPIS}

@@ -23,7 +23,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from metrics.snapshot import KpiValue, Snapshot, labels_of
-from store.lifecycle import FORWARD, OPEN_STATES, STATE_DIMENSIONS, WMS_REACHED, milestone_column
+from store.lifecycle import FORWARD, OPEN_STATES, ROLE_BITS, STATE_DIMENSIONS, WMS_REACHED, milestone_column
 from store.schema import to_ms
 from store.store import ORDER_COLUMNS, OrderChange, Store
 
@@ -37,10 +37,16 @@ _COL = {c: i for i, c in enumerate(ORDER_COLUMNS)}
 _REACHED_SQL = "(" + " OR ".join(f"{milestone_column(s)} IS NOT NULL" for s in WMS_REACHED) + ")"
 _COUNTED_SQL = f"NOT ((cancelled_at IS NOT NULL OR closed_at IS NOT NULL) AND NOT {_REACHED_SQL})"
 _FAST_SQL = "(cancelled_at IS NOT NULL AND cancelled_at - paid_at <= :fast_ms)"
+_PAYMENT_BIT, _CHANNEL_BIT = ROLE_BITS["payment"], ROLE_BITS["channel"]
+_BY_PAYMENT_SQL = f"(seen_roles & {_PAYMENT_BIT}) <> 0"
+_LOST_SQL = f"({_BY_PAYMENT_SQL} AND (seen_roles & {_CHANNEL_BIT}) = 0)"
+# What each payment cell counts (per minute of paid_at and channel), in SQL and in Aggregates.apply.
+PAY_FIELDS = ("paid", "counted", "reached", "fast", "duplicates", "by_payment", "lost")
 _PAY_COLUMNS = (
     f"count(*), sum(CASE WHEN {_COUNTED_SQL} THEN 1 ELSE 0 END), "
     f"sum(CASE WHEN {_COUNTED_SQL} AND {_REACHED_SQL} THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN {_FAST_SQL} THEN 1 ELSE 0 END)"
+    f"sum(CASE WHEN {_FAST_SQL} THEN 1 ELSE 0 END), sum(duplicate_records), "
+    f"sum(CASE WHEN {_BY_PAYMENT_SQL} THEN 1 ELSE 0 END), sum(CASE WHEN {_LOST_SQL} THEN 1 ELSE 0 END)"
 )
 
 
@@ -99,7 +105,7 @@ def _left_positions(state: str) -> tuple[int, ...]:
 _DWELL_POS = [(s, _COL[milestone_column(s)], _left_positions(s)) for s in DWELL_STATES]
 _PAID, _CANCELLED, _CLOSED = _COL["paid_at"], _COL["cancelled_at"], _COL["closed_at"]
 _REACHED_POS = tuple(_COL[milestone_column(s)] for s in WMS_REACHED)
-_CHANNEL = _COL["channel"]
+_CHANNEL, _ROLES, _DUPS = _COL["channel"], _COL["seen_roles"], _COL["duplicate_records"]
 
 
 class _DwellRing:
@@ -153,13 +159,18 @@ class _Aggregates:
             counted = reached or (row[_CANCELLED] is None and row[_CLOSED] is None)
             cancelled = row[_CANCELLED]
             fast = cancelled is not None and cancelled - paid <= self.fast_ms
+            roles = row[_ROLES]
             cell = self.pay.get((paid // MINUTE_MS, row[_CHANNEL]))
             if cell is None:
-                cell = self.pay[(paid // MINUTE_MS, row[_CHANNEL])] = [0, 0, 0, 0]
+                cell = self.pay[(paid // MINUTE_MS, row[_CHANNEL])] = [0] * len(PAY_FIELDS)
             cell[0] += sign
             cell[1] += sign * counted
             cell[2] += sign * (counted and reached)
             cell[3] += sign * fast
+            cell[4] += sign * row[_DUPS]
+            if roles & _PAYMENT_BIT:
+                cell[5] += sign
+                cell[6] += sign * (not roles & _CHANNEL_BIT)
         ring = self.dwell
         for state, entered_pos, left_pos in _DWELL_POS:
             entered = row[entered_pos]
@@ -192,6 +203,7 @@ class KpiEngine:
         fast_cancel: timedelta = timedelta(seconds=60),
         store: Store | None = None,
         dwell_window: timedelta = timedelta(hours=1),
+        order_grace: timedelta = timedelta(minutes=10),
     ) -> None:
         self.engine = engine
         self.window = window
@@ -200,6 +212,7 @@ class KpiEngine:
         self.fast_cancel = fast_cancel
         self._fast_ms = int(fast_cancel.total_seconds() * 1000)
         self.dwell_window = dwell_window
+        self.order_grace = order_grace
         self._window_buckets = dwell_buckets(dwell_window)
         self._store = store
         self._agg: _Aggregates | None = None
@@ -292,12 +305,29 @@ class KpiEngine:
         start = now_ms - self._window_ms
         agg.prune_pay(start // MINUTE_MS)
         agg.dwell.advance(now_ms // DWELL_BUCKET_MS - self._window_buckets + 1)
+        recent = self._pay_sums(conn, agg, start, now_ms)
         return (
             self._sync_values(conn, agg, start, now_ms - int(self.sla.total_seconds() * 1000))
             + self._state_values(conn, agg, now_ms)
-            + self._cancel_values(conn, agg, start, now_ms)
+            + _cell_ratios(recent, "fast_cancel", "fast", "paid")
+            + _duplicate_values(recent)
+            + self._loss_values(conn, agg, start, now_ms - int(self.order_grace.total_seconds() * 1000))
             + self._dwell_values(agg)
         )
+
+    def _loss_values(self, conn, agg: _Aggregates, start: int, cutoff: int) -> list[KpiValue]:
+        """Order loss: payments (paid in [now - window, now - grace]) that no channel source shows."""
+        sums = self._pay_sums(conn, agg, start, cutoff)
+        values = _cell_ratios(sums, "order_loss", "lost", "by_payment")
+        by_payment = PAY_FIELDS.index("by_payment")
+        total = 0
+        for channel, cell in sorted(sums.items()):
+            if cell[by_payment]:
+                values.append(
+                    KpiValue("order_loss_paid_orders", labels_of(channel=channel), float(cell[by_payment]))
+                )
+                total += cell[by_payment]
+        return values + [KpiValue("order_loss_paid_orders", (), float(total))]
 
     def _pay_sums(self, conn, agg: _Aggregates, low: int, high: int) -> dict[str, list[int]]:
         """Payment cells summed per channel over paid_at in [low, high] (ms, inclusive): whole
@@ -305,7 +335,7 @@ class KpiEngine:
         sums: dict[str, list[int]] = {}
 
         def add(channel: str, cell) -> None:
-            total = sums.setdefault(channel, [0, 0, 0, 0])
+            total = sums.setdefault(channel, [0] * len(PAY_FIELDS))
             for i, x in enumerate(cell):
                 total[i] += int(x or 0)
 
@@ -332,7 +362,7 @@ class KpiEngine:
         many of them reached it."""
         values: list[KpiValue] = []
         total_counted = total_reached = 0
-        for channel, (_paid, counted, reached, _fast) in sorted(
+        for channel, (_paid, counted, reached, *_rest) in sorted(
             self._pay_sums(conn, agg, start, cutoff).items()
         ):
             if counted:
@@ -340,18 +370,6 @@ class KpiEngine:
                 total_reached += reached
                 values += _sync_series(labels_of(channel=channel), counted, reached)
         return values + _sync_series((), total_counted, total_reached)
-
-    def _cancel_values(self, conn, agg: _Aggregates, start: int, now_ms: int) -> list[KpiValue]:
-        """Fast paid→cancelled: orders cancelled within `fast_cancel` of paying, over orders paid."""
-        values: list[KpiValue] = []
-        total_paid = total_fast = 0
-        for channel, (paid, _counted, _reached, fast) in sorted(
-            self._pay_sums(conn, agg, start, now_ms).items()
-        ):
-            if paid:
-                total_paid, total_fast = total_paid + paid, total_fast + fast
-                values += _ratio_series("fast_cancel", labels_of(channel=channel), fast, paid)
-        return values + _ratio_series("fast_cancel", (), total_fast, total_paid)
 
     def _stuck(self, conn, now_ms: int) -> Counter:
         """Orders held in a state longer than its timeout, by (state, dimension, value)."""
@@ -420,6 +438,37 @@ def _rows(conn, sql: str, **params) -> list[tuple]:
 
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _cell_ratios(sums: dict[str, list[int]], name: str, part: str, whole: str) -> list[KpiValue]:
+    """`{name}_orders` (the part) and `{name}_ratio` (part / whole) per channel with a whole, and in total."""
+    i, j = PAY_FIELDS.index(part), PAY_FIELDS.index(whole)
+    values: list[KpiValue] = []
+    total_part = total_whole = 0
+    for channel, cell in sorted(sums.items()):
+        if cell[j]:
+            total_part, total_whole = total_part + cell[i], total_whole + cell[j]
+            values += _ratio_series(name, labels_of(channel=channel), cell[i], cell[j])
+    return values + _ratio_series(name, (), total_part, total_whole)
+
+
+def _duplicate_values(sums: dict[str, list[int]]) -> list[KpiValue]:
+    """Duplicate-free ratio: orders paid in the window over their records (orders + repeats)."""
+    paid, dups = PAY_FIELDS.index("paid"), PAY_FIELDS.index("duplicates")
+    values: list[KpiValue] = []
+    total_orders = total_repeats = 0
+    for channel, cell in sorted(sums.items()):
+        if cell[paid]:
+            total_orders, total_repeats = total_orders + cell[paid], total_repeats + cell[dups]
+            values += _duplicate_series(labels_of(channel=channel), cell[paid], cell[dups])
+    return values + _duplicate_series((), total_orders, total_repeats)
+
+
+def _duplicate_series(labels, orders: int, repeats: int) -> list[KpiValue]:
+    out = [KpiValue("duplicate_records", labels, float(repeats))]
+    if orders:
+        out.append(KpiValue("duplicate_free_ratio", labels, orders / (orders + repeats)))
+    return out
 
 
 def _ratio_series(name: str, labels, part: int, whole: int) -> list[KpiValue]:

@@ -78,8 +78,14 @@ class ChannelConfig(Strict):
         return value
 
 
+ROLE_OF_KIND = {"http": "channel", "sql": "wms", "logfile": "payment"}
+
+
 class SourceConfig(Strict):
     kind: Literal["http", "sql", "logfile"]
+    # What the source is in the order's journey (order loss = payments no channel source shows);
+    # unset: http -> channel, sql -> wms, logfile -> payment.
+    role: Literal["channel", "payment", "erp", "wms", "carrier", "cs"] | None = None
     preset: str | None = None  # http protocol preset: tmall, jd, pdd, douyin, youzan
     channel: str | None = None  # channel of every record, unless mapping.channel reads it
     url: str | None = None
@@ -95,6 +101,10 @@ class SourceConfig(Strict):
     enabled: bool = True
     mapping: MappingConfig
 
+    @property
+    def effective_role(self) -> str:
+        return self.role or ROLE_OF_KIND[self.kind]
+
 
 class KpiConfig(Strict):
     window: Duration = timedelta(hours=24)
@@ -102,6 +112,7 @@ class KpiConfig(Strict):
     refresh_interval: Duration = timedelta(seconds=30)
     fast_cancel: Duration = timedelta(seconds=60)  # paid -> cancelled within this counts as a fast cancel
     dwell_window: Duration = timedelta(hours=1)  # dwell percentiles over orders that left a state in it
+    order_grace: Duration = timedelta(minutes=10)  # a payment with no channel order after this is lost
     stuck_timeouts: dict[str, Duration] = Field(default_factory=dict)
 
     @field_validator("stuck_timeouts")

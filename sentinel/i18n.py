@@ -83,6 +83,11 @@ STRINGS: dict[str, tuple[str, str]] = {
     "kpi.dwell_p50_seconds": ("", "Time in state, p50"),
     "kpi.dwell_p95_seconds": ("", "Time in state, p95"),
     "kpi.dwell_orders": ("", "Orders that left the state"),
+    "kpi.duplicate_free_ratio": ("", "Duplicate-free ratio"),
+    "kpi.duplicate_records": ("", "Duplicate records"),
+    "kpi.order_loss_ratio": ("", "Order loss ratio"),
+    "kpi.order_loss_orders": ("", "Payments with no order"),
+    "kpi.order_loss_paid_orders": ("", "Payments past the grace period"),
 }  # fmt: skip
 
 

@@ -118,7 +118,8 @@ class Service:
         self.engine = engine or make_engine(config.service.store_url)
         init_schema(self.engine)
         identities = {n: ChannelIdentity(c.code, c.id_pattern) for n, c in config.channels.items()}
-        self.store = Store(self.engine, identities, config.service.timezone)
+        roles = {name: source.effective_role for name, source in config.sources.items()}
+        self.store = Store(self.engine, identities, config.service.timezone, roles)
         self.session = session or requests.Session()
         retry = RetryPolicy(sleep=sleep)
         self.collectors = (
@@ -143,6 +144,7 @@ class Service:
             kpi.fast_cancel,
             store=self.store,
             dwell_window=kpi.dwell_window,
+            order_grace=kpi.order_grace,
         )
         self.snapshot: Snapshot | None = None
         self._scheduler = None

@@ -30,6 +30,8 @@ class SimOrder:
     events: dict[str, datetime] = field(default_factory=dict)
     # Which systems saw the order: a fault can keep the WMS from ever receiving it.
     in_wms: bool = True
+    in_channel: bool = True  # False: the order service lost it; only the payment notify shows it
+    resends: tuple[float, ...] = ()  # payment notifies sent again, seconds after the first receipt
     tags: set[str] = field(default_factory=set)  # fault tags, e.g. {"wms_push_dropped"}
 
     def state_at(self, now: datetime) -> str | None:

@@ -52,14 +52,22 @@ def _yuan(fen: int) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
 
 
-def alipay_line(order: SimOrder) -> dict:
+def delivery_times(order: SimOrder) -> list[datetime]:
+    """When each copy of the payment notify was received: the first, then any resends."""
+    first = received_at(order)
+    return [first, *(first + timedelta(seconds=delay) for delay in order.resends)]
+
+
+def alipay_line(order: SimOrder, got: datetime | None = None) -> dict:
+    """A notify as received at `got` (default: the first delivery); resends repeat the same params."""
     rng = _rng(order)
-    paid, got = order.events["paid"], received_at(order)
+    paid, first = order.events["paid"], received_at(order)
+    got = got or first
     amount = _yuan(order.amount_fen)
     day = paid.astimezone(ZONE).strftime("%Y%m%d")
     phone = f"1{rng.choice('3578')}{rng.randrange(10)}****{_digits(rng, 4)}"
     params = {
-        "notify_time": _local(got),
+        "notify_time": _local(first),
         "notify_type": "trade_status_sync",
         "notify_id": f"{day}00222{_digits(rng, 21)}",
         "app_id": ALIPAY_APP_ID,
@@ -90,9 +98,10 @@ def alipay_line(order: SimOrder) -> dict:
     }
 
 
-def wechatpay_line(order: SimOrder) -> dict:
+def wechatpay_line(order: SimOrder, got: datetime | None = None) -> dict:
     rng = _rng(order)
-    paid, got = order.events["paid"], received_at(order)
+    paid, first = order.events["paid"], received_at(order)
+    got = got or first
     day = paid.astimezone(ZONE).strftime("%Y%m%d")
     resource = {
         "appid": WECHAT_APP_ID,
@@ -117,8 +126,8 @@ def wechatpay_line(order: SimOrder) -> dict:
         "received_at": got.astimezone(UTC).isoformat(),
         "provider": "wechatpay",
         "shop": order.channel,
-        "id": f"EV-{got.astimezone(ZONE):%Y%m%d%H%M%S}{_digits(rng, 10)}",
-        "create_time": got.astimezone(ZONE).isoformat(timespec="seconds"),
+        "id": f"EV-{first.astimezone(ZONE):%Y%m%d%H%M%S}{_digits(rng, 10)}",
+        "create_time": first.astimezone(ZONE).isoformat(timespec="seconds"),
         "resource_type": "encrypt-resource",
         "event_type": "TRANSACTION.SUCCESS",
         "summary": "支付成功",
@@ -135,23 +144,28 @@ class PaymentLog:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self._world_id: int | None = None
-        self._queue: list[tuple[datetime, int]] = []  # (received_at, order index), sorted
+        self._queue: list[tuple[datetime, int, int]] = []  # (received_at, order index, copy), sorted
         self._times: list[datetime] = []
         self._next = 0
-        self._written: set[tuple[str, str]] | None = None  # (provider, out_trade_no)
+        self._written: set[tuple[str, str, int]] | None = None  # (provider, out_trade_no, copy)
 
     def path(self, provider: str) -> Path:
         return self.directory / FILES[provider]
 
     def _index(self, world: World) -> None:
-        queue = [(received_at(o), i) for i, o in enumerate(world.orders) if "paid" in o.events]
+        queue = [
+            (got, i, copy)
+            for i, o in enumerate(world.orders)
+            if "paid" in o.events
+            for copy, got in enumerate(delivery_times(o))
+        ]
         queue.sort()
-        self._queue, self._times, self._next = queue, [t for t, _ in queue], 0
+        self._queue, self._times, self._next = queue, [t for t, *_ in queue], 0
         self._world_id = id(world)
 
-    def _load_written(self) -> set[tuple[str, str]]:
-        """Payments already in the files (a restarted writer must not log them twice)."""
-        seen: set[tuple[str, str]] = set()
+    def _load_written(self) -> set[tuple[str, str, int]]:
+        """Notifies already in the files (a restarted writer must not log them twice)."""
+        copies: dict[tuple[str, str], int] = {}
         for provider in FILES:
             for path in (self.path(provider).with_name(FILES[provider] + ".1"), self.path(provider)):
                 if not path.exists():
@@ -160,10 +174,11 @@ class PaymentLog:
                     try:
                         doc = json.loads(line)
                         body = doc.get("params") or doc.get("resource") or {}
-                        seen.add((doc["provider"], body["out_trade_no"]))
+                        key = (doc["provider"], body["out_trade_no"])
                     except (ValueError, KeyError, AttributeError, TypeError):
                         continue
-        return seen
+                    copies[key] = copies.get(key, 0) + 1
+        return {(provider, raw, copy) for (provider, raw), n in copies.items() for copy in range(n)}
 
     def sync(self, world: World, now: datetime) -> int:
         """Append a line for every payment notify received by `now`; returns lines written."""
@@ -171,15 +186,15 @@ class PaymentLog:
             self._index(world)
         if self._written is None:
             self._written = self._load_written()
-        upto = bisect.bisect_right(self._times, now)
+        upto = bisect.bisect_right(self._times, now)  # resends sort after their first delivery
         lines: dict[str, list[str]] = {p: [] for p in FILES}
-        for _, i in self._queue[self._next : upto]:
+        for got, i, copy in self._queue[self._next : upto]:
             order = world.orders[i]
             provider = PROVIDERS[order.payment_method]
-            if (provider, order.raw_id) in self._written:
+            if (provider, order.raw_id, copy) in self._written:
                 continue
-            lines[provider].append(json.dumps(LINE_MAKERS[provider](order), ensure_ascii=False))
-            self._written.add((provider, order.raw_id))
+            lines[provider].append(json.dumps(LINE_MAKERS[provider](order, got), ensure_ascii=False))
+            self._written.add((provider, order.raw_id, copy))
         self.directory.mkdir(parents=True, exist_ok=True)
         for provider, batch in lines.items():
             if batch:

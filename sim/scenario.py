@@ -145,11 +145,24 @@ class DropFault(Fault):
     """A hop silently never happens for `count` matching orders paid at or after `after`."""
 
     kind: Literal["drop"] = "drop"
-    hop: Literal["wms"] = "wms"
+    hop: Literal["wms", "channel"] = "wms"  # channel: the order service loses the order after payment
     match: FaultMatch = FaultMatch()
     after: AwareDatetime | None = None
     count: int = Field(ge=1)
     scales: ClassVar[tuple[str, ...]] = ("count",)
+
+
+@fault_kind("duplicate")
+class DuplicateFault(Fault):
+    """The payment platform sends the notify again (e.g. after a 504) for `ratio` of the matching
+    orders paid in [after, until): `copies` extra notifies, each 5-30 s after the first."""
+
+    kind: Literal["duplicate"] = "duplicate"
+    match: FaultMatch = FaultMatch()
+    after: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    ratio: float = Field(gt=0, le=1)
+    copies: int = Field(default=1, ge=1, le=5)
 
 
 class Truth(Strict):

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from metrics.kpi import DWELL_BUCKET_MS, dwell_floor
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
+from sim.payments import delivery_times
 from store.lifecycle import FORWARD, RANK, TERMINAL, WMS_REACHED
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
@@ -24,9 +25,18 @@ def _labels(**kw: str) -> tuple[tuple[str, str], ...]:
 
 def _visible(order: SimOrder, now: datetime) -> dict[str, datetime] | None:
     events = order.events_until(now)
+    if not order.in_channel:
+        # Lost by the order service: only its payment notify shows it (Alipay's carries gmt_create).
+        shown = ("paid", "created") if order.payment_method == "alipay" else ("paid",)
+        events = {s: t for s, t in events.items() if s in shown} if "paid" in events else {}
     if not events or (order.channel in PAID_ONLY_CHANNELS and "paid" not in events):
         return None
     return events
+
+
+def _repeats(order: SimOrder, now: datetime) -> int:
+    """Payment notifies received again by `now` (the first delivery is the record itself)."""
+    return sum(1 for t in delivery_times(order)[1:] if t <= now)
 
 
 def _rank(n: int, q: float) -> int:
@@ -42,12 +52,15 @@ def kpi_truth(
     timeouts: dict[str, timedelta],
     fast_cancel: timedelta,
     dwell_window: timedelta = timedelta(hours=1),
+    order_grace: timedelta = timedelta(minutes=10),
 ) -> dict[Key, float]:
     """Every KPI series the engine computes from orders, keyed like Snapshot: (kpi, labels)."""
     out: dict[Key, float] = {}
     counts: dict[tuple[str, tuple], list[int]] = defaultdict(lambda: [0, 0])
     sync: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     cancels: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    duplicates: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # orders paid, repeats
+    losses: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # payments past grace, lost
     dwell: dict[str, list[float]] = defaultdict(list)
     start = now - window
     # Dwell: orders that left the state in the dwell window's whole 5-minute buckets, at the engine's resolution.
@@ -61,12 +74,9 @@ def kpi_truth(
         reached = any(s in ev for s in WMS_REACHED)
         if state not in TERMINAL:
             stuck = state in timeouts and ev[state] <= now - timeouts[state]
-            dims = [
-                (),
-                (("channel", order.channel),),
-                (("province", order.province),),
-                (("city", order.city),),
-            ]
+            dims = [(), (("channel", order.channel),)]
+            if order.in_channel:  # the address comes with the channel's order
+                dims += [(("province", order.province),), (("city", order.city),)]
             if "wms_received" in ev:  # the warehouse and carrier are known from the WMS
                 dims += [(("warehouse", order.warehouse),), (("carrier", order.carrier),)]
             for dim in dims:
@@ -84,6 +94,12 @@ def kpi_truth(
             for key in ((), (("channel", order.channel),)):
                 cancels[key][0] += 1
                 cancels[key][1] += fast
+                duplicates[key][0] += 1
+                duplicates[key][1] += _repeats(order, now)
+        if paid is not None and start <= paid <= now - order_grace:  # every payment has a notify
+            for key in ((), (("channel", order.channel),)):
+                losses[key][0] += 1
+                losses[key][1] += not order.in_channel
         for i, s in enumerate(FORWARD[:-1]):
             later = [ev[x] for x in (*FORWARD[i + 1 :], "cancelled", "closed") if x in ev]
             if s in ev and later and later[0] >= ev[s]:
@@ -105,6 +121,13 @@ def kpi_truth(
         out[("fast_cancel_orders", key)] = fast
         if paid:
             out[("fast_cancel_ratio", key)] = fast / paid
+    for key, (paid, repeats) in duplicates.items():
+        out[("duplicate_records", key)] = repeats
+        out[("duplicate_free_ratio", key)] = paid / (paid + repeats)
+    for key, (payments, lost) in losses.items():
+        out[("order_loss_paid_orders", key)] = payments
+        out[("order_loss_orders", key)] = lost
+        out[("order_loss_ratio", key)] = lost / payments
     for s in FORWARD[:-1]:
         values = sorted(dwell.get(s, []))
         labels = _labels(state=s)

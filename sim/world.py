@@ -13,7 +13,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sim.model import CHANNELS, SimOrder
-from sim.scenario import DropFault, Fault, Scenario, ScenarioError
+from sim.scenario import DropFault, DuplicateFault, Fault, Scenario, ScenarioError
 
 # Typical e-commerce order curve by local hour: quiet nights, late-morning and evening peaks.
 DEFAULT_INTRADAY = (
@@ -67,7 +67,10 @@ CARRIER_MIX = {
 }
 
 # States a dropped hop takes away (the order never reaches that system, so nothing after it).
-HOP_STATES = {"wms": ("wms_received", "picked", "packed", "shipped", "delivered")}
+HOP_STATES = {
+    "wms": ("wms_received", "picked", "packed", "shipped", "delivered"),
+    "channel": ("wms_received", "picked", "packed", "shipped", "delivered", "cancelled"),
+}
 DEFAULT_SLA = timedelta(minutes=15)
 T = TypeVar("T")
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -117,6 +120,7 @@ def drop_hop(fault: Fault, orders: list[SimOrder], rng: random.Random, where: st
         for o in orders
         if "paid" in o.events
         and o.in_wms
+        and o.in_channel
         and fault.match.matches(o.channel, o.payment_method, o.sku)
         and (fault.after is None or o.events["paid"] >= fault.after)
     ]
@@ -127,13 +131,34 @@ def drop_hop(fault: Fault, orders: list[SimOrder], rng: random.Random, where: st
             ]
         )
     candidates.sort(key=lambda o: o.events["paid"])
-    tag = f"{fault.hop}_push_dropped"
+    tag = f"{fault.hop}_push_dropped" if fault.hop == "wms" else "order_intake_dropped"
     for order in candidates[: fault.count]:
         for state in HOP_STATES[fault.hop]:
             order.events.pop(state, None)
         order.in_wms = False
+        order.in_channel = fault.hop != "channel"
         order.tags.add(tag)
     return {tag: fault.count}
+
+
+@applies("duplicate")
+def duplicate_notifies(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Matching paid orders get their payment notify sent again, 5-30 s after the first."""
+    assert isinstance(fault, DuplicateFault)
+    hit = 0
+    for order in orders:
+        paid = order.events.get("paid")
+        if (
+            paid is not None
+            and fault.match.matches(order.channel, order.payment_method, order.sku)
+            and (fault.after is None or paid >= fault.after)
+            and (fault.until is None or paid < fault.until)
+            and rng.random() < fault.ratio
+        ):
+            order.resends = tuple(sorted(round(rng.uniform(5, 30), 3) for _ in range(fault.copies)))
+            order.tags.add("duplicate_callback")
+            hit += 1
+    return {"duplicate_callback": hit}
 
 
 # -- generation ------------------------------------------------------------------------------
@@ -235,7 +260,8 @@ class World:
         self.end = scenario.end.astimezone(UTC)
         self._by_channel: dict[str, list[SimOrder]] = {c: [] for c in CHANNELS}
         for order in orders:
-            self._by_channel[order.channel].append(order)
+            if order.in_channel:  # a lost order never reaches the channel's order list
+                self._by_channel[order.channel].append(order)
 
     @classmethod
     def generate(cls, scenario: Scenario, seed: int | None = None, scale: float = 1) -> World:

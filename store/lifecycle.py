@@ -59,6 +59,11 @@ STATE_LABELS_ZH = {
 }
 
 
+# Source roles (config `sources.*.role`) as bits of orders.seen_roles.
+ROLE_BITS = {"channel": 1, "payment": 2, "erp": 4, "wms": 8, "carrier": 16, "cs": 32}
+OTHER_ROLE_BIT = 64  # a source with no role the store was told of
+
+
 def milestone_column(state: str) -> str:
     return f"{state}_at"
 

@@ -63,6 +63,8 @@ orders = Table(
     Column("amount_fen", BigInteger),
     *[Column(d, String(64)) for d in DIMENSIONS],
     Column("first_seen_at", EpochMs, nullable=False),
+    Column("seen_roles", Integer, nullable=False),  # bit set of the source roles that showed it (ROLE_BITS)
+    Column("duplicate_records", Integer, nullable=False),  # repeated deliveries of one source's state
     Column("last_event_at", EpochMs, nullable=False),  # the latest milestone (bounds dwell scans)
     Column("updated_at", EpochMs, nullable=False),
     Index("ix_orders_state", "state", "state_at"),

@@ -17,7 +17,15 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, lite
 
 from collectors.errors import SourceError
 from collectors.types import DIMENSIONS, Batch, Observation, Quarantined
-from store.lifecycle import OPEN_STATES, RANK, STATE_DIMENSIONS, STATES, milestone_column
+from store.lifecycle import (
+    OPEN_STATES,
+    OTHER_ROLE_BIT,
+    RANK,
+    ROLE_BITS,
+    STATE_DIMENSIONS,
+    STATES,
+    milestone_column,
+)
 from store.schema import (
     cursors,
     id_sequences,
@@ -44,6 +52,8 @@ _UPDATE_COLS = [
     *_MILESTONES,
     "amount_fen",
     *DIMENSIONS,
+    "seen_roles",
+    "duplicate_records",
     "last_event_at",
     "updated_at",
 ]
@@ -60,6 +70,7 @@ _GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIR
     for c in ("global_id", "channel", "raw_order_id", "state", "state_rank", "state_at", "amount_fen",
               "created_at", "first_seen_at", "last_event_at", "updated_at")
 )  # fmt: skip
+_ROLES, _DUPS = _ORDER_COLS.index("seen_roles"), _ORDER_COLS.index("duplicate_records")
 _OPEN = frozenset(OPEN_STATES)
 _STATE_DIM_POS = tuple((d, _ORDER_COLS.index(d)) for d in STATE_DIMENSIONS)
 _STATE_COUNT_UPSERT = (
@@ -97,8 +108,15 @@ def fingerprint(text: str) -> str:
 class Store:
     """One writer per process: `ingest` calls are serialised by a lock."""
 
-    def __init__(self, engine: Engine, channels: Mapping[str, ChannelIdentity], timezone: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        channels: Mapping[str, ChannelIdentity],
+        timezone: str,
+        roles: Mapping[str, str] | None = None,
+    ) -> None:
         self.engine = engine
+        self._role_bits = {source: ROLE_BITS[role] for source, role in (roles or {}).items()}
         self.channels = dict(channels)
         self.zone = ZoneInfo(timezone)
         self._patterns = {name: re.compile(c.id_pattern) for name, c in self.channels.items() if c.id_pattern}
@@ -158,10 +176,10 @@ class Store:
         """The whole batch in the caller's transaction; returns the global IDs it resolved."""
         valid, rejected = self._validate_identity(batch.observations)
         ids = self._resolve_ids(conn, valid)
-        new = self._insert_observations(conn, valid, ids, now)
+        new, repeats = self._insert_observations(conn, valid, ids, now)
         result.new_observations = len(new)
         result.duplicate_observations = len(valid) - len(new)
-        result.orders_touched = self._merge_orders(conn, new, ids, now)
+        result.orders_touched = self._merge_orders(conn, new, ids, repeats, now)
         result.quarantined = self._insert_quarantine(conn, [*batch.quarantined, *rejected], now)
         if batch.cursor is not None:
             self._upsert(conn, cursors, {"source": batch.source}, {"value": batch.cursor, "updated_at": now})
@@ -248,22 +266,39 @@ class Store:
 
     def _insert_observations(
         self, conn: Connection, obs: list[Observation], ids: dict[tuple[str, str], str], now: datetime
-    ) -> list[Observation]:
-        """Insert the observations not stored yet; returns them (the batch's new facts)."""
+    ) -> tuple[list[Observation], Counter]:
+        """Insert the observations not stored yet. Returns them (the batch's new facts) and, per
+        order, how many of them repeat a state the same source had already delivered."""
         by_key: dict[tuple[str, str, str], Observation] = {}
         for o in obs:
             by_key.setdefault((ids[(o.channel, o.raw_order_id)], o.source, o.record_key), o)
         existing: set[tuple[str, str, str]] = set()
+        delivered: set[tuple[str, str, str]] = set()  # (global id, source, state)
         for chunk in _chunks(sorted({k[0] for k in by_key}), 500):
-            sql = f"SELECT global_id, source, record_key FROM observations WHERE global_id IN ({', '.join('?' * len(chunk))})"
-            existing.update(_driver_rows(conn, sql, chunk))
-        new = [(k, o) for k, o in by_key.items() if k not in existing]
+            sql = f"SELECT global_id, source, record_key, state FROM observations WHERE global_id IN ({', '.join('?' * len(chunk))})"
+            for gid, source, record_key, state in _driver_rows(conn, sql, chunk):
+                existing.add((gid, source, record_key))
+                delivered.add((gid, source, state))
+        new, repeats = [], Counter()
+        for key, o in by_key.items():
+            if key in existing:
+                continue
+            new.append((key, o))
+            fact = (key[0], o.source, o.state)
+            if fact in delivered:
+                repeats[key[0]] += 1
+            delivered.add(fact)
         now_ms = to_ms(now)
         _driver_many(conn, _OBS_INSERT, [(*k, o.state, to_ms(o.at), now_ms) for k, o in new])
-        return [o for _, o in new]
+        return [o for _, o in new], repeats
 
     def _merge_orders(
-        self, conn: Connection, obs: list[Observation], ids: dict[tuple[str, str], str], now: datetime
+        self,
+        conn: Connection,
+        obs: list[Observation],
+        ids: dict[tuple[str, str], str],
+        repeats: Counter,
+        now: datetime,
     ) -> int:
         """Fold observations into one row per order: earliest time per milestone, highest state."""
         if not obs:
@@ -285,13 +320,16 @@ class Store:
                 row = [None] * len(_ORDER_COLS)
                 row[_GLOBAL_ID], row[_CHANNEL], row[_RAW_ID] = gid, first.channel, first.raw_order_id
                 row[_FIRST_SEEN] = now_ms
+                row[_ROLES] = row[_DUPS] = 0
                 best = None
             else:
                 row = list(before)
                 best = row[_STATE]
             if len(items) > 1:
                 items.sort(key=_event_time)  # the latest dimension value wins
+            row[_DUPS] += repeats.get(gid, 0)
             for o in items:
+                row[_ROLES] |= self._role_bits.get(o.source, OTHER_ROLE_BIT)
                 at = to_ms(o.at)
                 col = _POS[o.state]
                 if row[col] is None or at < row[col]:

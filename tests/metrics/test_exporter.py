@@ -255,6 +255,16 @@ fulfillment_stuck_orders{channel="jd",state="paid"} 3.0
 # TYPE fulfillment_dwell_p95_seconds gauge
 # HELP fulfillment_dwell_orders Orders that left a state within the dwell window (the dwell percentiles' population).
 # TYPE fulfillment_dwell_orders gauge
+# HELP fulfillment_duplicate_free_ratio Orders paid in the KPI window over their records received (the orders plus repeated deliveries).
+# TYPE fulfillment_duplicate_free_ratio gauge
+# HELP fulfillment_duplicate_records Repeated deliveries (e.g. payment callbacks sent again) of orders paid in the KPI window.
+# TYPE fulfillment_duplicate_records gauge
+# HELP fulfillment_order_loss_ratio Payments in the KPI window, at least the grace period old, that no channel source shows, over those payments.
+# TYPE fulfillment_order_loss_ratio gauge
+# HELP fulfillment_order_loss_orders Payments in the KPI window, at least the grace period old, that no channel source shows.
+# TYPE fulfillment_order_loss_orders gauge
+# HELP fulfillment_order_loss_paid_orders Payments in the KPI window at least the grace period old (the order loss ratio's denominator).
+# TYPE fulfillment_order_loss_paid_orders gauge
 # HELP fulfillment_source_up 1 when the last poll of the source succeeded, 0 otherwise.
 # TYPE fulfillment_source_up gauge
 fulfillment_source_up{source="tmall_api"} 1.0

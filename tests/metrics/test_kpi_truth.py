@@ -18,7 +18,8 @@ CHECKPOINTS = (timedelta(hours=14, minutes=7), timedelta(hours=35, minutes=41), 
 ENGINE_KPIS = {
     "state_orders", "stuck_orders", "stuck_ratio", "sync_paid_orders", "sync_unreached_orders",
     "sync_success_ratio", "fast_cancel_orders", "fast_cancel_ratio", "dwell_orders",
-    "dwell_p50_seconds", "dwell_p95_seconds",
+    "dwell_p50_seconds", "dwell_p95_seconds", "duplicate_free_ratio", "duplicate_records",
+    "order_loss_ratio", "order_loss_orders", "order_loss_paid_orders",
 }  # fmt: skip
 
 
@@ -42,7 +43,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         str(SCENARIO), workdir=tmp_path / "world", store_url=store_url, step=timedelta(minutes=10)
     )
     kpi = replay.config.kpi
-    dwell_seen = []
+    dwell_seen, repeats_seen = [], []
     try:
         for at in CHECKPOINTS:
             target = replay.world.end if at is None else replay.world.start + at
@@ -61,12 +62,14 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
                 timeouts=kpi.stuck_timeouts,
                 fast_cancel=kpi.fast_cancel,
                 dwell_window=kpi.dwell_window,
+                order_grace=kpi.order_grace,
             )
             got = {(v.kpi, v.labels): v.value for v in snapshot.values if v.kpi in ENGINE_KPIS}
             assert set(got) == set(truth), (now, set(got) ^ set(truth))
             wrong = {k: (got[k], truth[k]) for k in truth if got[k] != pytest.approx(truth[k], rel=1e-12)}
             assert not wrong, (now, wrong)
             dwell_seen.append(truth[("dwell_orders", (("state", "picked"),))])
+            repeats_seen.append(truth[("duplicate_records", ())])
             # The incremental refresh above and a full computation from the store agree exactly.
             full = KpiEngine(
                 replay.service.engine,
@@ -75,6 +78,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
                 kpi.stuck_timeouts,
                 kpi.fast_cancel,
                 dwell_window=kpi.dwell_window,
+                order_grace=kpi.order_grace,
             ).compute(now)
             assert {(v.kpi, v.labels): v.value for v in full.values} == {
                 (v.kpi, v.labels): v.value for v in snapshot.values
@@ -82,6 +86,8 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         # The world had something to measure: stuck JD orders, dwell times, all five channels.
         assert truth[("stuck_orders", (("channel", "jd"), ("state", "paid")))] == 60
         assert max(dwell_seen) > 20
+        assert max(repeats_seen) > 5  # resent payment notifies on the first afternoon
+        assert truth[("order_loss_orders", (("channel", "youzan"),))] == 6  # lost by the order service
         assert len({dict(k[1]).get("channel") for k in truth} - {None}) == 5
     finally:
         replay.close()
