@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from alerts.notifiers.markup import drop_mentions
 from metrics.catalog import KPI_BY_NAME
 from metrics.snapshot import Labels, Snapshot
 from sentinel.config import Config, RuleConfig
@@ -14,7 +15,17 @@ from store.lifecycle import STATE_LABELS_ZH
 MAX_BYTES = 3800  # well under WeCom's 4096 so a route mention or two still fits in one message
 TOP_CHANNELS = 5
 SEVERITY_COLOUR = {"P1": "warning", "P2": "warning", "P3": "comment"}
-LABEL_NAMES_ZH = {"channel": "渠道", "state": "状态", "warehouse": "仓库", "carrier": "承运商"}
+LABEL_NAMES_ZH = {
+    "channel": "渠道",
+    "state": "状态",
+    "warehouse": "仓库",
+    "carrier": "承运商",
+    "source": "数据源",
+    "province": "省份",
+    "city": "城市",
+    "cs_group": "客服组",
+}
+HEADS = {"firing": "履约告警", "repeat": "履约告警持续中", "escalate": "履约告警升级"}
 
 
 def render_alert(
@@ -27,12 +38,14 @@ def render_alert(
     now: datetime,
     since: datetime | None = None,
 ) -> str:
-    """The markdown body for a `firing`, `repeat` or `resolved` notification."""
+    """The markdown body for a `firing`, `repeat`, `escalate` or `resolved` notification."""
     labels = dict(labels)
-    spec = KPI_BY_NAME.get(rule.kpi)
-    title = spec.title_zh if spec else rule.kpi
     zone = ZoneInfo(config.service.timezone)
     since = since or now
+    if rule.no_data is not None:
+        return _no_data(kind, rule, labels, value, config, now, since, zone)
+    spec = KPI_BY_NAME.get(rule.kpi)
+    title = spec.title_zh if spec else rule.kpi
     scope = _scope(labels, config)
     if kind == "resolved":
         lines = [
@@ -44,22 +57,85 @@ def render_alert(
     else:
         direction = "低于" if rule.op in ("<", "<=") else "高于"
         colour = SEVERITY_COLOUR.get(rule.severity, "warning")
-        head = "履约告警持续中" if kind == "repeat" else "履约告警"
+        head = HEADS.get(kind, "履约告警")
         lines = [
             f'### {head} <font color="{colour}">{rule.severity}</font> {title}{direction}阈值',
             f"> 范围：{scope}",
             f"> 当前值：**{_value_text(rule, value)}**（阈值 {rule.op} {_fmt(rule, rule.threshold)}）",
             *_impact(rule, labels, snapshot, config),
             f"> 开始时间：{_local(since, zone)}"
-            + (f"（已持续 {_duration(now - since)}）" if kind == "repeat" else ""),
+            + (f"（已持续 {_duration(now - since)}）" if kind in ("repeat", "escalate") else ""),
         ]
+        if kind == "escalate":
+            lines.append(f"> 升级原因：告警已持续 {_duration(now - since)} 无人确认")
         if rule.summary:
             lines.append(f"> 可能原因：{_one_line(rule.summary, 200)}")
-    tail = [f"[查看详情]({_link(rule, labels, config)})"]
-    route = config.alerts.routes.get(rule.route)
+        if rule.runbook:
+            lines.append(f"> 处置手册：{_one_line(rule.runbook, 300)}")
+    return _finish(lines, rule, labels, config, kind)
+
+
+def _finish(lines: list[str], rule: RuleConfig, labels: dict[str, str], config: Config, kind: str) -> str:
+    tail = [f"[查看详情]({alert_link(rule, labels, config)})"]
+    route = config.alerts.routes.get(rule.escalate_route if kind == "escalate" else rule.route)
     if route is not None and route.mentions:
         tail.append(" ".join(f"<@{m}>" for m in route.mentions))
     return _fit(lines + tail, len(tail))
+
+
+def _no_data(
+    kind: str,
+    rule: RuleConfig,
+    labels: dict[str, str],
+    value: float | None,
+    config: Config,
+    now: datetime,
+    since: datetime,
+    zone: ZoneInfo,
+) -> str:
+    """A source that stopped reporting: which one, which channel, since when."""
+    scope = _scope(labels, config)
+    silent = "从未成功" if value is None else f"已 {_duration(timedelta(seconds=value))}无成功拉取"
+    if kind == "resolved":
+        lines = [
+            '### <font color="info">已恢复</font> 数据源恢复上报',
+            f"> 范围：{scope}",
+            f"> 中断时长：{_duration(now - since)}（{_local(since, zone)} 至 {_local(now, zone)}）",
+        ]
+    else:
+        colour = SEVERITY_COLOUR.get(rule.severity, "warning")
+        lines = [
+            f'### {HEADS.get(kind, "履约告警")} <font color="{colour}">{rule.severity}</font> 数据源停止上报',
+            f"> 范围：{scope}",
+            f"> 状态：**{silent}**（阈值 {_duration(rule.no_data)}）",
+            "> 影响：该数据源的订单不再更新，相关渠道的履约指标可能失真",
+            f"> 开始时间：{_local(since, zone)}"
+            + (f"（已持续 {_duration(now - since)}）" if kind in ("repeat", "escalate") else ""),
+        ]
+        if kind == "escalate":
+            lines.append(f"> 升级原因：告警已持续 {_duration(now - since)} 无人确认")
+        if rule.summary:
+            lines.append(f"> 可能原因：{_one_line(rule.summary, 200)}")
+        if rule.runbook:
+            lines.append(f"> 处置手册：{_one_line(rule.runbook, 300)}")
+    return _finish(lines, rule, labels, config, kind)
+
+
+def render_digest(bodies: list[str], kinds: list[str], mentions: tuple[str, ...] = ()) -> str:
+    """Several alerts of one group as one message: a count line, then each alert's own text."""
+    firing = sum(1 for k in kinds if k != "resolved")
+    resolved = len(kinds) - firing
+    counts = "，".join(
+        part
+        for part in (f"告警 {firing} 条" if firing else "", f"恢复 {resolved} 条" if resolved else "")
+        if part
+    )
+    lines = [f"## 履约告警汇总（{counts}）"]
+    for body in bodies:
+        lines += ["", drop_mentions(body).strip()]
+    if mentions:
+        lines += ["", " ".join(f"<@{m}>" for m in mentions)]
+    return "\n".join(lines)
 
 
 def _impact(rule: RuleConfig, labels: dict[str, str], snap: Snapshot | None, config: Config) -> list[str]:
@@ -144,8 +220,10 @@ def _value_text(rule: RuleConfig, value: float | None) -> str:
     return "无数据" if value is None else _fmt(rule, value)
 
 
-def _link(rule: RuleConfig, labels: dict[str, str], config: Config) -> str:
-    query = urlencode({"kpi": rule.kpi, **dict(sorted(labels.items()))})
+def alert_link(rule: RuleConfig, labels: dict[str, str], config: Config) -> str:
+    """The dashboard drill-down for one alert."""
+    first = {"kpi": rule.kpi} if rule.kpi else {"page": "sources"}
+    query = urlencode({**first, **dict(sorted(labels.items()))})
     return f"{config.service.dashboard_url.rstrip('/')}/?{query}"
 
 

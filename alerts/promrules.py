@@ -48,7 +48,9 @@ def _yaml_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def selector(spec: KpiSpec, by: tuple[str, ...], match: dict[str, str]) -> str:
+def selector(
+    spec: KpiSpec, by: tuple[str, ...], match: dict[str, str], match_re: dict[str, str] | None = None
+) -> str:
     """The series of a KPI whose label keys are exactly `by` + `match`, as the alert engine watches them.
 
     The exporter puts totals and every breakdown under one metric name, so labels the rule does
@@ -58,6 +60,8 @@ def selector(spec: KpiSpec, by: tuple[str, ...], match: dict[str, str]) -> str:
     for label in spec.labels:
         if label in match:
             matchers.append(f"{label}={_quote(match[label])}")
+        elif label in (match_re or {}):
+            matchers.append(f"{label}=~{_quote(match_re[label])}")
         elif label in by:
             matchers.append(f'{label}!=""')
         else:
@@ -67,19 +71,29 @@ def selector(spec: KpiSpec, by: tuple[str, ...], match: dict[str, str]) -> str:
 
 def rule_expr(rule: RuleConfig) -> str:
     """The PromQL condition of one rule, min_count applied to the same denominator the engine uses."""
+    if rule.no_data is not None:
+        which = f"{{source=~{_quote('|'.join(rule.sources))}}}" if rule.sources else ""
+        stale = _number(rule.no_data.total_seconds())
+        return (
+            f"fulfillment_source_up{which} == 0 or "
+            f"(time() - fulfillment_source_last_success_timestamp_seconds{which}) > {stale}"
+        )
     spec = KPI_BY_NAME[rule.kpi]
-    series = selector(spec, rule.by, rule.match)
+    series = selector(spec, rule.by, rule.match, rule.match_re)
     expr = f"{series} {rule.op} {_number(rule.threshold)}"
     if rule.min_count > 0:
         count = KPI_BY_NAME[DENOMINATOR[rule.kpi]] if rule.kpi in DENOMINATOR else spec
         # `and` matches on every label, so each series is paired with its own count (same target).
-        expr += f" and {selector(count, rule.by, rule.match)} >= {_number(rule.min_count)}"
+        count_series = selector(count, rule.by, rule.match, rule.match_re)
+        expr += f" and {count_series} >= {_number(rule.min_count)}"
     return expr
 
 
 def _summary(rule: RuleConfig) -> str:
     if rule.summary:
         return rule.summary
+    if rule.no_data is not None:
+        return f"数据源停止上报（超过 {prometheus_duration(rule.no_data)} 无成功拉取）"
     spec = KPI_BY_NAME[rule.kpi]
     direction = "低于" if rule.op in ("<", "<=") else "高于"
     return f"{spec.title_zh}{direction}阈值（{rule.op} {_number(rule.threshold)}）"
@@ -97,9 +111,8 @@ def render_rules(config: Config) -> str:
         lines[-1] += " []"
     for rule in config.alerts.rules:
         annotations = {"summary": _summary(rule)}
-        runbook = getattr(rule, "runbook", None)  # an optional rule field, exported once config has it
-        if runbook:
-            annotations["runbook"] = runbook
+        if rule.runbook:
+            annotations["runbook"] = rule.runbook
         lines += [
             f"      - alert: {_quote(rule.name)}",
             f"        expr: {_yaml_literal(rule_expr(rule))}",

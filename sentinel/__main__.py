@@ -1,4 +1,4 @@
-"""`python -m sentinel check-config | serve | demo | export-rules`."""
+"""`python -m sentinel check-config | serve | demo | export-rules | silence | ack`."""
 
 from __future__ import annotations
 
@@ -144,6 +144,75 @@ def _warm_up(world, clock, sim, service, lead: timedelta = timedelta(minutes=20)
     return until
 
 
+def _alert_store(path: str | None):
+    """The configured store (schema created if missing) and the service clock, for the CLI."""
+    from sentinel.clock import SystemClock
+    from store.db import init_schema, make_engine
+
+    cfg = load_config(path)
+    engine = make_engine(cfg.service.store_url)
+    init_schema(engine)
+    return cfg, engine, SystemClock()
+
+
+def _local(moment: datetime, zone: str) -> str:
+    return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+def silence_command(args: argparse.Namespace) -> int:
+    """`silence add|list|expire`: silences are stored, audited (who, why) and expire on their own."""
+    from alerts.model import parse_matcher
+    from alerts.silences import add_silence, expire_silence, list_silences
+    from sentinel.config import parse_duration
+
+    cfg, engine, clock = _alert_store(args.config)
+    now = clock.now()
+    zone = cfg.service.timezone
+    try:
+        if args.action == "add":
+            matchers = [parse_matcher(m) for m in args.match]
+            starts = datetime.fromisoformat(args.starts) if args.starts else now
+            if starts.tzinfo is None:
+                starts = starts.replace(tzinfo=ZoneInfo(zone))
+            silence = add_silence(
+                engine, matchers, starts, starts + parse_duration(args.duration), args.by, args.comment, now
+            )
+            print(f"静默 #{silence.id} 已添加：{' '.join(map(str, silence.matchers))}，"
+                  f"{_local(silence.starts_at, zone)} 至 {_local(silence.ends_at, zone)}")  # fmt: skip
+        elif args.action == "list":
+            for s in list_silences(engine, now, include_expired=args.all):
+                print(
+                    f"#{s.id}\t{s.state(now)}\t{' '.join(map(str, s.matchers))}\t"
+                    f"{_local(s.starts_at, zone)} 至 {_local(s.ends_at, zone)}\t{s.created_by}\t{s.comment}"
+                    + (f"\t(提前结束：{s.expired_by})" if s.expired_by else "")
+                )
+        else:
+            silence = expire_silence(engine, args.id, args.by, now)
+            print(f"静默 #{silence.id} 已结束（{args.by}）")
+    except (ValueError, LookupError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    return 0
+
+
+def ack_command(args: argparse.Namespace) -> int:
+    """`ack FINGERPRINT --by NAME`: stops escalation and repeats of the alert's current episode."""
+    from alerts.engine import AlertEngine
+
+    cfg, engine, clock = _alert_store(args.config)
+    try:
+        acked = AlertEngine(engine, cfg, clock, {}).ack(args.fingerprint, args.by, args.comment)
+    except LookupError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"告警 {acked['fingerprint'][:12]}（{acked['rule']}）已由 {acked['acked_by']} 确认")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sentinel", description="Fulfillment Sentinel 履约哨兵")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +234,26 @@ def main(argv: list[str] | None = None) -> int:
     exp = sub.add_parser("export-rules", help="write the alert rules as a Prometheus rules file (YAML)")
     exp.add_argument("--config", default=None)
     exp.add_argument("--out", default=None, help="file to write (default: stdout)")
+    sil = sub.add_parser("silence", help="add, list or expire alert silences")
+    sil_sub = sil.add_subparsers(dest="action", required=True)
+    sil_add = sil_sub.add_parser("add", help="mute alerts whose labels match, for a while")
+    sil_add.add_argument("--match", action="append", required=True, help="name=value or name=~regex")
+    sil_add.add_argument("--duration", required=True, help="e.g. 2h, 30m")
+    sil_add.add_argument("--starts", default=None, help="ISO time (default: now; naive = service zone)")
+    sil_add.add_argument("--by", required=True, help="who adds it (audit)")
+    sil_add.add_argument("--comment", required=True, help="why (audit)")
+    sil_list = sil_sub.add_parser("list", help="active and future silences")
+    sil_list.add_argument("--all", action="store_true", help="expired ones too")
+    sil_exp = sil_sub.add_parser("expire", help="end a silence now")
+    sil_exp.add_argument("id", type=int)
+    sil_exp.add_argument("--by", required=True)
+    for p in (sil_add, sil_list, sil_exp):
+        p.add_argument("--config", default=None)
+    ack = sub.add_parser("ack", help="acknowledge a firing alert (no escalation, no repeats)")
+    ack.add_argument("fingerprint", help="the alert's fingerprint or a unique prefix of it")
+    ack.add_argument("--by", required=True)
+    ack.add_argument("--comment", default="")
+    ack.add_argument("--config", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
@@ -174,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         from alerts.promrules import export_rules
 
         return export_rules(args.config, args.out)
+    if args.command == "silence":
+        return silence_command(args)
+    if args.command == "ack":
+        return ack_command(args)
     if args.command == "serve":
         return serve(args.config, args.dashboard_port)
     return demo(args.scenario, args.speed, args.dashboard_port, args.metrics_port, args.workdir)

@@ -20,6 +20,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from collectors.mapping import MappingConfig
@@ -124,18 +125,77 @@ class KpiConfig(Strict):
         return value
 
 
+_CLOCK = r"([01]\d|2[0-3]):[0-5]\d"
+_QUIET = re.compile(rf"^{_CLOCK}-{_CLOCK}$")
+
+
+def _regexes(value: dict[str, str]) -> dict[str, str]:
+    for name, pattern in value.items():
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{name}: invalid regex {pattern!r}: {exc}") from None
+    return value
+
+
+Regexes = Annotated[dict[str, str], AfterValidator(_regexes)]
+
+
 class RuleConfig(Strict):
     name: str
-    kpi: str
+    kpi: str | None = None  # required unless no_data is set
     by: tuple[str, ...] = ()  # label keys of the series this rule watches ([] = the total)
-    match: dict[str, str] = Field(default_factory=dict)
-    op: Literal["<", "<=", ">", ">="]
-    threshold: float
+    match: dict[str, str] = Field(default_factory=dict)  # label = value
+    match_re: Regexes = Field(default_factory=dict)  # label = regex (full match)
+    op: Literal["<", "<=", ">", ">="] | None = None
+    threshold: float | None = None
     for_: Duration = Field(default=timedelta(0), alias="for")
     min_count: float = 0  # ignore series whose denominator (count) is below this
     severity: Literal["P1", "P2", "P3"] = "P2"
     route: str
     summary: str = ""
+    runbook: str = ""  # what to do, shown in every message of the rule
+    # "No data": fires per source that is down or has not polled successfully for this long.
+    no_data: Duration | None = None
+    sources: tuple[str, ...] = ()  # no_data: the sources watched ([] = every enabled source)
+    group_by: tuple[str, ...] | None = None  # label keys; alerts of one group share a digest (default: rule)
+    quiet_hours: str | None = None  # "00:00-08:00" in service.timezone: messages held until it ends
+    escalate_after: Duration | None = None  # firing and unacknowledged this long -> escalate_route, once
+    escalate_route: str | None = None
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None and (not _QUIET.match(value) or value[:5] == value[6:]):
+            raise ValueError(f"{value!r} is not a time range like 00:00-08:00")
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self) -> RuleConfig:
+        if self.no_data is None:
+            missing = [name for name in ("kpi", "op", "threshold") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} required (or no_data for a source rule)")
+        elif self.kpi is not None or self.by or self.match or self.match_re:
+            raise ValueError("a no_data rule watches sources: kpi, by, match and match_re do not apply")
+        if (self.escalate_after is None) != (self.escalate_route is None):
+            raise ValueError("escalate_after and escalate_route go together")
+        return self
+
+    @property
+    def grouping(self) -> tuple[str, ...]:
+        return self.group_by if self.group_by is not None else ("alertname",)
+
+
+class InhibitRuleConfig(Strict):
+    """While an alert matching `source_*` fires, alerts matching `target_*` with the same `equal`
+    label values send nothing (e.g. a source that is down mutes the KPI alerts it causes)."""
+
+    source_match: dict[str, str] = Field(default_factory=dict)
+    source_match_re: Regexes = Field(default_factory=dict)
+    target_match: dict[str, str] = Field(default_factory=dict)
+    target_match_re: Regexes = Field(default_factory=dict)
+    equal: tuple[str, ...] = ()
 
 
 def _optional_secret(value: Any) -> Any:
@@ -250,8 +310,12 @@ ROUTE_KINDS = ("wecom", "dingtalk", "feishu", "email", "webhook")
 class AlertsConfig(Strict):
     eval_interval: Duration = timedelta(seconds=30)
     repeat_interval: Duration = timedelta(hours=1)
+    group_wait: Duration = timedelta(seconds=30)  # a new group's first digest waits this long for more
+    group_interval: Duration = timedelta(minutes=5)  # later changes of a group: one digest per interval
+    quiet_hours_bypass: tuple[Literal["P1", "P2", "P3"], ...] = ("P1",)  # severities quiet hours never hold
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     rules: tuple[RuleConfig, ...] = ()
+    inhibit_rules: tuple[InhibitRuleConfig, ...] = ()
 
 
 class Config(Strict):
@@ -336,15 +400,21 @@ def _cross_check(
             problems.append(f"{where}.path: field required for kind 'logfile'")
     for i, rule in zip(rule_index, cfg.alerts.rules, strict=True):
         where = f"alerts.rules[{i}]"
-        spec = KPI_BY_NAME.get(rule.kpi)
-        if spec is None:
+        spec = KPI_BY_NAME.get(rule.kpi) if rule.kpi is not None else None
+        if rule.no_data is not None:
+            for source in rule.sources:
+                if source not in cfg.sources:
+                    problems.append(f"{where}.sources: unknown source {source!r}")
+        elif spec is None:
             problems.append(f"{where}.kpi: unknown KPI {rule.kpi!r}; known: {sorted(KPI_BY_NAME)}")
         else:
-            for label in (*rule.by, *rule.match):
+            for label in (*rule.by, *rule.match, *rule.match_re):
                 if label not in spec.labels:
                     problems.append(f"{where}.by: KPI {rule.kpi} has no label {label!r}")
         if rule.route not in routes:
             problems.append(f"{where}.route: unknown route {rule.route!r}")
+        if rule.escalate_route is not None and rule.escalate_route not in routes:
+            problems.append(f"{where}.escalate_route: unknown route {rule.escalate_route!r}")
     for name, route in cfg.alerts.routes.items():
         if isinstance(route, EmailRoute):
             where = f"alerts.routes.{name}"

@@ -134,7 +134,7 @@ class Service:
         self.exporter = MetricsExporter(clock)
         if notifiers is None:
             notifiers = build_notifiers(config, clock, session=self.session)
-        self.alerts = AlertEngine(self.engine, config, clock, notifiers)
+        self.alerts = AlertEngine(self.engine, config, clock, notifiers, health=self.store.health)
         kpi = config.kpi
         self.kpis = KpiEngine(
             self.engine,

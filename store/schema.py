@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 
 from collectors.types import DIMENSIONS
-from store.lifecycle import STATES, milestone_column
+from store.lifecycle import STATE_DIMENSIONS, STATES, milestone_column
 
 
 def to_ms(moment: datetime) -> int:
@@ -67,7 +67,8 @@ orders = Table(
     Column("duplicate_records", Integer, nullable=False),  # repeated deliveries of one source's state
     Column("last_event_at", EpochMs, nullable=False),  # the latest milestone (bounds dwell scans)
     Column("updated_at", EpochMs, nullable=False),
-    Index("ix_orders_state", "state", "state_at"),
+    # Covering the stuck query (state, time in state, its dimensions): an index-only range scan.
+    Index("ix_orders_state", "state", "state_at", *STATE_DIMENSIONS),
     Index("ix_orders_paid", "paid_at"),
     Index("ix_orders_last_event", "last_event_at"),
 )
@@ -207,4 +208,61 @@ outbox = Table(
     Column("sent_at", EpochMs),
     Column("response", Text),  # the receiver's answer (sent) or the failure reason (failed/retrying)
     Index("ix_outbox_status", "status", "id"),
+)
+
+# -- alert lifecycle (alerts/engine.py) ---------------------------------------------------------
+# One row per alert notification (firing, repeat, resolved, escalate) before it is grouped into an
+# outbox message; `alert` is the structured alert (JSON) the notifiers receive beside the markdown.
+alert_notices = Table(
+    "alert_notices",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("dedup_key", String(255), nullable=False, unique=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("route", String(64), nullable=False),
+    Column("group_key", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),  # firing, repeat, resolved, escalate
+    Column("alert", Text, nullable=False),
+    Column("body", Text, nullable=False),  # this alert's own markdown
+    Column("status", String(16), nullable=False),  # queued, batched, suppressed
+    Column("reason", Text),  # why it was suppressed (silence id, inhibiting alert)
+    Column("outbox_id", BigInteger),
+    Column("created_at", EpochMs, nullable=False),
+    Index("ix_alert_notices_status", "status", "route"),
+    Index("ix_alert_notices_outbox", "outbox_id"),
+)
+
+# When each (route, group) last sent a digest: group_wait / group_interval are measured from it.
+alert_groups = Table(
+    "alert_groups",
+    metadata,
+    Column("route", String(64), primary_key=True),
+    Column("group_key", String(255), primary_key=True),
+    Column("last_flush_at", EpochMs, nullable=False),
+)
+
+# Silences: matchers (JSON list of {name, value, regex}) muting notifications between starts and ends.
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("matchers", Text, nullable=False),
+    Column("starts_at", EpochMs, nullable=False),
+    Column("ends_at", EpochMs, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("created_at", EpochMs, nullable=False),
+    Column("expired_by", String(128)),  # who ended it early (audit)
+    Index("ix_silences_ends", "ends_at"),
+)
+
+# Acknowledgements, one per firing episode (fired_at) of an alert: stop escalation and repeats.
+alert_acks = Table(
+    "alert_acks",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("fired_at", EpochMs, primary_key=True),
+    Column("acked_by", String(128), nullable=False),
+    Column("acked_at", EpochMs, nullable=False),
+    Column("comment", Text, nullable=False, default=""),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -14,6 +14,7 @@ from typing import ClassVar
 import requests
 from pydantic import SecretStr
 
+from alerts.model import Alert
 from sentinel.clock import Clock
 
 log = logging.getLogger("alerts.notifiers")
@@ -155,6 +156,10 @@ class Notifier:
     def _send_part(self, part: str) -> SendResult:
         raise NotImplementedError
 
+    def _send_structured(self, part: str, alerts: tuple[Alert, ...]) -> SendResult:
+        """Send one part knowing the structured alerts behind it; text receivers ignore them."""
+        return self._send_part(part)
+
     def _secrets(self) -> tuple[str, ...]:
         """Strings that must never leave the notifier unmasked."""
         return ()
@@ -195,36 +200,42 @@ class Notifier:
         detail = f"local limit {spans} reached; retry in {wait:.0f}s"
         return SendResult(False, True, THROTTLED, detail, retry_after=wait)
 
-    def send(self, body: str, skip: int = 0) -> list[SendResult]:
+    def send(self, body: str, skip: int = 0, alerts: Sequence[Alert] = ()) -> list[SendResult]:
         """Send the parts of `body` after the first `skip`; stop at the first failure. Never raises."""
         parts = self.split(body)
         if not parts:
             return [SendResult(False, False, PAYLOAD, "empty message body")]
         results: list[SendResult] = []
-        for number, part in enumerate(parts[skip:], start=skip + 1):
-            wait = self.throttle_wait()
-            if wait:
-                results.append(self._throttled(wait))
-                break
-            self._sent.append(self.clock.now())
-            result = self._guarded_send(part)
-            log.info(
-                "%s part %d/%d (%d bytes): %s %s",
-                self.target,
-                number,
-                len(parts),
-                len(part.encode("utf-8")),
-                result.code,
-                result.detail,
-            )
+        for number in range(skip, len(parts)):
+            result = self.send_part(parts, number, alerts)
             results.append(result)
             if not result.ok:
                 break
         return results
 
-    def _guarded_send(self, part: str) -> SendResult:
+    def send_part(self, parts: Sequence[str], number: int, alerts: Sequence[Alert] = ()) -> SendResult:
+        """Send `parts[number]` (0-based) unless the local window is full; `alerts` are the structured
+        alerts behind the whole message (receivers that take data, like the webhook, use them)."""
+        wait = self.throttle_wait()
+        if wait:
+            return self._throttled(wait)
+        part = parts[number]
+        self._sent.append(self.clock.now())
+        result = self._guarded_send(part, tuple(alerts))
+        log.info(
+            "%s part %d/%d (%d bytes): %s %s",
+            self.target,
+            number + 1,
+            len(parts),
+            len(part.encode("utf-8")),
+            result.code,
+            result.detail,
+        )
+        return result
+
+    def _guarded_send(self, part: str, alerts: tuple[Alert, ...] = ()) -> SendResult:
         try:
-            result = self._send_part(part)
+            result = self._send_structured(part, alerts) if alerts else self._send_part(part)
         except Exception as exc:  # a notifier bug must become a result, never an exception
             detail = redact(f"{type(exc).__name__}: {exc}", self._secrets())
             log.error("%s: unexpected notifier failure: %s", self.target, detail)

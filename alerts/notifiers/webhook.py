@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import requests
 from pydantic import SecretStr
 
+from alerts.model import Alert
 from alerts.notifiers.base import (
     CONFIG,
     OK,
@@ -152,9 +153,66 @@ class WebhookNotifier(Notifier):
             "alerts": [alert],
         }
 
+    def structured_alert(self, alert: Alert) -> dict[str, Any]:
+        """One Alertmanager alert from the engine's structured alert (no markdown parsing)."""
+        annotations = {"summary": alert.title, **alert.annotations}
+        if alert.summary:
+            annotations["description"] = alert.summary
+        if alert.runbook:
+            annotations["runbook"] = alert.runbook
+        if alert.value is not None:
+            annotations["value"] = f"{alert.value:g}"
+        if alert.threshold is not None:
+            annotations["threshold"] = f"{alert.op} {alert.threshold:g}"
+        return {
+            "status": "resolved" if alert.state == "resolved" else "firing",
+            "labels": dict(sorted(alert.labels.items())),
+            "annotations": {k: str(v) for k, v in annotations.items() if v != ""},
+            "startsAt": _rfc3339(alert.starts_at),
+            "endsAt": _rfc3339(alert.ends_at) if alert.ends_at is not None else ZERO_TIME,
+            "generatorURL": alert.url,
+            "fingerprint": alert.fingerprint[:16],
+        }
+
+    def group_document(self, alerts: tuple[Alert, ...]) -> dict[str, Any]:
+        """The webhook message for a group of structured alerts (a digest is one message)."""
+        items = [self.structured_alert(a) for a in alerts]
+        label_sets = [a["labels"] for a in items]
+        common = {k: v for k, v in label_sets[0].items() if all(ls.get(k) == v for ls in label_sets)}
+        notes = [a["annotations"] for a in items]
+        common_notes = {k: v for k, v in notes[0].items() if all(n.get(k) == v for n in notes)}
+        group = {k: common[k] for k in ("alertname",) if k in common} or common
+        key = ",".join(f'{k}="{v}"' for k, v in sorted(group.items()))
+        status = "firing" if any(a["status"] == "firing" for a in items) else "resolved"
+        doc = {
+            "version": "4",
+            "groupKey": f"{{}}:{{{key}}}",
+            "truncatedAlerts": 0,
+            "status": status,
+            "receiver": self.receiver,
+            "groupLabels": group,
+            "commonLabels": common,
+            "commonAnnotations": common_notes,
+            "externalURL": self.external_url,
+            "alerts": items,
+        }
+        # Too big for one request: keep the first alerts and say how many were left out.
+        while len(items) > 1 and len(json.dumps(doc, ensure_ascii=False).encode("utf-8")) > self.max_bytes:
+            cut = max(1, len(items) // 4)
+            del items[-cut:]
+            doc["truncatedAlerts"] += cut
+        return doc
+
     # -- sending ------------------------------------------------------------------------------
+    def _send_structured(self, part: str, alerts: tuple[Alert, ...]) -> SendResult:
+        return self._post(self.group_document(alerts))
+
     def _send_part(self, part: str) -> SendResult:
-        data = json.dumps(self.document(part), ensure_ascii=False).encode("utf-8")
+        """Without structured alerts (a hand-written message), the alert is read from the markdown."""
+        return self._post(self.document(part))
+
+    def _post(self, document: dict[str, Any]) -> SendResult:
+        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
         if len(data) > self.max_bytes:
             return SendResult(False, False, PAYLOAD, f"body is {len(data)} bytes, over {self.max_bytes}")
         headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "fulfillment-sentinel"}

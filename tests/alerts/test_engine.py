@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -36,6 +36,8 @@ def make_config(robot_url: str = "http://127.0.0.1:1/send", **rule_overrides):
             "channels": {"tmall": {"code": "TB", "name": "天猫"}, "jd": {"code": "JD", "name": "京东"}},
             "alerts": {
                 "repeat_interval": "1h",
+                "group_wait": "0s",  # one message per notice here; grouping is tested in test_grouping
+                "group_interval": "0s",
                 "routes": {"ops": {"kind": "wecom", "url": robot_url, "key": KEY}},
                 "rules": [rule],
             },
@@ -193,17 +195,27 @@ def test_refiring_after_resolve_is_a_new_episode(db, clock, robot):
     assert len({r.dedup_key for r in outbox_rows(db)}) == 4
 
 
-def test_sixty_alerts_are_all_delivered_without_exceeding_twenty_per_minute(db, clock, robot):
+def test_sixty_alerts_never_exceed_twenty_per_minute_and_the_overflow_folds_into_a_digest(db, clock, robot):
     channels = {f"shop{i:02d}": (0.1, 100) for i in range(60)}
-    engine = build(db, clock, robot, make_config(robot.url, by=["channel"], **{"for": "0s"}))
+    config = make_config(robot.url, by=["channel"], group_by=["channel"], **{"for": "0s"})
+    engine = build(db, clock, robot, config)
     assert len(engine.evaluate(sync_snapshot(clock, None, channels=channels))) == 60
+    assert len(outbox_rows(db)) == 60  # one group per channel: 60 messages queued within the minute
     for _ in range(40):  # deliver every 10 s for a few minutes
         engine.deliver()
         clock.advance(10)
-    assert [r.status for r in outbox_rows(db)] == ["sent"] * 60
+    rows = outbox_rows(db)
+    assert [r.status for r in rows] == ["sent"] * 19 + ["folded"] * 41 + ["sent"]
+    assert rows[-1].kind == "digest" and rows[-1].dedup_key == f"fold:{rows[19].id}"
     assert all(r["response"]["errcode"] == 0 for r in robot.received)  # never a 45009
-    assert len(robot.received) == 60  # none lost, none twice
-    assert [c.split("渠道 ")[1].split("\n")[0] for c in robot.contents()] == sorted(channels)
+    times = [datetime.fromisoformat(r["at"]) for r in robot.received]
+    assert max(sum(1 for u in times if t <= u < t + timedelta(seconds=60)) for t in times) <= 19
+    contents = robot.contents()
+    assert all(len(c.encode("utf-8")) <= 4096 for c in contents)
+    assert 19 < len(contents) < 60
+    text = "\n".join(contents)
+    for name in channels:  # none lost, none twice
+        assert text.count(f"> 范围：渠道 {name}\n") == 1
 
 
 def test_split_body_resumes_after_throttle_without_resending_parts(db, clock, robot):
