@@ -40,7 +40,7 @@ _FAST_SQL = "(cancelled_at IS NOT NULL AND cancelled_at - paid_at <= :fast_ms)"
 _PAYMENT_BIT, _CHANNEL_BIT = ROLE_BITS["payment"], ROLE_BITS["channel"]
 _BY_PAYMENT_SQL = f"(seen_roles & {_PAYMENT_BIT}) <> 0"
 _LOST_SQL = f"({_BY_PAYMENT_SQL} AND (seen_roles & {_CHANNEL_BIT}) = 0)"
-# What each payment cell counts (per minute of paid_at and channel), in SQL and in Aggregates.apply.
+# What each payment cell counts (per minute of paid_at and channel), in SQL and in _Aggregates.contributions.
 PAY_FIELDS = ("paid", "counted", "reached", "fast", "duplicates", "by_payment", "lost")
 _PAY_COLUMNS = (
     f"count(*), sum(CASE WHEN {_COUNTED_SQL} THEN 1 ELSE 0 END), "
@@ -151,36 +151,65 @@ class _Aggregates:
         self.dwell = ring
         self.fast_ms = fast_ms
 
-    def apply(self, row: tuple, sign: int) -> None:
-        """Add (sign=1) or take away (sign=-1) one order row's contributions."""
+    def contributions(self, row: tuple) -> tuple[tuple | None, list[tuple[str, int, int]]]:
+        """One order row's payment cell entry ((minute, channel), counts) and dwell entries."""
+        pay = None
         paid = row[_PAID]
         if paid is not None:
-            reached = any(row[p] is not None for p in _REACHED_POS)
-            counted = reached or (row[_CANCELLED] is None and row[_CLOSED] is None)
+            reached = row[_REACHED_POS[0]] is not None or any(row[p] is not None for p in _REACHED_POS[1:])
             cancelled = row[_CANCELLED]
-            fast = cancelled is not None and cancelled - paid <= self.fast_ms
+            counted = reached or (cancelled is None and row[_CLOSED] is None)
             roles = row[_ROLES]
-            cell = self.pay.get((paid // MINUTE_MS, row[_CHANNEL]))
-            if cell is None:
-                cell = self.pay[(paid // MINUTE_MS, row[_CHANNEL])] = [0] * len(PAY_FIELDS)
-            cell[0] += sign
-            cell[1] += sign * counted
-            cell[2] += sign * (counted and reached)
-            cell[3] += sign * fast
-            cell[4] += sign * row[_DUPS]
-            if roles & _PAYMENT_BIT:
-                cell[5] += sign
-                cell[6] += sign * (not roles & _CHANNEL_BIT)
-        ring = self.dwell
+            by_payment = 1 if roles & _PAYMENT_BIT else 0
+            pay = (
+                (paid // MINUTE_MS, row[_CHANNEL]),
+                (
+                    1,
+                    1 if counted else 0,
+                    1 if counted and reached else 0,
+                    1 if cancelled is not None and cancelled - paid <= self.fast_ms else 0,
+                    row[_DUPS],
+                    by_payment,
+                    1 if by_payment and not roles & _CHANNEL_BIT else 0,
+                ),
+            )
+        dwell = []
         for state, entered_pos, left_pos in _DWELL_POS:
             entered = row[entered_pos]
             if entered is None:
                 continue
-            left = next((row[p] for p in left_pos if row[p] is not None), None)
-            if left is not None and left >= entered:
-                ring.add(
-                    state, left // DWELL_BUCKET_MS, _dwell_index(dwell_floor((left - entered) // 1000)), sign
-                )
+            for p in left_pos:
+                left = row[p]
+                if left is not None:
+                    if left >= entered:
+                        seconds = (left - entered) // 1000
+                        index = seconds if seconds < 600 else _dwell_index(dwell_floor(seconds))
+                        dwell.append((state, left // DWELL_BUCKET_MS, index))
+                    break
+        return pay, dwell
+
+    def change(self, old: tuple | None, new: tuple) -> None:
+        """Move one order from its old row's contributions to its new row's."""
+        new_pay, new_dwell = self.contributions(new)
+        if old is None:
+            old_pay, old_dwell = None, []
+        else:
+            old_pay, old_dwell = self.contributions(old)
+        if old_pay != new_pay:
+            for entry, sign in ((old_pay, -1), (new_pay, 1)):
+                if entry is not None:
+                    cell = self.pay.get(entry[0])
+                    if cell is None:
+                        cell = self.pay[entry[0]] = [0] * len(PAY_FIELDS)
+                    for i, n in enumerate(entry[1]):
+                        cell[i] += sign * n
+        if old_dwell != new_dwell:
+            for entry in old_dwell:
+                if entry not in new_dwell:
+                    self.dwell.add(*entry, -1)
+            for entry in new_dwell:
+                if entry not in old_dwell:
+                    self.dwell.add(*entry, 1)
 
     def prune_pay(self, oldest_minute: int) -> None:
         for key in [k for k in self.pay if k[0] < oldest_minute]:
@@ -260,9 +289,7 @@ class KpiEngine:
             else:
                 agg.dwell.advance(to_ms(now) // DWELL_BUCKET_MS - self._window_buckets + 1)
                 for old, new in changes:
-                    if old is not None:
-                        agg.apply(old, -1)
-                    agg.apply(new, 1)
+                    agg.change(old, new)
             values = self._values(conn, agg, now)
         return Snapshot(now, tuple(values), time.perf_counter() - started)
 
@@ -305,71 +332,55 @@ class KpiEngine:
         start = now_ms - self._window_ms
         agg.prune_pay(start // MINUTE_MS)
         agg.dwell.advance(now_ms // DWELL_BUCKET_MS - self._window_buckets + 1)
-        recent = self._pay_sums(conn, agg, start, now_ms)
+        synced, recent, settled = self._pay_sums(
+            conn,
+            agg,
+            (start, now_ms - int(self.sla.total_seconds() * 1000)),
+            (start, now_ms),
+            (start, now_ms - int(self.order_grace.total_seconds() * 1000)),
+        )
         return (
-            self._sync_values(conn, agg, start, now_ms - int(self.sla.total_seconds() * 1000))
-            + self._state_values(conn, agg, now_ms)
+            _sync_values(synced)
+            + self._state_values(conn, now_ms)
             + _cell_ratios(recent, "fast_cancel", "fast", "paid")
             + _duplicate_values(recent)
-            + self._loss_values(conn, agg, start, now_ms - int(self.order_grace.total_seconds() * 1000))
+            + _loss_values(settled)
             + self._dwell_values(agg)
         )
 
-    def _loss_values(self, conn, agg: _Aggregates, start: int, cutoff: int) -> list[KpiValue]:
-        """Order loss: payments (paid in [now - window, now - grace]) that no channel source shows."""
-        sums = self._pay_sums(conn, agg, start, cutoff)
-        values = _cell_ratios(sums, "order_loss", "lost", "by_payment")
-        by_payment = PAY_FIELDS.index("by_payment")
-        total = 0
-        for channel, cell in sorted(sums.items()):
-            if cell[by_payment]:
-                values.append(
-                    KpiValue("order_loss_paid_orders", labels_of(channel=channel), float(cell[by_payment]))
-                )
-                total += cell[by_payment]
-        return values + [KpiValue("order_loss_paid_orders", (), float(total))]
-
-    def _pay_sums(self, conn, agg: _Aggregates, low: int, high: int) -> dict[str, list[int]]:
-        """Payment cells summed per channel over paid_at in [low, high] (ms, inclusive): whole
-        minutes from the aggregates, the partial minutes at both edges from SQL."""
-        sums: dict[str, list[int]] = {}
-
-        def add(channel: str, cell) -> None:
-            total = sums.setdefault(channel, [0] * len(PAY_FIELDS))
-            for i, x in enumerate(cell):
-                total[i] += int(x or 0)
-
-        if high < low:
-            return sums
-        first = -(-low // MINUTE_MS)  # the first minute starting at or after low
-        last = (high + 1) // MINUTE_MS - 1  # the last minute ending at or before high
-        edges = (
-            [(low, high)] if first > last else [(low, first * MINUTE_MS - 1), ((last + 1) * MINUTE_MS, high)]
-        )
-        if first <= last:
-            for (minute, channel), cell in agg.pay.items():
+    def _pay_sums(self, conn, agg: _Aggregates, *ranges: tuple[int, int]) -> list[dict[str, list[int]]]:
+        """Payment cells summed per channel over paid_at in each [low, high] (ms, inclusive): whole
+        minutes from the aggregates (one pass for all ranges), partial edge minutes from SQL."""
+        sums: list[dict[str, list[int]]] = [{} for _ in ranges]
+        plans = []
+        for low, high in ranges:
+            first = -(-low // MINUTE_MS)  # the first minute starting at or after low
+            last = (high + 1) // MINUTE_MS - 1  # the last minute ending at or before high
+            if high < low:
+                plans.append((1, 0, []))
+            elif first > last:
+                plans.append((first, last, [(low, high)]))
+            else:
+                plans.append((first, last, [(low, first * MINUTE_MS - 1), ((last + 1) * MINUTE_MS, high)]))
+        width = len(PAY_FIELDS)
+        for (minute, channel), cell in agg.pay.items():
+            for (first, last, _edges), total in zip(plans, sums, strict=True):
                 if first <= minute <= last:
-                    add(channel, cell)
+                    into = total.get(channel)
+                    if into is None:
+                        into = total[channel] = [0] * width
+                    for k in range(width):
+                        into[k] += cell[k]
         sql = f"SELECT channel, {_PAY_COLUMNS} FROM orders WHERE paid_at >= :low AND paid_at <= :high GROUP BY channel"
-        for edge_low, edge_high in edges:
-            if edge_low <= edge_high:
-                for channel, *cell in _rows(conn, sql, low=edge_low, high=edge_high, fast_ms=self._fast_ms):
-                    add(channel, cell)
+        for (_first, _last, edges), total in zip(plans, sums, strict=True):
+            for low, high in edges:
+                if low > high:
+                    continue
+                for channel, *cell in _rows(conn, sql, low=low, high=high, fast_ms=self._fast_ms):
+                    into = total.setdefault(channel, [0] * width)
+                    for k, x in enumerate(cell):
+                        into[k] += int(x or 0)
         return sums
-
-    def _sync_values(self, conn, agg: _Aggregates, start: int, cutoff: int) -> list[KpiValue]:
-        """Orders paid in [now - window, now - SLA] (not ended before reaching the WMS), and how
-        many of them reached it."""
-        values: list[KpiValue] = []
-        total_counted = total_reached = 0
-        for channel, (_paid, counted, reached, *_rest) in sorted(
-            self._pay_sums(conn, agg, start, cutoff).items()
-        ):
-            if counted:
-                total_counted += counted
-                total_reached += reached
-                values += _sync_series(labels_of(channel=channel), counted, reached)
-        return values + _sync_series((), total_counted, total_reached)
 
     def _stuck(self, conn, now_ms: int) -> Counter:
         """Orders held in a state longer than its timeout, by (state, dimension, value)."""
@@ -391,7 +402,7 @@ class KpiEngine:
                     stuck[(state, dim, value)] += n
         return stuck
 
-    def _state_values(self, conn, agg: _Aggregates, now_ms: int) -> list[KpiValue]:
+    def _state_values(self, conn, now_ms: int) -> list[KpiValue]:
         """Per open state: the total, and one series per value of each dimension (never crossed)."""
         stuck = self._stuck(conn, now_ms)
         values: list[KpiValue] = []
@@ -438,6 +449,34 @@ def _rows(conn, sql: str, **params) -> list[tuple]:
 
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+def _sync_values(sums: dict[str, list[int]]) -> list[KpiValue]:
+    """Orders paid in [now - window, now - SLA] (not ended before reaching the WMS), and how
+    many of them reached it."""
+    counted_at, reached_at = PAY_FIELDS.index("counted"), PAY_FIELDS.index("reached")
+    values: list[KpiValue] = []
+    total_counted = total_reached = 0
+    for channel, cell in sorted(sums.items()):
+        counted, reached = cell[counted_at], cell[reached_at]
+        if counted:
+            total_counted, total_reached = total_counted + counted, total_reached + reached
+            values += _sync_series(labels_of(channel=channel), counted, reached)
+    return values + _sync_series((), total_counted, total_reached)
+
+
+def _loss_values(sums: dict[str, list[int]]) -> list[KpiValue]:
+    """Order loss: payments (paid in [now - window, now - grace]) that no channel source shows."""
+    values = _cell_ratios(sums, "order_loss", "lost", "by_payment")
+    by_payment = PAY_FIELDS.index("by_payment")
+    total = 0
+    for channel, cell in sorted(sums.items()):
+        if cell[by_payment]:
+            values.append(
+                KpiValue("order_loss_paid_orders", labels_of(channel=channel), float(cell[by_payment]))
+            )
+            total += cell[by_payment]
+    return values + [KpiValue("order_loss_paid_orders", (), float(total))]
 
 
 def _cell_ratios(sums: dict[str, list[int]], name: str, part: str, whole: str) -> list[KpiValue]:
