@@ -142,7 +142,9 @@ def drop_hop(fault: Fault, orders: list[SimOrder], rng: random.Random, where: st
 
 
 @applies("duplicate")
-def duplicate_notifies(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+def duplicate_notifies(
+    fault: Fault, orders: list[SimOrder], rng: random.Random, where: str
+) -> dict[str, int]:
     """Matching paid orders get their payment notify sent again, 5-30 s after the first."""
     assert isinstance(fault, DuplicateFault)
     hit = 0
