@@ -16,7 +16,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from alerts.message import alert_link, render_alert, render_digest
@@ -644,6 +644,31 @@ class AlertEngine:
         ]
         out.sort(key=lambda a: (a["state"] != "firing", a["severity"], a["since"]))
         return out
+
+    def notification_counts(self) -> dict[tuple[str, str], int]:
+        """Outbox messages not known to be delivered, per (route, status): pending, failed, unconfirmed.
+
+        Every configured route has all three statuses (0 included), so a rule on `> 0` needs no absent().
+        """
+        from metrics.exporter import NOTIFICATION_STATUSES
+
+        counts = {(r, s): 0 for r in self.config.alerts.routes for s in NOTIFICATION_STATUSES}
+        status = case(
+            (outbox.c.status.in_(("pending", "sending")), "pending"),
+            (outbox.c.status == "failed", "failed"),
+            else_="unconfirmed",
+        )
+        waiting = outbox.c.status.in_(("pending", "sending", "failed"))
+        unconfirmed = (outbox.c.status == "sent") & outbox.c.response.startswith("unconfirmed")
+        query = (
+            select(outbox.c.route, status.label("status"), func.count())
+            .where(waiting | unconfirmed)
+            .group_by(outbox.c.route, status)
+        )
+        with self.engine.connect() as conn:
+            for route, kind, count in conn.execute(query):
+                counts[(route, kind)] = int(count)
+        return counts
 
     def deliveries(self, limit: int = 50) -> list[dict[str, Any]]:
         """The most recent outbox rows (without bodies), newest first: sent, waiting and failed."""

@@ -74,13 +74,21 @@ SELF_METRICS: tuple[MetricSpec, ...] = (
                "Wall time of each poll of the source, failed polls included.", POLL_BUCKETS),
 )  # fmt: skip
 
+ALERT_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("fulfillment_alert_notifications", "gauge", ("route", "status"), "messages",
+               "Alert messages in the outbox by route and delivery status: pending (waiting or retrying), "
+               "failed (gave up after the last attempt), unconfirmed (in flight when the service stopped)."),
+)  # fmt: skip
+NOTIFICATION_STATUSES = ("pending", "failed", "unconfirmed")
+
 KPI_METRICS: tuple[MetricSpec, ...] = tuple(
     MetricSpec(k.metric, "gauge", k.labels, k.unit, k.help) for k in KPIS
 )
-METRICS: tuple[MetricSpec, ...] = KPI_METRICS + HEALTH_METRICS + SELF_METRICS
+METRICS: tuple[MetricSpec, ...] = KPI_METRICS + HEALTH_METRICS + SELF_METRICS + ALERT_METRICS
 METRIC_BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
 _AGE = METRIC_BY_NAME["fulfillment_snapshot_age_seconds"]
 _POLL = METRIC_BY_NAME["fulfillment_source_poll_duration_seconds"]
+_NOTIFICATIONS = METRIC_BY_NAME["fulfillment_alert_notifications"]
 
 
 def _family(spec: MetricSpec) -> Metric:
@@ -217,6 +225,7 @@ class MetricsExporter:
     def __init__(self, clock: Clock, registry: CollectorRegistry | None = None) -> None:
         self._clock = clock
         self._polls = _Histogram(_POLL)
+        self._notifications: dict[tuple[str, str], int] = {}
         self._state = self._build(None, [])
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -242,8 +251,15 @@ class MetricsExporter:
         """Record the wall time of one poll of a source (called by the poll job, never by a scrape)."""
         self._polls.observe(source, seconds)
 
+    def update_notifications(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Swap in the outbox counts per (route, status) (called after delivery, never by a scrape)."""
+        self._notifications = dict(counts)
+
     def _live_families(self, state: _State) -> list[Metric]:
-        families = [self._polls.family()]
+        notifications = _family(_NOTIFICATIONS)
+        for (route, status), count in sorted(self._notifications.items()):
+            _add(notifications, _NOTIFICATIONS, {"route": route, "status": status}, count)
+        families = [self._polls.family(), notifications]
         if state.computed_at is not None:
             age = max(0.0, (self._clock.now() - state.computed_at).total_seconds())
             families.append(GaugeMetricFamily(_AGE.name, _AGE.help, value=age))

@@ -193,6 +193,7 @@ class Service:
             return []
         transitions = self.alerts.evaluate(self.snapshot)
         self.alerts.deliver()
+        self.exporter.update_notifications(self.alerts.notification_counts())
         return transitions
 
     def jobs(self) -> list[Job]:

@@ -317,6 +317,10 @@ fulfillment_source_poll_duration_seconds_bucket{le="60.0",source="tmall_api"} 2.
 fulfillment_source_poll_duration_seconds_bucket{le="+Inf",source="tmall_api"} 3.0
 fulfillment_source_poll_duration_seconds_count{source="tmall_api"} 3.0
 fulfillment_source_poll_duration_seconds_sum{source="tmall_api"} 75.253
+# HELP fulfillment_alert_notifications Alert messages in the outbox by route and delivery status: pending (waiting or retrying), failed (gave up after the last attempt), unconfirmed (in flight when the service stopped).
+# TYPE fulfillment_alert_notifications gauge
+fulfillment_alert_notifications{route="ops",status="failed"} 1.0
+fulfillment_alert_notifications{route="ops",status="pending"} 2.0
 # HELP fulfillment_snapshot_age_seconds Seconds since the exposed KPI snapshot was computed (by the service clock, at scrape).
 # TYPE fulfillment_snapshot_age_seconds gauge
 fulfillment_snapshot_age_seconds 30.0
@@ -326,6 +330,7 @@ fulfillment_snapshot_age_seconds 30.0
 def test_golden_exposition(exporter, clock):
     for seconds in (0.003, 0.25, 75):
         exporter.observe_poll("tmall_api", seconds)
+    exporter.update_notifications({("ops", "pending"): 2, ("ops", "failed"): 1})
     clock.advance(30)
     assert exporter.render().decode() == GOLDEN
 
