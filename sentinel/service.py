@@ -12,7 +12,7 @@ import requests
 
 from collectors.errors import RetryPolicy, SourceError
 from collectors.registry import build_collector
-from collectors.types import Collector
+from collectors.types import Batch, Collector
 from metrics.kpi import KpiEngine
 from metrics.snapshot import Snapshot, save_snapshot
 from sentinel.clock import Clock
@@ -21,6 +21,7 @@ from store.db import init_schema, make_engine
 from store.store import ChannelIdentity, IngestResult, Store
 
 log = logging.getLogger("sentinel.service")
+GROUP_OBSERVATIONS = 5000  # pages of one poll are written together up to this many records
 
 
 @dataclass
@@ -156,9 +157,11 @@ class Service:
         started = time.perf_counter()  # wall time for the histogram, whatever the (virtual) clock says
         now = self.clock.now()
         outcome = PollOutcome(name, ok=True)
-        try:
-            for batch in collector.poll(self.store.cursor(name), now):
-                result = self.store.ingest(batch, self.clock.now())
+        pending: list[Batch] = []
+
+        def flush() -> None:
+            """Write the pages read so far in one transaction (each with its cursor)."""
+            for result in self.store.ingest_many(pending, self.clock.now()) if pending else []:
                 outcome.batches += 1
                 for attr in (
                     "records",
@@ -168,7 +171,16 @@ class Service:
                     "orders_touched",
                 ):
                     setattr(outcome.totals, attr, getattr(outcome.totals, attr) + getattr(result, attr))
+            pending.clear()
+
+        try:
+            for batch in collector.poll(self.store.cursor(name), now):
+                pending.append(batch)
+                if sum(len(b.observations) + len(b.quarantined) for b in pending) >= GROUP_OBSERVATIONS:
+                    flush()
+            flush()
         except SourceError as exc:
+            flush()  # the pages read before the failure are good: keep them and their cursor
             log.warning("poll %s failed [%s]: %s", name, exc.error_class, exc)
             self.store.record_poll_failure(name, exc, now)
             outcome.ok, outcome.error = False, exc

@@ -160,17 +160,24 @@ class Store:
     # -- the write path -----------------------------------------------------------------------
     def ingest(self, batch: Batch, now: datetime) -> IngestResult:
         """Write one batch (observations, quarantine, cursor, health counters) atomically."""
-        result = IngestResult(records=batch.records)
+        return self.ingest_many([batch], now)[0]
+
+    def ingest_many(self, batches: list[Batch], now: datetime) -> list[IngestResult]:
+        """Write several batches (e.g. the pages of one poll) in one transaction, each with its
+        cursor: fewer commits rewrite the pages of recent orders fewer times. All or nothing."""
+        results = [IngestResult(records=b.records) for b in batches]
         with self._lock:
             self._changes = []
+            ids: dict[tuple[str, str], str] = {}
             with self.engine.begin() as conn:
-                ids = self._write(conn, batch, result, now)
+                for batch, result in zip(batches, results, strict=True):
+                    ids.update(self._write(conn, batch, result, now))
             self._ids.remember(ids)  # only once committed: a rolled-back ID must not be reused
             changes, self._changes = self._changes, []
             if changes:
                 for callback in self._subscribers:
                     callback(changes)
-        return result
+        return results
 
     def _write(self, conn: Connection, batch: Batch, result: IngestResult, now: datetime) -> dict:
         """The whole batch in the caller's transaction; returns the global IDs it resolved."""

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from collectors.types import Batch, Observation, Quarantined
 from store.db import init_schema, make_engine
 from store.schema import observations, order_ids, orders, quarantine, state_counts
-from store.store import ChannelIdentity, Store
+from store.store import ORDER_COLUMNS, ChannelIdentity, Store
 
 T0 = datetime(2026, 2, 12, 12, 0, tzinfo=UTC)  # 20:00 in Shanghai
 CHANNELS = {
@@ -148,3 +148,27 @@ def test_state_counts_follow_each_order_and_equal_a_recount(store):
     assert counts() == expected  # the cancelled order left the open states
     store.rebuild_state_counts()
     assert counts() == expected
+
+
+def test_ingest_many_writes_pages_together_with_their_cursors(store):
+    """The pages of one poll in one transaction: both cursors, every observation, one change feed call."""
+    calls = []
+    store.subscribe(calls.append)
+    first = Batch("tmall", [obs("3912345678901234567", "paid", 0)], cursor="page-1", records=1)
+    second = Batch(
+        "tmall",
+        [obs("3912345678901234567", "wms_received", 3), obs("3912345678901234568", "paid", 4)],
+        cursor="page-2",
+        records=2,
+    )
+    results = store.ingest_many([first, second], T0 + timedelta(minutes=5))
+    assert [r.new_observations for r in results] == [1, 2]
+    assert store.cursor("tmall") == "page-2"
+    assert count(store, observations) == 3
+    assert len(calls) == 1
+    # the first order changed twice in the transaction: both steps are in the feed, in order
+    states = [
+        (old[ORDER_COLUMNS.index("state")] if old else None, new[ORDER_COLUMNS.index("state")])
+        for old, new in calls[0]
+    ]
+    assert states == [(None, "paid"), ("paid", "wms_received"), (None, "paid")]
