@@ -169,4 +169,37 @@ KPIS += (
     ),
 )
 
+_RETURN_ACTIVE = (
+    "returns active in the KPI window (orders now in an open return state, or refunded within the window)"
+)
+KPIS += (
+    KpiSpec(
+        "return_break_ratio",
+        ("channel",),
+        "fulfillment_return_break_ratio",
+        "ratio",
+        f"Returns held in one return state longer than its timeout (24 h), over {_RETURN_ACTIVE}.",
+        "退换货状态断点率",
+        "low",
+    ),
+    KpiSpec(
+        "return_break_orders",
+        ("channel",),
+        "fulfillment_return_break_orders",
+        "orders",
+        "Returns held in one return state longer than its timeout (24 h).",
+        "退换货断点单数",
+        "low",
+    ),
+    KpiSpec(
+        "return_active_orders",
+        ("channel",),
+        "fulfillment_return_active_orders",
+        "orders",
+        "Returns active in the KPI window: orders now in an open return state, or refunded within the window.",
+        "活跃退换货单数",
+        "high",
+    ),
+)
+
 KPI_BY_NAME = {spec.name: spec for spec in KPIS}

@@ -23,7 +23,15 @@ import numpy as np
 from sqlalchemy import Engine
 
 from metrics.snapshot import KpiValue, Snapshot, labels_of
-from store.lifecycle import FORWARD, OPEN_STATES, ROLE_BITS, STATE_DIMENSIONS, WMS_REACHED, milestone_column
+from store.lifecycle import (
+    FORWARD,
+    OPEN_STATES,
+    RETURNS,
+    ROLE_BITS,
+    STATE_DIMENSIONS,
+    WMS_REACHED,
+    milestone_column,
+)
 from store.schema import to_ms
 from store.store import ORDER_COLUMNS, OrderChange, Store
 
@@ -31,6 +39,9 @@ from store.store import ORDER_COLUMNS, OrderChange, Store
 DWELL_STATES = FORWARD[:-1]
 MINUTE_MS = 60_000
 DWELL_BUCKET_MS = 300_000  # dwell windows are whole 5-minute buckets of the time orders left a state
+# Return states an order can be held in (refunded ends the path) and how long before it is a break.
+OPEN_RETURNS = tuple(s for s in RETURNS if s in OPEN_STATES)
+RETURN_BREAK_AFTER = timedelta(hours=24)
 PENDING_LIMIT = 500_000  # changes held between refreshes; beyond this the next refresh is a full one
 
 _COL = {c: i for i, c in enumerate(ORDER_COLUMNS)}
@@ -238,6 +249,9 @@ class KpiEngine:
         self.window = window
         self.sla = sla
         self.timeouts = {s: t for s, t in timeouts.items() if s in OPEN_STATES}
+        # A return held in its state longer than the state's stuck timeout (24 h unless configured) is a break.
+        self.return_timeouts = {s: self.timeouts.get(s, RETURN_BREAK_AFTER) for s in OPEN_RETURNS}
+        self._stuck_timeouts = {**self.return_timeouts, **self.timeouts}
         self.fast_cancel = fast_cancel
         self._fast_ms = int(fast_cancel.total_seconds() * 1000)
         self.dwell_window = dwell_window
@@ -339,9 +353,12 @@ class KpiEngine:
             (start, now_ms),
             (start, now_ms - int(self.order_grace.total_seconds() * 1000)),
         )
+        stuck = self._stuck(conn, now_ms)
+        counts = _rows(conn, "SELECT state, dim, value, n FROM state_counts WHERE n > 0")
         return (
             _sync_values(synced)
-            + self._state_values(conn, now_ms)
+            + self._state_values(counts, stuck)
+            + self._return_values(conn, counts, stuck, now_ms - self._window_ms)
             + _cell_ratios(recent, "fast_cancel", "fast", "paid")
             + _duplicate_values(recent)
             + _loss_values(settled)
@@ -385,11 +402,11 @@ class KpiEngine:
     def _stuck(self, conn, now_ms: int) -> Counter:
         """Orders held in a state longer than its timeout, by (state, dimension, value)."""
         stuck: Counter = Counter()
-        if not self.timeouts:
+        if not self._stuck_timeouts:
             return stuck
         dims = ", ".join(STATE_DIMENSIONS)
         parts, params = [], {}
-        for i, (state, timeout) in enumerate(sorted(self.timeouts.items())):
+        for i, (state, timeout) in enumerate(sorted(self._stuck_timeouts.items())):
             parts.append(
                 f"SELECT state, {dims}, count(*) FROM orders WHERE state = '{state}' AND state_at <= :cut{i} "
                 f"GROUP BY state, {dims}"
@@ -402,11 +419,9 @@ class KpiEngine:
                     stuck[(state, dim, value)] += n
         return stuck
 
-    def _state_values(self, conn, now_ms: int) -> list[KpiValue]:
+    def _state_values(self, counts: list[tuple], stuck: Counter) -> list[KpiValue]:
         """Per open state: the total, and one series per value of each dimension (never crossed)."""
-        stuck = self._stuck(conn, now_ms)
         values: list[KpiValue] = []
-        counts = _rows(conn, "SELECT state, dim, value, n FROM state_counts WHERE n > 0")
         for state, dim, value, n in sorted(counts):
             labels = labels_of({dim: value} if dim else {}, state=state)
             values.append(KpiValue("state_orders", labels, float(n)))
@@ -414,6 +429,31 @@ class KpiEngine:
                 count = stuck.get((state, dim, value), 0)
                 values.append(KpiValue("stuck_orders", labels, float(count)))
                 values.append(KpiValue("stuck_ratio", labels, count / n))
+        return values
+
+    def _return_values(self, conn, counts: list[tuple], stuck: Counter, since_ms: int) -> list[KpiValue]:
+        """Return break ratio per channel and in total: returns held in an open return state longer
+        than its timeout, over returns active in the KPI window (now in an open return state, or
+        refunded at or after `since_ms`). Open returns come from the ingest's state counts, the
+        refunded ones from one range of the (state, state_at) index."""
+        active: Counter = Counter()
+        for state, dim, value, n in counts:
+            if state in self.return_timeouts and dim in ("", "channel"):
+                active[value] += n
+        sql = "SELECT channel, count(*) FROM orders WHERE state = 'refunded' AND state_at >= :since GROUP BY channel"
+        for channel, n in _rows(conn, sql, since=since_ms):
+            active[""] += n
+            active[channel] += n
+        values: list[KpiValue] = []
+        for channel in sorted(active):
+            broken = sum(
+                stuck.get((s, "channel" if channel else "", channel), 0) for s in self.return_timeouts
+            )
+            labels = labels_of(channel=channel) if channel else ()
+            if active[channel] or not channel:
+                values += _return_series(labels, broken, active[channel])
+        if "" not in active:
+            values += _return_series((), 0, 0)
         return values
 
     def _dwell_values(self, agg: _Aggregates) -> list[KpiValue]:
@@ -489,6 +529,16 @@ def _cell_ratios(sums: dict[str, list[int]], name: str, part: str, whole: str) -
             total_part, total_whole = total_part + cell[i], total_whole + cell[j]
             values += _ratio_series(name, labels_of(channel=channel), cell[i], cell[j])
     return values + _ratio_series(name, (), total_part, total_whole)
+
+
+def _return_series(labels, broken: int, active: int) -> list[KpiValue]:
+    out = [
+        KpiValue("return_break_orders", labels, float(broken)),
+        KpiValue("return_active_orders", labels, float(active)),
+    ]
+    if active:
+        out.append(KpiValue("return_break_ratio", labels, broken / active))
+    return out
 
 
 def _duplicate_values(sums: dict[str, list[int]]) -> list[KpiValue]:

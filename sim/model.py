@@ -26,7 +26,8 @@ class SimOrder:
     tracking_no: str
     # True times (UTC) at which the order entered each canonical state. Only states that really
     # happened by the end of the world are present. Keys: created, paid, wms_received, picked,
-    # packed, shipped, delivered, cancelled.
+    # packed, shipped, delivered, cancelled, and for returned orders return_requested,
+    # return_approved, return_awaiting_receipt, return_received, refunded.
     events: dict[str, datetime] = field(default_factory=dict)
     # Which systems saw the order: a fault can keep the WMS from ever receiving it.
     in_wms: bool = True

@@ -49,6 +49,7 @@ class SimWorld:
         """Config overrides that point Sentinel's sources and robot at this world."""
         out: dict[str, Any] = {f"sources.{ch}.url": self.channels.url_for(ch) for ch in CHANNELS}
         out["sources.wms.url"] = self.wms_url
+        out["sources.wms_returns.url"] = self.wms_url
         out["sources.alipay.path"] = str(self.log_dir / "alipay_notify.log")
         out["sources.wechatpay.path"] = str(self.log_dir / "wechatpay_notify.log")
         out["alerts.routes.ops.url"] = self.wecom.url

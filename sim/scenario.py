@@ -55,6 +55,18 @@ class Latency(Strict):
     ship: tuple[float, float] = (600, 7200)  # packed -> shipped (timeout 4 h)
     deliver: tuple[float, float] = (86400, 259200)  # shipped -> delivered
     cancel: tuple[float, float] = (900, 1800)  # created -> cancelled (unpaid orders)
+    # The return path of a returned order (each return state's timeout is 24 h: a clean world stays under it).
+    return_request: tuple[float, float] = (3600, 259200)  # delivered -> return_requested (buyer asks)
+    return_approve: tuple[float, float] = (300, 43200)  # return_requested -> return_approved (CS agrees)
+    return_send: tuple[float, float] = (
+        1800,
+        72000,
+    )  # return_approved -> return_awaiting_receipt (buyer ships back)
+    return_receive: tuple[float, float] = (
+        28800,
+        79200,
+    )  # return_awaiting_receipt -> return_received (warehouse)
+    return_refund: tuple[float, float] = (600, 21600)  # return_received -> refunded (finance)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -165,6 +177,32 @@ class DuplicateFault(Fault):
     copies: int = Field(default=1, ge=1, le=5)
 
 
+@fault_kind("stall")
+class StallFault(Fault):
+    """Returns stop in `state`: of the matching returns that enter it in [after, until), `ratio` (or
+    the first `count` by entry time) never move on (e.g. refunds no longer pulled or pushed after an
+    API key rotation; a return queue without consumers)."""
+
+    kind: Literal["stall"] = "stall"
+    state: Literal["return_requested", "return_approved", "return_awaiting_receipt", "return_received"]
+    match: FaultMatch = FaultMatch()
+    after: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    ratio: float | None = Field(default=None, gt=0, le=1)
+    count: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> StallFault:
+        if (self.ratio is None) == (self.count is None):
+            raise ValueError("give exactly one of ratio and count")
+        return self
+
+    def scaled(self, scale: float) -> Fault:
+        if self.count is None:
+            return self
+        return self.model_copy(update={"count": max(1, round(self.count * scale))})
+
+
 class Truth(Strict):
     cause: str = "none"  # injected root cause id, e.g. "wms_push_gap"
 
@@ -179,6 +217,7 @@ class Scenario(Strict):
     orders: int = Field(ge=1)
     paid: int = Field(ge=0)  # exact number of orders that get paid
     cancel_ratio: float = Field(default=0.6, ge=0, le=1)  # of unpaid orders, how many get cancelled
+    return_ratio: float = Field(default=0.03, ge=0, le=1)  # of delivered orders, how many are returned
     channel_mix: ChannelMix = ChannelMix(tmall=0.3, jd=0.2, pdd=0.25, douyin=0.15, youzan=0.1)
     intraday: tuple[float, ...] | None = None  # 24 weights by local hour (None: the default curve)
     timezone: str = "Asia/Shanghai"  # zone of `intraday` hours and of native local times

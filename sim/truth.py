@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from metrics.kpi import DWELL_BUCKET_MS, dwell_floor
+from metrics.kpi import DWELL_BUCKET_MS, OPEN_RETURNS, RETURN_BREAK_AFTER, dwell_floor
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
 from sim.payments import delivery_times
 from store.lifecycle import FORWARD, RANK, TERMINAL, WMS_REACHED
@@ -61,6 +61,7 @@ def kpi_truth(
     cancels: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     duplicates: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # orders paid, repeats
     losses: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # payments past grace, lost
+    returns: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # active returns, breaks
     dwell: dict[str, list[float]] = defaultdict(list)
     start = now - window
     # Dwell: orders that left the state in the dwell window's whole 5-minute buckets, at the engine's resolution.
@@ -83,6 +84,12 @@ def kpi_truth(
                 agg = counts[(state, dim)]
                 agg[0] += 1
                 agg[1] += stuck
+        # Returns active in the window: in an open return state now, or refunded within the window.
+        if state in OPEN_RETURNS or (state == "refunded" and ev[state] >= start):
+            broken = state in OPEN_RETURNS and ev[state] <= now - timeouts.get(state, RETURN_BREAK_AFTER)
+            for key in ((), (("channel", order.channel),)):
+                returns[key][0] += 1
+                returns[key][1] += broken
         paid = ev.get("paid")
         ended = "cancelled" in ev or "closed" in ev
         if paid is not None and start <= paid <= now - sla and not (ended and not reached):
@@ -128,6 +135,12 @@ def kpi_truth(
         out[("order_loss_paid_orders", key)] = payments
         out[("order_loss_orders", key)] = lost
         out[("order_loss_ratio", key)] = lost / payments
+    returns.setdefault((), [0, 0])
+    for key, (active, broken) in returns.items():
+        out[("return_break_orders", key)] = broken
+        out[("return_active_orders", key)] = active
+        if active:
+            out[("return_break_ratio", key)] = broken / active
     for s in FORWARD[:-1]:
         values = sorted(dwell.get(s, []))
         labels = _labels(state=s)

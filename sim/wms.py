@@ -1,7 +1,16 @@
-"""A simulated WMS database: Wangdiantong-style stock-out orders written as the world unfolds.
+"""A simulated ERP/WMS database: Wangdiantong-style stock-out orders and return (refund) orders
+written as the world unfolds.
 
 Like a real WMS it stores naive local (Beijing) DATETIMEs and integer status codes
 (reference/payments_logistics_wms.md §9.2). Works on SQLite, MariaDB/MySQL and PostgreSQL.
+
+Returns reach the monitor through `wms_refund`, the ERP's return order (退换单): the ERP pulls each
+platform's after-sale request, customer service approves it, the buyer's return waybill is
+recorded, the warehouse books the goods in and finance refunds. It is the one system that sees every
+step of the canonical return path for every channel: the platforms' refund overlays
+(reference/channels.md) differ in depth (Youzan only has "in progress"/"done", PDD has no
+"goods sent back" code, JD keeps after-sales in a separate API) and none sees the warehouse receipt.
+Each step keeps its own time column, so a poll that misses a step still learns when it happened.
 """
 
 from __future__ import annotations
@@ -58,6 +67,17 @@ TRANSITIONS = (
     ("shipped", STATUS_SHIPPED),
 )
 
+# Return order process_status codes (the ERP's 退换单; styled after Wangdiantong, not verified
+# against its documentation) and the time column each step fills.
+REFUND_CANCELLED = 10  # 已取消 (withdrawn by the buyer)
+REFUND_STEPS = (
+    ("return_requested", 20, "created"),  # 待审核: after-sale request pulled from the platform
+    ("return_approved", 30, "agree_time"),  # 已同意: CS approved, waiting for the buyer to send back
+    ("return_awaiting_receipt", 60, "send_time"),  # 待收货: buyer's return waybill recorded
+    ("return_received", 80, "stockin_time"),  # 已入库: the warehouse received the goods
+    ("refunded", 90, "refund_time"),  # 已完成: refunded
+)
+
 # Second-precision text on SQLite, the way a MySQL DATETIME prints (no microseconds).
 _SQLITE_SECONDS = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d"
 LocalDateTime = DateTime(timezone=False).with_variant(
@@ -89,6 +109,27 @@ wms_stockout = Table(
     Index("ix_wms_stockout_modified", "modified"),
     Index("ix_wms_stockout_src_order_no", "src_order_no"),
 )
+
+
+wms_refund = Table(
+    "wms_refund",
+    metadata,
+    Column("refund_no", String(32), primary_key=True),
+    Column("src_order_no", String(64), nullable=False),
+    Column("shop_no", String(16), nullable=False),
+    Column("warehouse_no", String(16), nullable=False),
+    Column("process_status", SmallInteger, nullable=False),
+    Column("refund_amount", Numeric(12, 2), nullable=False),
+    Column("return_logistics_no", String(40)),
+    Column("created", LocalDateTime, nullable=False),
+    Column("modified", LocalDateTime, nullable=False),
+    Column("agree_time", LocalDateTime),
+    Column("send_time", LocalDateTime),
+    Column("stockin_time", LocalDateTime),
+    Column("refund_time", LocalDateTime),
+    Index("ix_wms_refund_modified", "modified"),
+)
+STOCKOUT_STATES = ("wms_received", "picked", "packed", "shipped", "cancelled")
 
 
 def local_naive(moment: datetime | None) -> datetime | None:
@@ -136,11 +177,33 @@ def stockout_row(index: int, order: SimOrder, now: datetime) -> dict:
         "logistics_code": order.carrier,
         "logistics_no": order.tracking_no if packed else None,  # e-waybill printed at packing
         "created": local_naive(ev["wms_received"]),
-        "modified": local_naive(max(t for s, t in ev.items() if s != "delivered")),
+        "modified": local_naive(max(t for s, t in ev.items() if s in STOCKOUT_STATES)),
         "pick_time": local_naive(ev.get("picked")),
         "pack_time": local_naive(ev.get("packed")),
         "consign_time": local_naive(ev.get("shipped")),
     }
+
+
+def refund_row(index: int, order: SimOrder, now: datetime) -> dict | None:
+    """The `wms_refund` row of `order` as of `now` (None: no return requested yet)."""
+    ev = {s: t for s, t in order.events.items() if t <= now}
+    if not order.in_wms or "return_requested" not in ev:
+        return None
+    row = {
+        "refund_no": f"TH{local_naive(ev['return_requested']):%Y%m%d}{index:07d}",
+        "src_order_no": order.raw_id,
+        "shop_no": SHOP_NO[order.channel],
+        "warehouse_no": order.warehouse,
+        "refund_amount": Decimal(order.amount_fen) / 100,
+        "return_logistics_no": None,
+    }
+    for state, code, column in REFUND_STEPS:
+        row[column] = local_naive(ev.get(state))
+        if state in ev:
+            row["process_status"], row["modified"] = code, local_naive(ev[state])
+    if row["send_time"] is not None:
+        row["return_logistics_no"] = "RT" + order.tracking_no
+    return row
 
 
 def _engine(url: str) -> Engine:
@@ -168,6 +231,10 @@ class WmsDatabase:
         self._changes: list[tuple[datetime, int]] = []  # (when, order index), sorted by time
         self._times: list[datetime] = []
         self._applied = 0  # changes before this index are in the database
+        self._refunds: dict[str, int] = {}  # refund_no -> process_status last written
+        self._refund_changes: list[tuple[datetime, int]] = []
+        self._refund_times: list[datetime] = []
+        self._refund_applied = 0
 
     def __repr__(self) -> str:
         return f"WmsDatabase({self.engine.url.render_as_string(hide_password=True)})"
@@ -191,12 +258,24 @@ class WmsDatabase:
         self._changes = changes
         self._times = [t for t, _ in changes]
         self._applied = 0
+        refunds = sorted(
+            (order.events[state], i)
+            for i, order in enumerate(world.orders)
+            if order.in_wms
+            for state, _code, _column in REFUND_STEPS
+            if state in order.events
+        )
+        self._refund_changes, self._refund_times = refunds, [t for t, _ in refunds]
+        self._refund_applied = 0
         self._world_id = id(world)
 
     def _load_written(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(wms_stockout.c.stockout_no, wms_stockout.c.status))
-            return {r.stockout_no: int(r.status) for r in rows}
+            written = {r.stockout_no: int(r.status) for r in rows}
+            rows = conn.execute(select(wms_refund.c.refund_no, wms_refund.c.process_status))
+            self._refunds = {r.refund_no: int(r.process_status) for r in rows}
+            return written
 
     def sync(self, world: World, now: datetime) -> int:
         """Upsert stock-outs that changed up to `now`; returns the number of rows written."""
@@ -232,9 +311,47 @@ class WmsDatabase:
         for row in inserts + updates:
             self._written[row["stockout_no"]] = row["status"]
         self._applied = max(self._applied, upto)
+        return len(inserts) + len(updates) + self._sync_refunds(world, now)
+
+    def _sync_refunds(self, world: World, now: datetime) -> int:
+        """Upsert the return orders that moved up to `now`."""
+        upto = bisect.bisect_right(self._refund_times, now)
+        touched = sorted({i for _, i in self._refund_changes[self._refund_applied : upto]})
+        inserts, updates = [], []
+        for i in touched:
+            row = refund_row(i, world.orders[i], now)
+            if row is None or self._refunds.get(row["refund_no"]) == row["process_status"]:
+                continue
+            (inserts if row["refund_no"] not in self._refunds else updates).append(row)
+        if inserts or updates:
+            with self.engine.begin() as conn:
+                if inserts:
+                    conn.execute(insert(wms_refund), inserts)
+                if updates:
+                    changed = _REFUND_UPDATED
+                    stmt = (
+                        update(wms_refund)
+                        .where(wms_refund.c.refund_no == bindparam("b_no"))
+                        .values({c: bindparam(c) for c in changed})
+                    )
+                    conn.execute(
+                        stmt, [{"b_no": r["refund_no"], **{c: r[c] for c in changed}} for r in updates]
+                    )
+        for row in inserts + updates:
+            self._refunds[row["refund_no"]] = row["process_status"]
+        self._refund_applied = max(self._refund_applied, upto)
         return len(inserts) + len(updates)
 
 
+_REFUND_UPDATED = (
+    "process_status",
+    "modified",
+    "return_logistics_no",
+    "agree_time",
+    "send_time",
+    "stockin_time",
+    "refund_time",
+)
 _UPDATED = (
     "status",
     "consign_status",

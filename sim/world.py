@@ -13,7 +13,8 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sim.model import CHANNELS, SimOrder
-from sim.scenario import DropFault, DuplicateFault, Fault, Scenario, ScenarioError
+from sim.scenario import DropFault, DuplicateFault, Fault, Scenario, ScenarioError, StallFault
+from store.lifecycle import RETURNS
 
 # Typical e-commerce order curve by local hour: quiet nights, late-morning and evening peaks.
 DEFAULT_INTRADAY = (
@@ -68,9 +69,17 @@ CARRIER_MIX = {
 
 # States a dropped hop takes away (the order never reaches that system, so nothing after it).
 HOP_STATES = {
-    "wms": ("wms_received", "picked", "packed", "shipped", "delivered"),
-    "channel": ("wms_received", "picked", "packed", "shipped", "delivered", "cancelled"),
+    "wms": ("wms_received", "picked", "packed", "shipped", "delivered", *RETURNS),
+    "channel": ("wms_received", "picked", "packed", "shipped", "delivered", "cancelled", *RETURNS),
 }
+# The return path after delivery: (state, the scenario latency that leads into it).
+RETURN_STEPS = (
+    ("return_requested", "return_request"),
+    ("return_approved", "return_approve"),
+    ("return_awaiting_receipt", "return_send"),
+    ("return_received", "return_receive"),
+    ("refunded", "return_refund"),
+)
 DEFAULT_SLA = timedelta(minutes=15)
 T = TypeVar("T")
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -163,6 +172,37 @@ def duplicate_notifies(
     return {"duplicate_callback": hit}
 
 
+@applies("stall")
+def stall_returns(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Matching returns that entered `fault.state` in [after, until) never leave it."""
+    assert isinstance(fault, StallFault)
+    candidates = [
+        o
+        for o in orders
+        if fault.state in o.events
+        and fault.match.matches(o.channel, o.payment_method, o.sku)
+        and (fault.after is None or o.events[fault.state] >= fault.after)
+        and (fault.until is None or o.events[fault.state] < fault.until)
+    ]
+    if fault.count is not None:
+        if len(candidates) < fault.count:
+            raise ScenarioError(
+                [
+                    f"{where}.count: only {len(candidates)} matching returns reach {fault.state}, need {fault.count}"
+                ]
+            )
+        candidates.sort(key=lambda o: (o.events[fault.state], o.raw_id))
+        hit = candidates[: fault.count]
+    else:
+        hit = [o for o in candidates if rng.random() < fault.ratio]
+    later = RETURNS[RETURNS.index(fault.state) + 1 :]
+    for order in hit:
+        for state in later:
+            order.events.pop(state, None)
+        order.tags.add("return_stalled")
+    return {"return_stalled": len(hit)}
+
+
 # -- generation ------------------------------------------------------------------------------
 def _pick(rng: random.Random, table: tuple[tuple[T, float], ...]) -> T:
     values = [v for v, _ in table]
@@ -251,6 +291,24 @@ def _make_order(
     return order
 
 
+def _add_returns(sc: Scenario, orders: list[SimOrder]) -> None:
+    """`sc.return_ratio` of the delivered orders walk the return path (own random stream, so the
+    rest of the world is the same with or without returns)."""
+    if not sc.return_ratio:
+        return
+    rng = random.Random(f"returns:{sc.seed}")
+    for order in orders:
+        delivered = order.events.get("delivered")
+        if delivered is None or rng.random() >= sc.return_ratio:
+            continue
+        t = delivered
+        for state, hop in RETURN_STEPS:
+            t = t + _latency(rng, getattr(sc.latency, hop))
+            if t > sc.end:
+                break
+            order.events[state] = t
+
+
 class World:
     """Ground truth of one simulated run: orders, their true timelines and injected faults."""
 
@@ -277,6 +335,7 @@ class World:
         paid = set(rng.sample(range(sc.orders), sc.paid))
         used: set[str] = set()
         orders = [_make_order(sc, rng, zone, channels[i], t, i in paid, used) for i, t in enumerate(times)]
+        _add_returns(sc, orders)
         counts: dict[str, int] = {}
         for i, fault in enumerate(sc.faults):
             applier = FAULT_APPLIERS.get(fault.kind)

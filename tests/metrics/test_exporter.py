@@ -265,6 +265,12 @@ fulfillment_stuck_orders{channel="jd",state="paid"} 3.0
 # TYPE fulfillment_order_loss_orders gauge
 # HELP fulfillment_order_loss_paid_orders Payments in the KPI window at least the grace period old (the order loss ratio's denominator).
 # TYPE fulfillment_order_loss_paid_orders gauge
+# HELP fulfillment_return_break_ratio Returns held in one return state longer than its timeout (24 h), over returns active in the KPI window (orders now in an open return state, or refunded within the window).
+# TYPE fulfillment_return_break_ratio gauge
+# HELP fulfillment_return_break_orders Returns held in one return state longer than its timeout (24 h).
+# TYPE fulfillment_return_break_orders gauge
+# HELP fulfillment_return_active_orders Returns active in the KPI window: orders now in an open return state, or refunded within the window.
+# TYPE fulfillment_return_active_orders gauge
 # HELP fulfillment_source_up 1 when the last poll of the source succeeded, 0 otherwise.
 # TYPE fulfillment_source_up gauge
 fulfillment_source_up{source="tmall_api"} 1.0

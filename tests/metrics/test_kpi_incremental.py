@@ -97,6 +97,43 @@ def test_stuck_and_sync_edges_are_exact_to_the_millisecond(store):
     assert values(engine.refresh(at)) == values(full(store, at))
 
 
+def test_return_break_ratio_through_refresh_and_full(store):
+    """Breaks are returns held 24 h in one return state; active returns are the open ones plus those
+    refunded within the window. Time alone moves both; refresh and full computation agree."""
+    feed(
+        store,
+        20,
+        ob("r1", "delivered", 0), ob("r1", "return_requested", 1),
+        ob("r2", "return_requested", 2), ob("r2", "return_approved", 5),
+        ob("r3", "return_received", 8, "jd"), ob("r3", "refunded", 10, "jd"),
+    )  # fmt: skip
+    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW)
+    day = 24 * 60
+    expected = {
+        20: {(): (0, 3), "tmall": (0, 2), "jd": (0, 1)},
+        day + 1: {(): (1, 2), "tmall": (1, 2)},  # r1 held 24 h; r3's refund left the 2 h window
+        day + 5: {(): (2, 2), "tmall": (2, 2)},  # r2 too (return_approved's default 24 h)
+        day + 10: {(): (1, 2), "tmall": (1, 2)},  # r1 refunded: active (in the window), no break
+    }
+    for minutes, series in expected.items():
+        if minutes == day + 10:
+            feed(store, minutes, ob("r1", "return_approved", day + 3), ob("r1", "refunded", day + 9))
+        now = T0 + timedelta(minutes=minutes)
+        snapshot = engine.refresh(now)
+        assert values(snapshot) == values(full(store, now)), minutes
+        got = {
+            v.labels[0][1] if v.labels else (): (v.value,)
+            for v in snapshot.values
+            if v.kpi == "return_break_orders"
+        }
+        for key, (broken, active) in series.items():
+            labels = {"channel": key} if key else {}
+            assert snapshot.get("return_break_orders", **labels) == broken, (minutes, key, got)
+            assert snapshot.get("return_active_orders", **labels) == active, (minutes, key)
+            assert snapshot.get("return_break_ratio", **labels) == broken / active, (minutes, key)
+        assert set(got) == set(series), minutes  # no series for a channel without active returns
+
+
 def test_dwell_resolution():
     assert [dwell_floor(s) for s in (0, 599, 600, 7199, 7200, 86399, 86400, 10**8)] == [
         0, 599, 600, 7190, 7200, 86340, 86400, 30 * 86400,
