@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, insert, select
 
@@ -53,8 +53,16 @@ class Snapshot:
         ]
 
 
-def save_snapshot(engine: Engine, snapshot: Snapshot, keep: int = 3) -> int:
-    """Persist a snapshot in one transaction and drop old ones; returns its id."""
+HOURLY_HISTORY = timedelta(hours=50)  # "same time yesterday" (the morning briefing) with slack
+
+
+def save_snapshot(
+    engine: Engine, snapshot: Snapshot, keep: int = 3, hourly: timedelta = HOURLY_HISTORY
+) -> int:
+    """Persist a snapshot in one transaction and drop old ones; returns its id.
+
+    Kept: the newest `keep`, and the first snapshot of each UTC hour within `hourly` of this one.
+    """
     with engine.begin() as conn:
         snap_id = conn.execute(
             insert(kpi_snapshots).values(
@@ -72,8 +80,17 @@ def save_snapshot(engine: Engine, snapshot: Snapshot, keep: int = 3) -> int:
         ]
         if rows:
             conn.execute(insert(kpi_values), rows)
-        old = select(kpi_snapshots.c.id).order_by(kpi_snapshots.c.id.desc()).offset(keep)
-        old_ids = [r[0] for r in conn.execute(old)]
+        heads = conn.execute(
+            select(kpi_snapshots.c.id, kpi_snapshots.c.computed_at).order_by(kpi_snapshots.c.id.desc())
+        ).all()
+        horizon = snapshot.computed_at - hourly
+        first_of_hour: dict[int, int] = {}
+        for head in heads:
+            if head.computed_at >= horizon:
+                hour = int(head.computed_at.timestamp()) // 3600
+                first_of_hour[hour] = min(head.id, first_of_hour.get(hour, head.id))
+        kept = {h.id for h in heads[:keep]} | set(first_of_hour.values())
+        old_ids = [h.id for h in heads if h.id not in kept]
         if old_ids:
             conn.execute(delete(kpi_values).where(kpi_values.c.snapshot_id.in_(old_ids)))
             conn.execute(delete(kpi_snapshots).where(kpi_snapshots.c.id.in_(old_ids)))
@@ -83,12 +100,34 @@ def save_snapshot(engine: Engine, snapshot: Snapshot, keep: int = 3) -> int:
 def load_latest_snapshot(engine: Engine) -> Snapshot | None:
     with engine.connect() as conn:
         head = conn.execute(select(kpi_snapshots).order_by(kpi_snapshots.c.id.desc()).limit(1)).first()
-        if head is None:
-            return None
-        rows = conn.execute(
-            select(kpi_values.c.kpi, kpi_values.c.labels, kpi_values.c.value).where(
-                kpi_values.c.snapshot_id == head.id
-            )
-        ).all()
+        return _load(conn, head)
+
+
+def load_snapshot_near(engine: Engine, moment: datetime, tolerance: timedelta) -> Snapshot | None:
+    """The persisted snapshot computed closest to `moment`, if one is within `tolerance` of it."""
+    col = kpi_snapshots.c.computed_at
+    with engine.connect() as conn:
+        before = conn.execute(
+            select(kpi_snapshots)
+            .where(col <= moment, col >= moment - tolerance)
+            .order_by(col.desc())
+            .limit(1)
+        ).first()
+        after = conn.execute(
+            select(kpi_snapshots).where(col > moment, col <= moment + tolerance).order_by(col).limit(1)
+        ).first()
+        heads = [h for h in (before, after) if h is not None]
+        head = min(heads, key=lambda h: abs(h.computed_at - moment)) if heads else None
+        return _load(conn, head)
+
+
+def _load(conn, head) -> Snapshot | None:
+    if head is None:
+        return None
+    rows = conn.execute(
+        select(kpi_values.c.kpi, kpi_values.c.labels, kpi_values.c.value).where(
+            kpi_values.c.snapshot_id == head.id
+        )
+    ).all()
     values = tuple(KpiValue(r.kpi, labels_of(json.loads(r.labels)), r.value) for r in rows)
     return Snapshot(head.computed_at, values, head.duration_seconds)

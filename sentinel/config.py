@@ -316,6 +316,22 @@ class AlertsConfig(Strict):
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     rules: tuple[RuleConfig, ...] = ()
     inhibit_rules: tuple[InhibitRuleConfig, ...] = ()
+    briefing_at: str | None = "09:00"  # morning briefing time of day, service time zone
+    briefing_route: str | None = None  # the morning briefing goes to this route (unset = no briefing)
+
+    @field_validator("briefing_at")
+    @classmethod
+    def _briefing_at(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(_CLOCK, value):
+            raise ValueError(f"{value!r} is not a time of day like 09:00")
+        return value or None
+
+    @property
+    def briefing(self) -> tuple[str, str] | None:
+        """(HH:MM, route) of the morning briefing, or None when there is none to send."""
+        if self.briefing_at is None or self.briefing_route is None:
+            return None
+        return self.briefing_at, self.briefing_route
 
 
 class Config(Strict):
@@ -415,6 +431,8 @@ def _cross_check(
             problems.append(f"{where}.route: unknown route {rule.route!r}")
         if rule.escalate_route is not None and rule.escalate_route not in routes:
             problems.append(f"{where}.escalate_route: unknown route {rule.escalate_route!r}")
+    if cfg.alerts.briefing_route is not None and cfg.alerts.briefing_route not in routes:
+        problems.append(f"alerts.briefing_route: unknown route {cfg.alerts.briefing_route!r}")
     for name, route in cfg.alerts.routes.items():
         if isinstance(route, EmailRoute):
             where = f"alerts.routes.{name}"

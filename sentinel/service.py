@@ -215,7 +215,18 @@ class Service:
         ]
         jobs.append(Job("kpi", self.config.kpi.refresh_interval, self.refresh_kpis))
         jobs.append(Job("alerts", self.config.alerts.eval_interval, self.evaluate_alerts))
+        if self.config.alerts.briefing is not None:
+            jobs.append(Job("briefing", timedelta(minutes=1), self.morning_briefing))
         return jobs
+
+    def morning_briefing(self) -> bool:
+        """Queue today's briefing when due (once a day) and deliver it; True when it was queued now."""
+        from alerts.briefing import queue_briefing
+
+        queued = queue_briefing(self.engine, self.config, self.clock.now())
+        if queued:
+            self.alerts.deliver()
+        return queued
 
     def run_due(self, jobs: list[Job]) -> dict[str, object]:
         """Run every job whose time has come on the (virtual) clock, in a fixed order; their results."""
