@@ -38,6 +38,10 @@ DENOMINATOR = {
     "sync_unreached_orders": "sync_paid_orders",
     "stuck_ratio": "state_orders",
     "stuck_orders": "state_orders",
+    "order_loss_ratio": "order_loss_paid_orders",
+    "order_loss_orders": "order_loss_paid_orders",
+    "return_break_ratio": "return_active_orders",
+    "return_break_orders": "return_active_orders",
 }
 OPS = {
     "<": lambda v, t: v < t,

@@ -39,6 +39,8 @@ def test_expressions_of_the_project_rules():
         ' and fulfillment_sync_paid_orders{channel=""} >= 20',
         "stuck_by_state": 'fulfillment_stuck_ratio{state!="",channel="",warehouse="",carrier="",province="",city="",cs_group=""} > 0.05'
         ' and fulfillment_state_orders{state!="",channel="",warehouse="",carrier="",province="",city="",cs_group=""} >= 20',
+        "return_break_high": 'fulfillment_return_break_ratio{channel!=""} > 0.008'
+        ' and fulfillment_return_active_orders{channel!=""} >= 10',
     }
 
 
@@ -114,7 +116,7 @@ def test_promtool_accepts_the_rules_of_the_project_config(tmp_path):
     path.write_text(render_rules(load_config(DEFAULT_PATH, env={})), encoding="utf-8")
     proc = promtool("check", "rules", path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 2 rules found" in proc.stdout
+    assert "SUCCESS: 3 rules found" in proc.stdout
 
 
 @needs_promtool
