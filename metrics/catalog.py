@@ -202,4 +202,25 @@ KPIS += (
     ),
 )
 
+KPIS += (
+    KpiSpec(
+        "amount_mismatch_ratio",
+        ("channel",),
+        "fulfillment_amount_mismatch_ratio",
+        "ratio",
+        "Orders paid in the KPI window whose paid amount differs from the order amount, over orders paid.",
+        "支付金额不一致比例",
+        "low",
+    ),
+    KpiSpec(
+        "amount_mismatch_orders",
+        ("channel",),
+        "fulfillment_amount_mismatch_orders",
+        "orders",
+        "Orders paid in the KPI window whose paid amount (payment notify) differs from the order amount.",
+        "支付金额不一致订单",
+        "low",
+    ),
+)
+
 KPI_BY_NAME = {spec.name: spec for spec in KPIS}

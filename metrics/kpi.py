@@ -52,12 +52,14 @@ _PAYMENT_BIT, _CHANNEL_BIT = ROLE_BITS["payment"], ROLE_BITS["channel"]
 _BY_PAYMENT_SQL = f"(seen_roles & {_PAYMENT_BIT}) <> 0"
 _LOST_SQL = f"({_BY_PAYMENT_SQL} AND (seen_roles & {_CHANNEL_BIT}) = 0)"
 # What each payment cell counts (per minute of paid_at and channel), in SQL and in _Aggregates.contributions.
-PAY_FIELDS = ("paid", "counted", "reached", "fast", "duplicates", "by_payment", "lost")
+PAY_FIELDS = ("paid", "counted", "reached", "fast", "duplicates", "by_payment", "lost", "mismatch")
+_MISMATCH_SQL = "(paid_amount_fen IS NOT NULL AND amount_fen IS NOT NULL AND paid_amount_fen <> amount_fen)"
 _PAY_COLUMNS = (
     f"count(*), sum(CASE WHEN {_COUNTED_SQL} THEN 1 ELSE 0 END), "
     f"sum(CASE WHEN {_COUNTED_SQL} AND {_REACHED_SQL} THEN 1 ELSE 0 END), "
     f"sum(CASE WHEN {_FAST_SQL} THEN 1 ELSE 0 END), sum(duplicate_records), "
-    f"sum(CASE WHEN {_BY_PAYMENT_SQL} THEN 1 ELSE 0 END), sum(CASE WHEN {_LOST_SQL} THEN 1 ELSE 0 END)"
+    f"sum(CASE WHEN {_BY_PAYMENT_SQL} THEN 1 ELSE 0 END), sum(CASE WHEN {_LOST_SQL} THEN 1 ELSE 0 END), "
+    f"sum(CASE WHEN {_MISMATCH_SQL} THEN 1 ELSE 0 END)"
 )
 
 
@@ -117,6 +119,7 @@ _DWELL_POS = [(s, _COL[milestone_column(s)], _left_positions(s)) for s in DWELL_
 _PAID, _CANCELLED, _CLOSED = _COL["paid_at"], _COL["cancelled_at"], _COL["closed_at"]
 _REACHED_POS = tuple(_COL[milestone_column(s)] for s in WMS_REACHED)
 _CHANNEL, _ROLES, _DUPS = _COL["channel"], _COL["seen_roles"], _COL["duplicate_records"]
+_AMOUNT, _PAID_AMOUNT = _COL["amount_fen"], _COL["paid_amount_fen"]
 
 
 class _DwellRing:
@@ -172,6 +175,7 @@ class _Aggregates:
             counted = reached or (cancelled is None and row[_CLOSED] is None)
             roles = row[_ROLES]
             by_payment = 1 if roles & _PAYMENT_BIT else 0
+            amount, paid_amount = row[_AMOUNT], row[_PAID_AMOUNT]
             pay = (
                 (paid // MINUTE_MS, row[_CHANNEL]),
                 (
@@ -182,6 +186,7 @@ class _Aggregates:
                     row[_DUPS],
                     by_payment,
                     1 if by_payment and not roles & _CHANNEL_BIT else 0,
+                    1 if paid_amount is not None and amount is not None and paid_amount != amount else 0,
                 ),
             )
         dwell = []
@@ -361,6 +366,7 @@ class KpiEngine:
             + self._return_values(conn, counts, stuck, now_ms - self._window_ms)
             + _cell_ratios(recent, "fast_cancel", "fast", "paid")
             + _duplicate_values(recent)
+            + _cell_ratios(recent, "amount_mismatch", "mismatch", "paid")
             + _loss_values(settled)
             + self._dwell_values(agg)
         )

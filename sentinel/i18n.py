@@ -88,6 +88,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "kpi.order_loss_ratio": ("", "Order loss ratio"),
     "kpi.order_loss_orders": ("", "Payments with no order"),
     "kpi.order_loss_paid_orders": ("", "Payments past the grace period"),
+    "kpi.amount_mismatch_ratio": ("", "Paid amount mismatch ratio"),
+    "kpi.amount_mismatch_orders": ("", "Orders with a paid amount mismatch"),
     "kpi.return_break_ratio": ("", "Return break ratio"),
     "kpi.return_break_orders": ("", "Returns stuck over 24 h"),
     "kpi.return_active_orders": ("", "Active returns"),

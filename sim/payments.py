@@ -48,6 +48,11 @@ def received_at(order: SimOrder) -> datetime:
     return order.events["paid"] + timedelta(seconds=1 + _rng(order).random() * 2)
 
 
+def paid_amount(order: SimOrder) -> int:
+    """What the payment notify says was paid (a price change the order system missed differs)."""
+    return order.amount_fen if order.paid_amount_fen is None else order.paid_amount_fen
+
+
 def _yuan(fen: int) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
 
@@ -63,7 +68,7 @@ def alipay_line(order: SimOrder, got: datetime | None = None) -> dict:
     rng = _rng(order)
     paid, first = order.events["paid"], received_at(order)
     got = got or first
-    amount = _yuan(order.amount_fen)
+    amount = _yuan(paid_amount(order))
     day = paid.astimezone(ZONE).strftime("%Y%m%d")
     phone = f"1{rng.choice('3578')}{rng.randrange(10)}****{_digits(rng, 4)}"
     params = {
@@ -116,8 +121,8 @@ def wechatpay_line(order: SimOrder, got: datetime | None = None) -> dict:
         "success_time": paid.astimezone(ZONE).isoformat(timespec="seconds"),
         "payer": {"openid": "o" + "".join(rng.choice(_OPENID_CHARS) for _ in range(27))},
         "amount": {
-            "total": order.amount_fen,
-            "payer_total": order.amount_fen,
+            "total": paid_amount(order),
+            "payer_total": paid_amount(order),
             "currency": "CNY",
             "payer_currency": "CNY",
         },

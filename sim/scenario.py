@@ -164,6 +164,18 @@ class DropFault(Fault):
     scales: ClassVar[tuple[str, ...]] = ("count",)
 
 
+@fault_kind("price_change")
+class PriceChangeFault(Fault):
+    """A live-stream price change the order system never gets: matching orders paid in
+    [after, until) are paid `discount_fen` less than the order amount says."""
+
+    kind: Literal["price_change"] = "price_change"
+    match: FaultMatch = FaultMatch()
+    after: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    discount_fen: int = Field(gt=0)
+
+
 @fault_kind("duplicate")
 class DuplicateFault(Fault):
     """The payment platform sends the notify again (e.g. after a 504) for `ratio` of the matching

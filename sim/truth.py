@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from metrics.kpi import DWELL_BUCKET_MS, OPEN_RETURNS, RETURN_BREAK_AFTER, dwell_floor
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
-from sim.payments import delivery_times
+from sim.payments import delivery_times, paid_amount
 from store.lifecycle import FORWARD, RANK, TERMINAL, WMS_REACHED
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
@@ -60,6 +60,7 @@ def kpi_truth(
     sync: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     cancels: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     duplicates: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # orders paid, repeats
+    mismatches: dict[tuple, int] = defaultdict(int)  # orders paid whose paid amount differs
     losses: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # payments past grace, lost
     returns: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # active returns, breaks
     dwell: dict[str, list[float]] = defaultdict(list)
@@ -103,6 +104,8 @@ def kpi_truth(
                 cancels[key][1] += fast
                 duplicates[key][0] += 1
                 duplicates[key][1] += _repeats(order, now)
+                # both amounts are known once the channel shows the order and the notify came
+                mismatches[key] += order.in_channel and paid_amount(order) != order.amount_fen
         if paid is not None and start <= paid <= now - order_grace:  # every payment has a notify
             for key in ((), (("channel", order.channel),)):
                 losses[key][0] += 1
@@ -129,6 +132,8 @@ def kpi_truth(
         if paid:
             out[("fast_cancel_ratio", key)] = fast / paid
     for key, (paid, repeats) in duplicates.items():
+        out[("amount_mismatch_orders", key)] = mismatches[key]
+        out[("amount_mismatch_ratio", key)] = mismatches[key] / paid
         out[("duplicate_records", key)] = repeats
         out[("duplicate_free_ratio", key)] = paid / (paid + repeats)
     for key, (payments, lost) in losses.items():

@@ -13,7 +13,15 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sim.model import CHANNELS, SimOrder
-from sim.scenario import DropFault, DuplicateFault, Fault, Scenario, ScenarioError, StallFault
+from sim.scenario import (
+    DropFault,
+    DuplicateFault,
+    Fault,
+    PriceChangeFault,
+    Scenario,
+    ScenarioError,
+    StallFault,
+)
 from store.lifecycle import RETURNS
 
 # Typical e-commerce order curve by local hour: quiet nights, late-morning and evening peaks.
@@ -148,6 +156,25 @@ def drop_hop(fault: Fault, orders: list[SimOrder], rng: random.Random, where: st
         order.in_channel = fault.hop != "channel"
         order.tags.add(tag)
     return {tag: fault.count}
+
+
+@applies("price_change")
+def change_price(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Matching orders paid in the window are paid the discounted price (never below 1 fen)."""
+    assert isinstance(fault, PriceChangeFault)
+    hit = 0
+    for order in orders:
+        paid = order.events.get("paid")
+        if (
+            paid is not None
+            and fault.match.matches(order.channel, order.payment_method, order.sku)
+            and (fault.after is None or paid >= fault.after)
+            and (fault.until is None or paid < fault.until)
+        ):
+            order.paid_amount_fen = max(1, order.amount_fen - fault.discount_fen)
+            order.tags.add("price_not_synced")
+            hit += 1
+    return {"price_not_synced": hit}
 
 
 @applies("duplicate")

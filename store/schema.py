@@ -60,7 +60,8 @@ orders = Table(
     Column("state_rank", Integer, nullable=False),
     Column("state_at", EpochMs, nullable=False),
     *[Column(milestone_column(s), EpochMs) for s in STATES],
-    Column("amount_fen", BigInteger),
+    Column("amount_fen", BigInteger),  # the order's amount, from the first non-payment source that gives it
+    Column("paid_amount_fen", BigInteger),  # what the payment notify says was paid
     *[Column(d, String(64)) for d in DIMENSIONS],
     Column("first_seen_at", EpochMs, nullable=False),
     Column("seen_roles", Integer, nullable=False),  # bit set of the source roles that showed it (ROLE_BITS)

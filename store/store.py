@@ -51,6 +51,7 @@ _UPDATE_COLS = [
     "state_at",
     *_MILESTONES,
     "amount_fen",
+    "paid_amount_fen",
     *DIMENSIONS,
     "seen_roles",
     "duplicate_records",
@@ -71,6 +72,8 @@ _GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIR
               "created_at", "first_seen_at", "last_event_at", "updated_at")
 )  # fmt: skip
 _ROLES, _DUPS = _ORDER_COLS.index("seen_roles"), _ORDER_COLS.index("duplicate_records")
+_PAID_AMOUNT = _ORDER_COLS.index("paid_amount_fen")
+_PAYMENT_ROLE = ROLE_BITS["payment"]
 _OPEN = frozenset(OPEN_STATES)
 _STATE_DIM_POS = tuple((d, _ORDER_COLS.index(d)) for d in STATE_DIMENSIONS)
 _STATE_COUNT_UPSERT = (
@@ -336,7 +339,8 @@ class Store:
                 items.sort(key=_event_time)  # the latest dimension value wins
             row[_DUPS] += repeats.get(gid, 0)
             for o in items:
-                row[_ROLES] |= self._role_bits.get(o.source, OTHER_ROLE_BIT)
+                role = self._role_bits.get(o.source, OTHER_ROLE_BIT)
+                row[_ROLES] |= role
                 at = to_ms(o.at)
                 col = _POS[o.state]
                 if row[col] is None or at < row[col]:
@@ -353,8 +357,10 @@ class Store:
                     for dim, value in o.dims.items():
                         if value and dim in _DIM_POS:
                             row[_DIM_POS[dim]] = value
-                if o.amount_fen is not None and row[_AMOUNT] is None:
-                    row[_AMOUNT] = o.amount_fen
+                if o.amount_fen is not None:
+                    at_pos = _PAID_AMOUNT if role == _PAYMENT_ROLE else _AMOUNT
+                    if row[at_pos] is None:
+                        row[at_pos] = o.amount_fen
                 if best is None or RANK[o.state] > RANK[best]:
                     best = o.state
             row[_STATE], row[_RANK], row[_STATE_AT] = best, RANK[best], row[_POS[best]]

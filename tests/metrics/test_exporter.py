@@ -271,6 +271,10 @@ fulfillment_stuck_orders{channel="jd",state="paid"} 3.0
 # TYPE fulfillment_return_break_orders gauge
 # HELP fulfillment_return_active_orders Returns active in the KPI window: orders now in an open return state, or refunded within the window.
 # TYPE fulfillment_return_active_orders gauge
+# HELP fulfillment_amount_mismatch_ratio Orders paid in the KPI window whose paid amount differs from the order amount, over orders paid.
+# TYPE fulfillment_amount_mismatch_ratio gauge
+# HELP fulfillment_amount_mismatch_orders Orders paid in the KPI window whose paid amount (payment notify) differs from the order amount.
+# TYPE fulfillment_amount_mismatch_orders gauge
 # HELP fulfillment_source_up 1 when the last poll of the source succeeded, 0 otherwise.
 # TYPE fulfillment_source_up gauge
 fulfillment_source_up{source="tmall_api"} 1.0

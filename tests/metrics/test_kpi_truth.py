@@ -19,7 +19,8 @@ ENGINE_KPIS = {
     "state_orders", "stuck_orders", "stuck_ratio", "sync_paid_orders", "sync_unreached_orders",
     "sync_success_ratio", "fast_cancel_orders", "fast_cancel_ratio", "dwell_orders",
     "dwell_p50_seconds", "dwell_p95_seconds", "duplicate_free_ratio", "duplicate_records",
-    "order_loss_ratio", "order_loss_orders", "order_loss_paid_orders", "return_break_ratio",
+    "order_loss_ratio", "order_loss_orders", "order_loss_paid_orders",
+    "amount_mismatch_ratio", "amount_mismatch_orders", "return_break_ratio",
     "return_break_orders", "return_active_orders",
 }  # fmt: skip
 
@@ -44,7 +45,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         str(SCENARIO), workdir=tmp_path / "world", store_url=store_url, step=timedelta(minutes=10)
     )
     kpi = replay.config.kpi
-    dwell_seen, repeats_seen, breaks_seen = [], [], []
+    dwell_seen, repeats_seen, breaks_seen, mismatches_seen = [], [], [], []
     try:
         for at in CHECKPOINTS:
             target = replay.world.end if at is None else replay.world.start + at
@@ -71,6 +72,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             assert not wrong, (now, wrong)
             dwell_seen.append(truth[("dwell_orders", (("state", "picked"),))])
             repeats_seen.append(truth[("duplicate_records", ())])
+            mismatches_seen.append(truth[("amount_mismatch_orders", ())])
             breaks_seen.append(truth[("return_break_orders", ())])
             # The incremental refresh above and a full computation from the store agree exactly.
             full = KpiEngine(
@@ -89,6 +91,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         assert truth[("stuck_orders", (("channel", "jd"), ("state", "paid")))] == 60
         assert max(dwell_seen) > 20
         assert max(repeats_seen) > 5  # resent payment notifies on the first afternoon
+        assert max(mismatches_seen) > 3  # hoodies paid at the live-stream price on the first evening
         assert truth[("order_loss_orders", (("channel", "youzan"),))] == 6  # lost by the order service
         assert breaks_seen[-1] > 0 and truth[("return_active_orders", ())] > 100  # stalled returns
         assert len({dict(k[1]).get("channel") for k in truth} - {None}) == 5
