@@ -52,6 +52,7 @@ _UPDATE_COLS = [
     *_MILESTONES,
     "amount_fen",
     "paid_amount_fen",
+    "callback_delay_ms",
     *DIMENSIONS,
     "seen_roles",
     "duplicate_records",
@@ -73,6 +74,7 @@ _GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIR
 )  # fmt: skip
 _ROLES, _DUPS = _ORDER_COLS.index("seen_roles"), _ORDER_COLS.index("duplicate_records")
 _PAID_AMOUNT = _ORDER_COLS.index("paid_amount_fen")
+_CALLBACK_DELAY = _ORDER_COLS.index("callback_delay_ms")
 _PAYMENT_ROLE = ROLE_BITS["payment"]
 _OPEN = frozenset(OPEN_STATES)
 _STATE_DIM_POS = tuple((d, _ORDER_COLS.index(d)) for d in STATE_DIMENSIONS)
@@ -322,7 +324,12 @@ class Store:
             for row in _driver_rows(conn, sql, chunk):
                 current[row[0]] = row
         now_ms = to_ms(now)
-        inserts, updates, changes = [], [], self._changes
+        inserts, updates, changes = (
+            [],
+            [],
+            self._changes,
+        )  # the transaction's changes so far, and this batch's
+        first_change = len(changes)
         for gid, items in touched.items():
             before = current.get(gid)
             if before is None:
@@ -357,6 +364,8 @@ class Store:
                     for dim, value in o.dims.items():
                         if value and dim in _DIM_POS:
                             row[_DIM_POS[dim]] = value
+                if o.notified_at is not None and o.state == "paid" and row[_CALLBACK_DELAY] is None:
+                    row[_CALLBACK_DELAY] = to_ms(o.notified_at) - at
                 if o.amount_fen is not None:
                     at_pos = _PAID_AMOUNT if role == _PAYMENT_ROLE else _AMOUNT
                     if row[at_pos] is None:
@@ -374,7 +383,7 @@ class Store:
                 changes.append((before, tuple(row)))
         _driver_many(conn, _ORDER_INSERT, inserts)
         _driver_many(conn, _ORDER_UPDATE, updates)
-        self._count_states(conn, changes)
+        self._count_states(conn, changes[first_change:])
         return len(inserts) + len(updates)
 
     @staticmethod
