@@ -42,6 +42,7 @@ class MappingConfig(BaseModel):
     amount: str | None = None
     amount_unit: Literal["yuan", "fen"] = "yuan"
     created_at: str | None = None
+    notified_at: str | None = None  # payment notify logs: when the callback was sent (callback delay)
     dims: dict[str, str] = Field(default_factory=dict)
     # A field telling repeated deliveries of one record apart (e.g. when a callback was received):
     # each delivery is then its own record, and repeats count as duplicate records.
@@ -231,6 +232,9 @@ class RecordMapper:
                 stamps[state] = moment
         if created_at is None:
             created_at = stamps.get("created")
+        notified_at = None
+        if m.notified_at is not None:
+            notified_at = self.parse_time(get_path(record, m.notified_at), key, m.notified_at)
         suffix = ""
         if m.delivery_id is not None:
             suffix = "|" + self._text(record, m.delivery_id, key, required=True)
@@ -245,6 +249,7 @@ class RecordMapper:
                 dims=dims,
                 amount_fen=amount,
                 created_at=created_at,
+                notified_at=notified_at,
             )
             for state, moment in sorted(stamps.items(), key=lambda item: RANK[item[0]])
         ]

@@ -24,6 +24,7 @@ class Observation:
     dims: dict[str, str] = field(default_factory=dict)
     amount_fen: int | None = None
     created_at: datetime | None = None
+    notified_at: datetime | None = None  # when a payment callback about it was sent (callback delay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,4 +223,25 @@ KPIS += (
     ),
 )
 
+KPIS += (
+    KpiSpec(
+        "late_callback_ratio",
+        ("channel",),
+        "fulfillment_late_callback_ratio",
+        "ratio",
+        "Payments in the KPI window whose notify came later than the callback delay limit, over payments notified.",
+        "支付回调延迟比例",
+        "low",
+    ),
+    KpiSpec(
+        "late_callback_orders",
+        ("channel",),
+        "fulfillment_late_callback_orders",
+        "orders",
+        "Payments in the KPI window whose notify came later than the callback delay limit after paying.",
+        "支付回调延迟订单",
+        "low",
+    ),
+)
+
 KPI_BY_NAME = {spec.name: spec for spec in KPIS}

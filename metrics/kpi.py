@@ -52,14 +52,25 @@ _PAYMENT_BIT, _CHANNEL_BIT = ROLE_BITS["payment"], ROLE_BITS["channel"]
 _BY_PAYMENT_SQL = f"(seen_roles & {_PAYMENT_BIT}) <> 0"
 _LOST_SQL = f"({_BY_PAYMENT_SQL} AND (seen_roles & {_CHANNEL_BIT}) = 0)"
 # What each payment cell counts (per minute of paid_at and channel), in SQL and in _Aggregates.contributions.
-PAY_FIELDS = ("paid", "counted", "reached", "fast", "duplicates", "by_payment", "lost", "mismatch")
+PAY_FIELDS = (
+    "paid",
+    "counted",
+    "reached",
+    "fast",
+    "duplicates",
+    "by_payment",
+    "lost",
+    "mismatch",
+    "late_callback",
+)
 _MISMATCH_SQL = "(paid_amount_fen IS NOT NULL AND amount_fen IS NOT NULL AND paid_amount_fen <> amount_fen)"
 _PAY_COLUMNS = (
     f"count(*), sum(CASE WHEN {_COUNTED_SQL} THEN 1 ELSE 0 END), "
     f"sum(CASE WHEN {_COUNTED_SQL} AND {_REACHED_SQL} THEN 1 ELSE 0 END), "
     f"sum(CASE WHEN {_FAST_SQL} THEN 1 ELSE 0 END), sum(duplicate_records), "
     f"sum(CASE WHEN {_BY_PAYMENT_SQL} THEN 1 ELSE 0 END), sum(CASE WHEN {_LOST_SQL} THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN {_MISMATCH_SQL} THEN 1 ELSE 0 END)"
+    f"sum(CASE WHEN {_MISMATCH_SQL} THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN callback_delay_ms > :late_ms THEN 1 ELSE 0 END)"
 )
 
 
@@ -119,7 +130,11 @@ _DWELL_POS = [(s, _COL[milestone_column(s)], _left_positions(s)) for s in DWELL_
 _PAID, _CANCELLED, _CLOSED = _COL["paid_at"], _COL["cancelled_at"], _COL["closed_at"]
 _REACHED_POS = tuple(_COL[milestone_column(s)] for s in WMS_REACHED)
 _CHANNEL, _ROLES, _DUPS = _COL["channel"], _COL["seen_roles"], _COL["duplicate_records"]
-_AMOUNT, _PAID_AMOUNT = _COL["amount_fen"], _COL["paid_amount_fen"]
+_AMOUNT, _PAID_AMOUNT, _CALLBACK_DELAY = (
+    _COL["amount_fen"],
+    _COL["paid_amount_fen"],
+    _COL["callback_delay_ms"],
+)
 
 
 class _DwellRing:
@@ -160,10 +175,11 @@ class _DwellRing:
 class _Aggregates:
     """What a refresh keeps between runs; patched by order-row changes."""
 
-    def __init__(self, ring: _DwellRing, fast_ms: int) -> None:
+    def __init__(self, ring: _DwellRing, fast_ms: int, late_ms: int) -> None:
         self.pay: dict[tuple[int, str], list[int]] = {}  # (minute, channel) -> paid, counted, reached, fast
         self.dwell = ring
         self.fast_ms = fast_ms
+        self.late_ms = late_ms
 
     def contributions(self, row: tuple) -> tuple[tuple | None, list[tuple[str, int, int]]]:
         """One order row's payment cell entry ((minute, channel), counts) and dwell entries."""
@@ -187,6 +203,7 @@ class _Aggregates:
                     by_payment,
                     1 if by_payment and not roles & _CHANNEL_BIT else 0,
                     1 if paid_amount is not None and amount is not None and paid_amount != amount else 0,
+                    1 if row[_CALLBACK_DELAY] is not None and row[_CALLBACK_DELAY] > self.late_ms else 0,
                 ),
             )
         dwell = []
@@ -249,6 +266,7 @@ class KpiEngine:
         store: Store | None = None,
         dwell_window: timedelta = timedelta(hours=1),
         order_grace: timedelta = timedelta(minutes=10),
+        callback_limit: timedelta = timedelta(seconds=8),
     ) -> None:
         self.engine = engine
         self.window = window
@@ -259,6 +277,8 @@ class KpiEngine:
         self._stuck_timeouts = {**self.return_timeouts, **self.timeouts}
         self.fast_cancel = fast_cancel
         self._fast_ms = int(fast_cancel.total_seconds() * 1000)
+        self.callback_limit = callback_limit
+        self._late_ms = int(callback_limit.total_seconds() * 1000)
         self.dwell_window = dwell_window
         self.order_grace = order_grace
         self._window_buckets = dwell_buckets(dwell_window)
@@ -317,14 +337,14 @@ class KpiEngine:
         now_ms = to_ms(now)
         now_bucket = now_ms // DWELL_BUCKET_MS
         ring = _DwellRing(self._window_buckets, now_bucket - self._window_buckets + 1)
-        agg = _Aggregates(ring, self._fast_ms)
+        agg = _Aggregates(ring, self._fast_ms, self._late_ms)
         oldest_minute = (now_ms - self._window_ms) // MINUTE_MS
         sql = (
             f"SELECT paid_at / {MINUTE_MS}, channel, {_PAY_COLUMNS} FROM orders "
             f"WHERE paid_at >= :since GROUP BY paid_at / {MINUTE_MS}, channel"
         )
         for minute, channel, *cell in _rows(
-            conn, sql, since=oldest_minute * MINUTE_MS, fast_ms=self._fast_ms
+            conn, sql, since=oldest_minute * MINUTE_MS, fast_ms=self._fast_ms, late_ms=self._late_ms
         ):
             agg.pay[(int(minute), channel)] = [int(x or 0) for x in cell]
         low_ms, high_ms = ring.low * DWELL_BUCKET_MS, (ring.low + ring.size) * DWELL_BUCKET_MS
@@ -367,6 +387,7 @@ class KpiEngine:
             + _cell_ratios(recent, "fast_cancel", "fast", "paid")
             + _duplicate_values(recent)
             + _cell_ratios(recent, "amount_mismatch", "mismatch", "paid")
+            + _cell_ratios(recent, "late_callback", "late_callback", "by_payment")
             + _loss_values(settled)
             + self._dwell_values(agg)
         )
@@ -399,7 +420,9 @@ class KpiEngine:
             for low, high in edges:
                 if low > high:
                     continue
-                for channel, *cell in _rows(conn, sql, low=low, high=high, fast_ms=self._fast_ms):
+                for channel, *cell in _rows(
+                    conn, sql, low=low, high=high, fast_ms=self._fast_ms, late_ms=self._late_ms
+                ):
                     into = total.setdefault(channel, [0] * width)
                     for k, x in enumerate(cell):
                         into[k] += int(x or 0)

@@ -114,6 +114,7 @@ class KpiConfig(Strict):
     fast_cancel: Duration = timedelta(seconds=60)  # paid -> cancelled within this counts as a fast cancel
     dwell_window: Duration = timedelta(hours=1)  # dwell percentiles over orders that left a state in it
     order_grace: Duration = timedelta(minutes=10)  # a payment with no channel order after this is lost
+    callback_delay_limit: Duration = timedelta(seconds=8)  # a payment notify later than this is "late"
     stuck_timeouts: dict[str, Duration] = Field(default_factory=dict)
 
     @field_validator("stuck_timeouts")

@@ -90,6 +90,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "kpi.order_loss_paid_orders": ("", "Payments past the grace period"),
     "kpi.amount_mismatch_ratio": ("", "Paid amount mismatch ratio"),
     "kpi.amount_mismatch_orders": ("", "Orders with a paid amount mismatch"),
+    "kpi.late_callback_ratio": ("", "Late payment callback ratio"),
+    "kpi.late_callback_orders": ("", "Late payment callbacks"),
     "kpi.return_break_ratio": ("", "Return break ratio"),
     "kpi.return_break_orders": ("", "Returns stuck over 24 h"),
     "kpi.return_active_orders": ("", "Active returns"),

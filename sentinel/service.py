@@ -146,6 +146,7 @@ class Service:
             store=self.store,
             dwell_window=kpi.dwell_window,
             order_grace=kpi.order_grace,
+            callback_limit=kpi.callback_delay_limit,
         )
         self.snapshot: Snapshot | None = None
         self._scheduler = None

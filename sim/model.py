@@ -33,6 +33,7 @@ class SimOrder:
     in_wms: bool = True
     in_channel: bool = True  # False: the order service lost it; only the payment notify shows it
     resends: tuple[float, ...] = ()  # payment notifies sent again, seconds after the first receipt
+    notify_delay: float | None = None  # seconds from paying to the payment notify, when it is slow
     paid_amount_fen: int | None = None  # what the buyer really paid, when it differs from amount_fen
     tags: set[str] = field(default_factory=set)  # fault tags, e.g. {"wms_push_dropped"}
 

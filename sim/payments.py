@@ -45,7 +45,10 @@ def _digits(rng: random.Random, n: int) -> str:
 
 def received_at(order: SimOrder) -> datetime:
     """When the merchant received the payment notify (the callback delay is 1-3 s)."""
-    return order.events["paid"] + timedelta(seconds=1 + _rng(order).random() * 2)
+    normal = 1 + _rng(order).random() * 2
+    return order.events["paid"] + timedelta(
+        seconds=normal if order.notify_delay is None else order.notify_delay
+    )
 
 
 def paid_amount(order: SimOrder) -> int:

@@ -176,6 +176,26 @@ class PriceChangeFault(Fault):
     discount_fen: int = Field(gt=0)
 
 
+@fault_kind("slow_callback")
+class SlowCallbackFault(Fault):
+    """The payment platform sends notifies late: matching orders paid in [after, until) are
+    notified `delay` seconds ([min, max]) after paying instead of 1-3 s."""
+
+    kind: Literal["slow_callback"] = "slow_callback"
+    match: FaultMatch = FaultMatch()
+    after: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    delay: tuple[float, float] = (10, 60)
+
+    @field_validator("delay", mode="before")
+    @classmethod
+    def _range(cls, value: Any) -> tuple[float, float]:
+        low, high = (_seconds(v) for v in value)
+        if not 0 < low <= high:
+            raise ValueError(f"need 0 < min <= max, got [{low:g}, {high:g}]")
+        return low, high
+
+
 @fault_kind("duplicate")
 class DuplicateFault(Fault):
     """The payment platform sends the notify again (e.g. after a 504) for `ratio` of the matching

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from metrics.kpi import DWELL_BUCKET_MS, OPEN_RETURNS, RETURN_BREAK_AFTER, dwell_floor
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
-from sim.payments import delivery_times, paid_amount
+from sim.payments import delivery_times, paid_amount, received_at
 from store.lifecycle import FORWARD, RANK, TERMINAL, WMS_REACHED
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
@@ -53,6 +53,7 @@ def kpi_truth(
     fast_cancel: timedelta,
     dwell_window: timedelta = timedelta(hours=1),
     order_grace: timedelta = timedelta(minutes=10),
+    callback_limit: timedelta = timedelta(seconds=8),
 ) -> dict[Key, float]:
     """Every KPI series the engine computes from orders, keyed like Snapshot: (kpi, labels)."""
     out: dict[Key, float] = {}
@@ -61,6 +62,7 @@ def kpi_truth(
     cancels: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     duplicates: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # orders paid, repeats
     mismatches: dict[tuple, int] = defaultdict(int)  # orders paid whose paid amount differs
+    callbacks: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # payments notified, late
     losses: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # payments past grace, lost
     returns: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # active returns, breaks
     dwell: dict[str, list[float]] = defaultdict(list)
@@ -106,6 +108,10 @@ def kpi_truth(
                 duplicates[key][1] += _repeats(order, now)
                 # both amounts are known once the channel shows the order and the notify came
                 mismatches[key] += order.in_channel and paid_amount(order) != order.amount_fen
+                if received_at(order) <= now:  # the notify says when it was sent, to the second
+                    delay_s = int((received_at(order) - paid).total_seconds())
+                    callbacks[key][0] += 1
+                    callbacks[key][1] += delay_s * 1000 > callback_limit.total_seconds() * 1000
         if paid is not None and start <= paid <= now - order_grace:  # every payment has a notify
             for key in ((), (("channel", order.channel),)):
                 losses[key][0] += 1
@@ -136,6 +142,9 @@ def kpi_truth(
         out[("amount_mismatch_ratio", key)] = mismatches[key] / paid
         out[("duplicate_records", key)] = repeats
         out[("duplicate_free_ratio", key)] = paid / (paid + repeats)
+    for key, (notified, late) in callbacks.items():
+        out[("late_callback_orders", key)] = late
+        out[("late_callback_ratio", key)] = late / notified
     for key, (payments, lost) in losses.items():
         out[("order_loss_paid_orders", key)] = payments
         out[("order_loss_orders", key)] = lost

@@ -20,6 +20,7 @@ from sim.scenario import (
     PriceChangeFault,
     Scenario,
     ScenarioError,
+    SlowCallbackFault,
     StallFault,
 )
 from store.lifecycle import RETURNS
@@ -175,6 +176,25 @@ def change_price(fault: Fault, orders: list[SimOrder], rng: random.Random, where
             order.tags.add("price_not_synced")
             hit += 1
     return {"price_not_synced": hit}
+
+
+@applies("slow_callback")
+def slow_callbacks(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Matching orders paid in the window get their payment notify `delay` seconds late."""
+    assert isinstance(fault, SlowCallbackFault)
+    hit = 0
+    for order in orders:
+        paid = order.events.get("paid")
+        if (
+            paid is not None
+            and fault.match.matches(order.channel, order.payment_method, order.sku)
+            and (fault.after is None or paid >= fault.after)
+            and (fault.until is None or paid < fault.until)
+        ):
+            order.notify_delay = round(rng.uniform(*fault.delay), 3)
+            order.tags.add("slow_callback")
+            hit += 1
+    return {"slow_callback": hit}
 
 
 @applies("duplicate")

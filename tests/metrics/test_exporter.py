@@ -275,6 +275,10 @@ fulfillment_stuck_orders{channel="jd",state="paid"} 3.0
 # TYPE fulfillment_amount_mismatch_ratio gauge
 # HELP fulfillment_amount_mismatch_orders Orders paid in the KPI window whose paid amount (payment notify) differs from the order amount.
 # TYPE fulfillment_amount_mismatch_orders gauge
+# HELP fulfillment_late_callback_ratio Payments in the KPI window whose notify came later than the callback delay limit, over payments notified.
+# TYPE fulfillment_late_callback_ratio gauge
+# HELP fulfillment_late_callback_orders Payments in the KPI window whose notify came later than the callback delay limit after paying.
+# TYPE fulfillment_late_callback_orders gauge
 # HELP fulfillment_source_up 1 when the last poll of the source succeeded, 0 otherwise.
 # TYPE fulfillment_source_up gauge
 fulfillment_source_up{source="tmall_api"} 1.0

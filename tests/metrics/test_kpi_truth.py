@@ -20,7 +20,7 @@ ENGINE_KPIS = {
     "sync_success_ratio", "fast_cancel_orders", "fast_cancel_ratio", "dwell_orders",
     "dwell_p50_seconds", "dwell_p95_seconds", "duplicate_free_ratio", "duplicate_records",
     "order_loss_ratio", "order_loss_orders", "order_loss_paid_orders",
-    "amount_mismatch_ratio", "amount_mismatch_orders", "return_break_ratio",
+    "amount_mismatch_ratio", "amount_mismatch_orders", "late_callback_ratio", "late_callback_orders", "return_break_ratio",
     "return_break_orders", "return_active_orders",
 }  # fmt: skip
 
@@ -45,7 +45,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         str(SCENARIO), workdir=tmp_path / "world", store_url=store_url, step=timedelta(minutes=10)
     )
     kpi = replay.config.kpi
-    dwell_seen, repeats_seen, breaks_seen, mismatches_seen = [], [], [], []
+    dwell_seen, repeats_seen, breaks_seen, mismatches_seen, late_seen = [], [], [], [], []
     try:
         for at in CHECKPOINTS:
             target = replay.world.end if at is None else replay.world.start + at
@@ -65,6 +65,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
                 fast_cancel=kpi.fast_cancel,
                 dwell_window=kpi.dwell_window,
                 order_grace=kpi.order_grace,
+                callback_limit=kpi.callback_delay_limit,
             )
             got = {(v.kpi, v.labels): v.value for v in snapshot.values if v.kpi in ENGINE_KPIS}
             assert set(got) == set(truth), (now, set(got) ^ set(truth))
@@ -73,6 +74,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             dwell_seen.append(truth[("dwell_orders", (("state", "picked"),))])
             repeats_seen.append(truth[("duplicate_records", ())])
             mismatches_seen.append(truth[("amount_mismatch_orders", ())])
+            late_seen.append(truth[("late_callback_orders", ())])
             breaks_seen.append(truth[("return_break_orders", ())])
             # The incremental refresh above and a full computation from the store agree exactly.
             full = KpiEngine(
@@ -83,6 +85,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
                 kpi.fast_cancel,
                 dwell_window=kpi.dwell_window,
                 order_grace=kpi.order_grace,
+                callback_limit=kpi.callback_delay_limit,
             ).compute(now)
             assert {(v.kpi, v.labels): v.value for v in full.values} == {
                 (v.kpi, v.labels): v.value for v in snapshot.values
@@ -91,6 +94,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         assert truth[("stuck_orders", (("channel", "jd"), ("state", "paid")))] == 60
         assert max(dwell_seen) > 20
         assert max(repeats_seen) > 5  # resent payment notifies on the first afternoon
+        assert max(late_seen) > 3  # payment notifies 10-40 s late on the first morning
         assert max(mismatches_seen) > 3  # hoodies paid at the live-stream price on the first evening
         assert truth[("order_loss_orders", (("channel", "youzan"),))] == 6  # lost by the order service
         assert breaks_seen[-1] > 0 and truth[("return_active_orders", ())] > 100  # stalled returns
