@@ -62,6 +62,7 @@ orders = Table(
     *[Column(milestone_column(s), EpochMs) for s in STATES],
     Column("amount_fen", BigInteger),  # the order's amount, from the first non-payment source that gives it
     Column("paid_amount_fen", BigInteger),  # what the payment notify says was paid
+    Column("callback_delay_ms", BigInteger),  # the first payment notify's time after the payment
     *[Column(d, String(64)) for d in DIMENSIONS],
     Column("first_seen_at", EpochMs, nullable=False),
     Column("seen_roles", Integer, nullable=False),  # bit set of the source roles that showed it (ROLE_BITS)
