@@ -224,15 +224,7 @@ def main() -> int:
             f"ingest: {count:,} observations of {world.created:,} orders in {spent:.1f} s = {rate:,.0f} obs/s"
         )
 
-        kpis = KpiEngine(
-            engine,
-            cfg.window,
-            cfg.sync_sla,
-            cfg.stuck_timeouts,
-            cfg.fast_cancel,
-            store=store,
-            dwell_window=cfg.dwell_window,
-        )
+        kpis = KpiEngine.from_config(engine, cfg, store=store)
         full = [timed(kpis.compute, end) for _ in range(3)]
         full_s = statistics.median(t for t, _ in full)
         print(f"full refresh (compute, median of 3): {full_s:.3f} s, {len(full[0][1].values)} series")

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Engine
@@ -34,6 +35,9 @@ from store.lifecycle import (
 )
 from store.schema import to_ms
 from store.store import ORDER_COLUMNS, OrderChange, Store
+
+if TYPE_CHECKING:
+    from sentinel.config import KpiConfig
 
 # Forward states with a dwell time (delivered is the end of the road).
 DWELL_STATES = FORWARD[:-1]
@@ -288,6 +292,21 @@ class KpiEngine:
         self._pending_lock = threading.Lock()
         if store is not None:
             store.subscribe(self._on_change)
+
+    @classmethod
+    def from_config(cls, engine: Engine, kpi: KpiConfig, store: Store | None = None) -> KpiEngine:
+        """The engine with every setting of config.toml's [kpi]."""
+        return cls(
+            engine,
+            kpi.window,
+            kpi.sync_sla,
+            kpi.stuck_timeouts,
+            kpi.fast_cancel,
+            store=store,
+            dwell_window=kpi.dwell_window,
+            order_grace=kpi.order_grace,
+            callback_limit=kpi.callback_delay_limit,
+        )
 
     # -- the change feed -------------------------------------------------------------------------
     def _on_change(self, changes: list[OrderChange]) -> None:

@@ -137,17 +137,7 @@ class Service:
             notifiers = build_notifiers(config, clock, session=self.session)
         self.alerts = AlertEngine(self.engine, config, clock, notifiers, health=self.store.health)
         kpi = config.kpi
-        self.kpis = KpiEngine(
-            self.engine,
-            kpi.window,
-            kpi.sync_sla,
-            kpi.stuck_timeouts,
-            kpi.fast_cancel,
-            store=self.store,
-            dwell_window=kpi.dwell_window,
-            order_grace=kpi.order_grace,
-            callback_limit=kpi.callback_delay_limit,
-        )
+        self.kpis = KpiEngine.from_config(self.engine, kpi, store=self.store)
         self.snapshot: Snapshot | None = None
         self._scheduler = None
         self._metrics_server = None

@@ -7,7 +7,7 @@ the ground truth, so `truth(now)` can be compared with what the monitor computed
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
@@ -159,11 +159,8 @@ def drop_hop(fault: Fault, orders: list[SimOrder], rng: random.Random, where: st
     return {tag: fault.count}
 
 
-@applies("price_change")
-def change_price(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
-    """Matching orders paid in the window are paid the discounted price (never below 1 fen)."""
-    assert isinstance(fault, PriceChangeFault)
-    hit = 0
+def _paid_in_window(fault, orders: list[SimOrder]) -> Iterator[SimOrder]:
+    """The orders a windowed payment fault hits: paid in [after, until) and matching."""
     for order in orders:
         paid = order.events.get("paid")
         if (
@@ -172,9 +169,18 @@ def change_price(fault: Fault, orders: list[SimOrder], rng: random.Random, where
             and (fault.after is None or paid >= fault.after)
             and (fault.until is None or paid < fault.until)
         ):
-            order.paid_amount_fen = max(1, order.amount_fen - fault.discount_fen)
-            order.tags.add("price_not_synced")
-            hit += 1
+            yield order
+
+
+@applies("price_change")
+def change_price(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Matching orders paid in the window are paid the discounted price (never below 1 fen)."""
+    assert isinstance(fault, PriceChangeFault)
+    hit = 0
+    for order in _paid_in_window(fault, orders):
+        order.paid_amount_fen = max(1, order.amount_fen - fault.discount_fen)
+        order.tags.add("price_not_synced")
+        hit += 1
     return {"price_not_synced": hit}
 
 
@@ -183,17 +189,10 @@ def slow_callbacks(fault: Fault, orders: list[SimOrder], rng: random.Random, whe
     """Matching orders paid in the window get their payment notify `delay` seconds late."""
     assert isinstance(fault, SlowCallbackFault)
     hit = 0
-    for order in orders:
-        paid = order.events.get("paid")
-        if (
-            paid is not None
-            and fault.match.matches(order.channel, order.payment_method, order.sku)
-            and (fault.after is None or paid >= fault.after)
-            and (fault.until is None or paid < fault.until)
-        ):
-            order.notify_delay = round(rng.uniform(*fault.delay), 3)
-            order.tags.add("slow_callback")
-            hit += 1
+    for order in _paid_in_window(fault, orders):
+        order.notify_delay = round(rng.uniform(*fault.delay), 3)
+        order.tags.add("slow_callback")
+        hit += 1
     return {"slow_callback": hit}
 
 
@@ -204,15 +203,8 @@ def duplicate_notifies(
     """Matching paid orders get their payment notify sent again, 5-30 s after the first."""
     assert isinstance(fault, DuplicateFault)
     hit = 0
-    for order in orders:
-        paid = order.events.get("paid")
-        if (
-            paid is not None
-            and fault.match.matches(order.channel, order.payment_method, order.sku)
-            and (fault.after is None or paid >= fault.after)
-            and (fault.until is None or paid < fault.until)
-            and rng.random() < fault.ratio
-        ):
+    for order in _paid_in_window(fault, orders):
+        if rng.random() < fault.ratio:
             order.resends = tuple(sorted(round(rng.uniform(5, 30), 3) for _ in range(fault.copies)))
             order.tags.add("duplicate_callback")
             hit += 1

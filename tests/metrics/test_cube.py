@@ -8,18 +8,8 @@ import pytest
 
 from collectors.types import Batch, Observation
 from metrics.cube import CellSpec, CubeError, cell_orders, status_cube
-from store.db import init_schema, make_engine
-from store.store import ChannelIdentity, Store
 
 T0 = datetime(2026, 2, 12, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai
-
-
-@pytest.fixture
-def store(store_url):
-    engine = make_engine(store_url)
-    init_schema(engine)
-    yield Store(engine, {"tmall": ChannelIdentity("TB"), "jd": ChannelIdentity("JD")}, "Asia/Shanghai")
-    engine.dispose()
 
 
 def ob(raw: str, state: str, minutes: float, channel: str = "tmall", **dims) -> Observation:

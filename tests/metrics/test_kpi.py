@@ -8,19 +8,10 @@ import pytest
 
 from collectors.types import Batch, Observation
 from metrics.kpi import compute_snapshot
-from store.db import init_schema, make_engine
-from store.store import ChannelIdentity, Store
+from store.store import Store
 
 NOW = datetime(2026, 2, 12, 14, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
-
-
-@pytest.fixture
-def store(store_url):
-    engine = make_engine(store_url)
-    init_schema(engine)
-    yield Store(engine, {"tmall": ChannelIdentity("TB"), "jd": ChannelIdentity("JD")}, "Asia/Shanghai")
-    engine.dispose()
 
 
 def feed(store: Store, rows: list[tuple[str, str, str, timedelta]]) -> None:

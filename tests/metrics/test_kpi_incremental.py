@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from collectors.types import Batch, Observation
 from metrics.kpi import KpiEngine, dwell_floor
-from store.db import init_schema, make_engine
-from store.store import ChannelIdentity, Store
+from store.store import Store
 
 T0 = datetime(2026, 2, 12, 12, 0, 30, tzinfo=UTC)
 WINDOW, SLA = timedelta(hours=2), timedelta(minutes=15)
@@ -19,14 +16,6 @@ TIMEOUTS = {
     "picked": timedelta(minutes=12),
     "return_requested": timedelta(hours=24),
 }
-
-
-@pytest.fixture
-def store(store_url):
-    engine = make_engine(store_url)
-    init_schema(engine)
-    yield Store(engine, {"tmall": ChannelIdentity("TB"), "jd": ChannelIdentity("JD")}, "Asia/Shanghai")
-    engine.dispose()
 
 
 def ob(raw: str, state: str, minutes: float, channel: str = "tmall", n: int = 0, **dims) -> Observation:

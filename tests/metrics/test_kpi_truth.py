@@ -77,16 +77,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             late_seen.append(truth[("late_callback_orders", ())])
             breaks_seen.append(truth[("return_break_orders", ())])
             # The incremental refresh above and a full computation from the store agree exactly.
-            full = KpiEngine(
-                replay.service.engine,
-                kpi.window,
-                kpi.sync_sla,
-                kpi.stuck_timeouts,
-                kpi.fast_cancel,
-                dwell_window=kpi.dwell_window,
-                order_grace=kpi.order_grace,
-                callback_limit=kpi.callback_delay_limit,
-            ).compute(now)
+            full = KpiEngine.from_config(replay.service.engine, kpi).compute(now)
             assert {(v.kpi, v.labels): v.value for v in full.values} == {
                 (v.kpi, v.labels): v.value for v in snapshot.values
             }
