@@ -63,15 +63,8 @@ def render_alert(
             f"> 范围：{scope}",
             f"> 当前值：**{_value_text(rule, value)}**（阈值 {rule.op} {_fmt(rule, rule.threshold)}）",
             *_impact(rule, labels, snapshot, config),
-            f"> 开始时间：{_local(since, zone)}"
-            + (f"（已持续 {_duration(now - since)}）" if kind in ("repeat", "escalate") else ""),
+            *_since_and_advice(kind, rule, since, now, zone),
         ]
-        if kind == "escalate":
-            lines.append(f"> 升级原因：告警已持续 {_duration(now - since)} 无人确认")
-        if rule.summary:
-            lines.append(f"> 可能原因：{_one_line(rule.summary, 200)}")
-        if rule.runbook:
-            lines.append(f"> 处置手册：{_one_line(rule.runbook, 300)}")
     return _finish(lines, rule, labels, config, kind)
 
 
@@ -109,16 +102,26 @@ def _no_data(
             f"> 范围：{scope}",
             f"> 状态：**{silent}**（阈值 {_duration(rule.no_data)}）",
             "> 影响：该数据源的订单不再更新，相关渠道的履约指标可能失真",
-            f"> 开始时间：{_local(since, zone)}"
-            + (f"（已持续 {_duration(now - since)}）" if kind in ("repeat", "escalate") else ""),
+            *_since_and_advice(kind, rule, since, now, zone),
         ]
-        if kind == "escalate":
-            lines.append(f"> 升级原因：告警已持续 {_duration(now - since)} 无人确认")
-        if rule.summary:
-            lines.append(f"> 可能原因：{_one_line(rule.summary, 200)}")
-        if rule.runbook:
-            lines.append(f"> 处置手册：{_one_line(rule.runbook, 300)}")
     return _finish(lines, rule, labels, config, kind)
+
+
+def _since_and_advice(
+    kind: str, rule: RuleConfig, since: datetime, now: datetime, zone: ZoneInfo
+) -> list[str]:
+    """Since when (and how long, on repeats and escalations), why escalated, likely cause, runbook."""
+    lines = [
+        f"> 开始时间：{_local(since, zone)}"
+        + (f"（已持续 {_duration(now - since)}）" if kind in ("repeat", "escalate") else "")
+    ]
+    if kind == "escalate":
+        lines.append(f"> 升级原因：告警已持续 {_duration(now - since)} 无人确认")
+    if rule.summary:
+        lines.append(f"> 可能原因：{_one_line(rule.summary, 200)}")
+    if rule.runbook:
+        lines.append(f"> 处置手册：{_one_line(rule.runbook, 300)}")
+    return lines
 
 
 def render_digest(bodies: list[str], kinds: list[str], mentions: tuple[str, ...] = ()) -> str:
