@@ -19,7 +19,7 @@ class KpiSpec:
 KPIS: tuple[KpiSpec, ...] = (
     KpiSpec(
         "sync_success_ratio",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_sync_success_ratio",
         "ratio",
         "Orders paid at least the SLA ago that reached the WMS, over orders paid at least the SLA ago.",
@@ -28,7 +28,7 @@ KPIS: tuple[KpiSpec, ...] = (
     ),
     KpiSpec(
         "sync_paid_orders",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_sync_paid_orders",
         "orders",
         "Orders paid at least the SLA ago within the KPI window (the sync ratio's denominator).",
@@ -37,7 +37,7 @@ KPIS: tuple[KpiSpec, ...] = (
     ),
     KpiSpec(
         "sync_unreached_orders",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_sync_unreached_orders",
         "orders",
         "Orders paid at least the SLA ago that have not reached the WMS.",
@@ -76,7 +76,7 @@ KPIS: tuple[KpiSpec, ...] = (
 KPIS += (
     KpiSpec(
         "fast_cancel_ratio",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_fast_cancel_ratio",
         "ratio",
         "Orders paid in the KPI window and cancelled within the fast-cancel limit of paying, over orders paid.",
@@ -85,7 +85,7 @@ KPIS += (
     ),
     KpiSpec(
         "fast_cancel_orders",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_fast_cancel_orders",
         "orders",
         "Orders paid in the KPI window and cancelled within the fast-cancel limit of paying.",
@@ -124,7 +124,7 @@ KPIS += (
 KPIS += (
     KpiSpec(
         "duplicate_free_ratio",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_duplicate_free_ratio",
         "ratio",
         "Orders paid in the KPI window over their records received (the orders plus repeated deliveries).",
@@ -133,7 +133,7 @@ KPIS += (
     ),
     KpiSpec(
         "duplicate_records",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_duplicate_records",
         "records",
         "Repeated deliveries (e.g. payment callbacks sent again) of orders paid in the KPI window.",
@@ -142,7 +142,7 @@ KPIS += (
     ),
     KpiSpec(
         "order_loss_ratio",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_order_loss_ratio",
         "ratio",
         "Payments in the KPI window, at least the grace period old, that no channel source shows, over those payments.",
@@ -151,7 +151,7 @@ KPIS += (
     ),
     KpiSpec(
         "order_loss_orders",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_order_loss_orders",
         "orders",
         "Payments in the KPI window, at least the grace period old, that no channel source shows.",
@@ -160,7 +160,7 @@ KPIS += (
     ),
     KpiSpec(
         "order_loss_paid_orders",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_order_loss_paid_orders",
         "orders",
         "Payments in the KPI window at least the grace period old (the order loss ratio's denominator).",
@@ -205,7 +205,7 @@ KPIS += (
 KPIS += (
     KpiSpec(
         "amount_mismatch_ratio",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_amount_mismatch_ratio",
         "ratio",
         "Orders paid in the KPI window whose paid amount differs from the order amount, over orders paid.",
@@ -214,7 +214,7 @@ KPIS += (
     ),
     KpiSpec(
         "amount_mismatch_orders",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_amount_mismatch_orders",
         "orders",
         "Orders paid in the KPI window whose paid amount (payment notify) differs from the order amount.",
@@ -226,7 +226,7 @@ KPIS += (
 KPIS += (
     KpiSpec(
         "late_callback_ratio",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_late_callback_ratio",
         "ratio",
         "Payments in the KPI window whose notify came later than the callback delay limit, over payments notified.",
@@ -235,7 +235,7 @@ KPIS += (
     ),
     KpiSpec(
         "late_callback_orders",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_late_callback_orders",
         "orders",
         "Payments in the KPI window whose notify came later than the callback delay limit after paying.",

@@ -46,6 +46,11 @@ DWELL_BUCKET_MS = 300_000  # dwell windows are whole 5-minute buckets of the tim
 # Return states an order can be held in (refunded ends the path) and how long before it is a break.
 OPEN_RETURNS = tuple(s for s in RETURNS if s in OPEN_STATES)
 RETURN_BREAK_AFTER = timedelta(hours=24)
+# Short windows besides the KPI window: payment-family series labelled window="5m"/"1h" cover
+# orders paid in the last 5 min / hour that can be judged (ending SLA ago for sync, grace ago
+# for order loss, now for the rest); from the same minute cells, their edges from SQL.
+SHORT_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1)}
+DIRECT_MINUTES = 180  # ranges shorter than this look their minute cells up instead of scanning all
 PENDING_LIMIT = 500_000  # changes held between refreshes; beyond this the next refresh is a full one
 
 _COL = {c: i for i, c in enumerate(ORDER_COLUMNS)}
@@ -399,17 +404,25 @@ class KpiEngine:
         )
         stuck = self._stuck(conn, now_ms)
         counts = _rows(conn, "SELECT state, dim, value, n FROM state_counts WHERE n > 0")
-        return (
-            _sync_values(synced)
+        values = (
+            _payment_values(synced, recent, settled)
             + self._state_values(counts, stuck)
             + self._return_values(conn, counts, stuck, now_ms - self._window_ms)
-            + _cell_ratios(recent, "fast_cancel", "fast", "paid")
-            + _duplicate_values(recent)
-            + _cell_ratios(recent, "amount_mismatch", "mismatch", "paid")
-            + _cell_ratios(recent, "late_callback", "late_callback", "by_payment")
-            + _loss_values(settled)
             + self._dwell_values(agg)
         )
+        ends = (
+            now_ms - int(self.sla.total_seconds() * 1000),
+            now_ms,
+            now_ms - int(self.order_grace.total_seconds() * 1000),
+        )
+        for name, width in SHORT_WINDOWS.items():
+            span = int(width.total_seconds() * 1000)
+            sums = self._pay_sums(conn, agg, *[(end - span, end) for end in ends])
+            values += [
+                KpiValue(v.kpi, labels_of(dict(v.labels), window=name), v.value)
+                for v in _payment_values(*sums)
+            ]
+        return values
 
     def _pay_sums(self, conn, agg: _Aggregates, *ranges: tuple[int, int]) -> list[dict[str, list[int]]]:
         """Payment cells summed per channel over paid_at in each [low, high] (ms, inclusive): whole
@@ -426,15 +439,33 @@ class KpiEngine:
             else:
                 plans.append((first, last, [(low, first * MINUTE_MS - 1), ((last + 1) * MINUTE_MS, high)]))
         width = len(PAY_FIELDS)
-        for (minute, channel), cell in agg.pay.items():
-            for (first, last, _edges), total in zip(plans, sums, strict=True):
-                if first <= minute <= last:
-                    into = total.get(channel)
-                    if into is None:
-                        into = total[channel] = [0] * width
-                    for k in range(width):
-                        into[k] += cell[k]
-        sql = f"SELECT channel, {_PAY_COLUMNS} FROM orders WHERE paid_at >= :low AND paid_at <= :high GROUP BY channel"
+
+        def add(total: dict[str, list[int]], channel: str, cell: list[int]) -> None:
+            into = total.get(channel)
+            if into is None:
+                into = total[channel] = [0] * width
+            for k in range(width):
+                into[k] += cell[k]
+
+        # Short ranges look their minutes up; long ones share one pass over every cell.
+        short = [last - first < DIRECT_MINUTES for first, last, _ in plans]
+        channels = sorted({channel for _, channel in agg.pay}) if any(short) else []
+        for (first, last, _edges), total, is_short in zip(plans, sums, short, strict=True):
+            if is_short:
+                for minute in range(first, last + 1):
+                    for channel in channels:
+                        cell = agg.pay.get((minute, channel))
+                        if cell is not None:
+                            add(total, channel, cell)
+        scanned = [
+            (plan, total) for plan, total, is_short in zip(plans, sums, short, strict=True) if not is_short
+        ]
+        if scanned:
+            for (minute, channel), cell in agg.pay.items():
+                for (first, last, _edges), total in scanned:
+                    if first <= minute <= last:
+                        add(total, channel, cell)
+        sql = _PAY_RANGE_SQL
         for (_first, _last, edges), total in zip(plans, sums, strict=True):
             for low, high in edges:
                 if low > high:
@@ -537,6 +568,23 @@ def _rows(conn, sql: str, **params) -> list[tuple]:
 
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+_PAY_RANGE_SQL = (
+    f"SELECT channel, {_PAY_COLUMNS} FROM orders WHERE paid_at >= :low AND paid_at <= :high GROUP BY channel"
+)
+
+
+def _payment_values(synced: dict, recent: dict, settled: dict) -> list[KpiValue]:
+    """The payment-family KPIs from cells summed over the sync, recent and settled ranges."""
+    return (
+        _sync_values(synced)
+        + _cell_ratios(recent, "fast_cancel", "fast", "paid")
+        + _duplicate_values(recent)
+        + _cell_ratios(recent, "amount_mismatch", "mismatch", "paid")
+        + _cell_ratios(recent, "late_callback", "late_callback", "by_payment")
+        + _loss_values(settled)
+    )
 
 
 def _sync_values(sums: dict[str, list[int]]) -> list[KpiValue]:

@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from metrics.kpi import DWELL_BUCKET_MS, OPEN_RETURNS, RETURN_BREAK_AFTER, dwell_floor
+from metrics.kpi import DWELL_BUCKET_MS, OPEN_RETURNS, RETURN_BREAK_AFTER, SHORT_WINDOWS, dwell_floor
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
 from sim.payments import delivery_times, paid_amount, received_at
 from store.lifecycle import FORWARD, RANK, TERMINAL, WMS_REACHED
@@ -43,6 +43,23 @@ def _rank(n: int, q: float) -> int:
     return max(1, math.ceil(q * n))
 
 
+def _recent_payment(order, ev, paid, keys, now, fast_cancel, callback_limit, tallies) -> None:
+    """Count one order paid in a "recent" window: fast cancel, repeats, amount, callback delay."""
+    cancels, duplicates, mismatches, callbacks = tallies
+    fast = "cancelled" in ev and ev["cancelled"] - paid <= fast_cancel
+    for key in keys:
+        cancels[key][0] += 1
+        cancels[key][1] += fast
+        duplicates[key][0] += 1
+        duplicates[key][1] += _repeats(order, now)
+        # both amounts are known once the channel shows the order and the notify came
+        mismatches[key] += order.in_channel and paid_amount(order) != order.amount_fen
+        if received_at(order) <= now:  # the notify says when it was sent, to the second
+            delay_s = int((received_at(order) - paid).total_seconds())
+            callbacks[key][0] += 1
+            callbacks[key][1] += delay_s * 1000 > callback_limit.total_seconds() * 1000
+
+
 def kpi_truth(
     orders: list[SimOrder],
     now: datetime,
@@ -67,6 +84,12 @@ def kpi_truth(
     returns: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # active returns, breaks
     dwell: dict[str, list[float]] = defaultdict(list)
     start = now - window
+    # The KPI window (no label), then the short windows ending where each family can judge.
+    windows = [((), start, start, start)] + [
+        ((("window", name),), now - sla - width, now - width, now - order_grace - width)
+        for name, width in SHORT_WINDOWS.items()
+    ]
+    tallies = (cancels, duplicates, mismatches, callbacks)
     # Dwell: orders that left the state in the dwell window's whole 5-minute buckets, at the engine's resolution.
     now_bucket = int(now.timestamp() * 1000) // DWELL_BUCKET_MS
     first_bucket = now_bucket - math.ceil(dwell_window.total_seconds() * 1000 / DWELL_BUCKET_MS) + 1
@@ -95,27 +118,18 @@ def kpi_truth(
                 returns[key][1] += broken
         paid = ev.get("paid")
         ended = "cancelled" in ev or "closed" in ev
-        if paid is not None and start <= paid <= now - sla and not (ended and not reached):
-            for key in ((), (("channel", order.channel),)):
-                sync[key][0] += 1
-                sync[key][1] += reached
-        if paid is not None and start <= paid <= now:
-            fast = "cancelled" in ev and ev["cancelled"] - paid <= fast_cancel
-            for key in ((), (("channel", order.channel),)):
-                cancels[key][0] += 1
-                cancels[key][1] += fast
-                duplicates[key][0] += 1
-                duplicates[key][1] += _repeats(order, now)
-                # both amounts are known once the channel shows the order and the notify came
-                mismatches[key] += order.in_channel and paid_amount(order) != order.amount_fen
-                if received_at(order) <= now:  # the notify says when it was sent, to the second
-                    delay_s = int((received_at(order) - paid).total_seconds())
-                    callbacks[key][0] += 1
-                    callbacks[key][1] += delay_s * 1000 > callback_limit.total_seconds() * 1000
-        if paid is not None and start <= paid <= now - order_grace:  # every payment has a notify
-            for key in ((), (("channel", order.channel),)):
-                losses[key][0] += 1
-                losses[key][1] += not order.in_channel
+        for extra, sync_low, recent_low, settled_low in windows:
+            keys = (extra, tuple(sorted((*extra, ("channel", order.channel)))))
+            if paid is not None and sync_low <= paid <= now - sla and not (ended and not reached):
+                for key in keys:
+                    sync[key][0] += 1
+                    sync[key][1] += reached
+            if paid is not None and recent_low <= paid <= now:
+                _recent_payment(order, ev, paid, keys, now, fast_cancel, callback_limit, tallies)
+            if paid is not None and settled_low <= paid <= now - order_grace:  # every payment has a notify
+                for key in keys:
+                    losses[key][0] += 1
+                    losses[key][1] += not order.in_channel
         for i, s in enumerate(FORWARD[:-1]):
             later = [ev[x] for x in (*FORWARD[i + 1 :], "cancelled", "closed") if x in ev]
             if s in ev and later and later[0] >= ev[s]:
@@ -128,6 +142,9 @@ def kpi_truth(
         if state in timeouts:
             out[("stuck_orders", labels)] = stuck
             out[("stuck_ratio", labels)] = stuck / n
+    for extra, *_ in windows:  # the engine always gives each window's totals, zeros included
+        for tally in (sync, cancels, duplicates, callbacks, losses):
+            tally.setdefault(extra, [0, 0])
     for key, (paid, reached) in sync.items():
         out[("sync_paid_orders", key)] = paid
         out[("sync_unreached_orders", key)] = paid - reached
@@ -139,16 +156,19 @@ def kpi_truth(
             out[("fast_cancel_ratio", key)] = fast / paid
     for key, (paid, repeats) in duplicates.items():
         out[("amount_mismatch_orders", key)] = mismatches[key]
-        out[("amount_mismatch_ratio", key)] = mismatches[key] / paid
         out[("duplicate_records", key)] = repeats
-        out[("duplicate_free_ratio", key)] = paid / (paid + repeats)
+        if paid:
+            out[("amount_mismatch_ratio", key)] = mismatches[key] / paid
+            out[("duplicate_free_ratio", key)] = paid / (paid + repeats)
     for key, (notified, late) in callbacks.items():
         out[("late_callback_orders", key)] = late
-        out[("late_callback_ratio", key)] = late / notified
+        if notified:
+            out[("late_callback_ratio", key)] = late / notified
     for key, (payments, lost) in losses.items():
         out[("order_loss_paid_orders", key)] = payments
         out[("order_loss_orders", key)] = lost
-        out[("order_loss_ratio", key)] = lost / payments
+        if payments:
+            out[("order_loss_ratio", key)] = lost / payments
     returns.setdefault((), [0, 0])
     for key, (active, broken) in returns.items():
         out[("return_break_orders", key)] = broken

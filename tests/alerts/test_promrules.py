@@ -35,8 +35,8 @@ def promtool(*args: str | Path) -> subprocess.CompletedProcess:
 def test_expressions_of_the_project_rules():
     rules = {rule.name: rule_expr(rule) for rule in load_config(DEFAULT_PATH, env={}).alerts.rules}
     assert rules == {
-        "sync_ratio_low": 'fulfillment_sync_success_ratio{channel=""} < 0.9995'
-        ' and fulfillment_sync_paid_orders{channel=""} >= 20',
+        "sync_ratio_low": 'fulfillment_sync_success_ratio{channel="",window=""} < 0.9995'
+        ' and fulfillment_sync_paid_orders{channel="",window=""} >= 20',
         "stuck_by_state": 'fulfillment_stuck_ratio{state!="",channel="",warehouse="",carrier="",province="",city="",cs_group=""} > 0.05'
         ' and fulfillment_state_orders{state!="",channel="",warehouse="",carrier="",province="",city="",cs_group=""} >= 20',
         "return_break_high": 'fulfillment_return_break_ratio{channel!=""} > 0.008'
@@ -49,7 +49,7 @@ def test_expressions_of_the_project_rules():
     [
         (  # no min_count: the threshold alone
             {"kpi": "sync_success_ratio", "by": ["channel"], "op": "<=", "threshold": 0.99},
-            'fulfillment_sync_success_ratio{channel!=""} <= 0.99',
+            'fulfillment_sync_success_ratio{channel!="",window=""} <= 0.99',
         ),
         (  # match pins a label value; the other label must be absent
             {
@@ -64,7 +64,7 @@ def test_expressions_of_the_project_rules():
         ),
         (  # a count KPI with no denominator is its own count, as in the engine
             {"kpi": "sync_paid_orders", "op": "<", "threshold": 1.5e3, "min_count": 1},
-            'fulfillment_sync_paid_orders{channel=""} < 1500 and fulfillment_sync_paid_orders{channel=""} >= 1',
+            'fulfillment_sync_paid_orders{channel="",window=""} < 1500 and fulfillment_sync_paid_orders{channel="",window=""} >= 1',
         ),
         (  # both labels grouped, label values with quotes kept PromQL-escaped
             {

@@ -45,7 +45,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         str(SCENARIO), workdir=tmp_path / "world", store_url=store_url, step=timedelta(minutes=10)
     )
     kpi = replay.config.kpi
-    dwell_seen, repeats_seen, breaks_seen, mismatches_seen, late_seen = [], [], [], [], []
+    dwell_seen, repeats_seen, breaks_seen, mismatches_seen, late_seen, hour_seen = [], [], [], [], [], []
     try:
         for at in CHECKPOINTS:
             target = replay.world.end if at is None else replay.world.start + at
@@ -75,6 +75,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             repeats_seen.append(truth[("duplicate_records", ())])
             mismatches_seen.append(truth[("amount_mismatch_orders", ())])
             late_seen.append(truth[("late_callback_orders", ())])
+            hour_seen.append(truth[("sync_paid_orders", (("window", "1h"),))])
             breaks_seen.append(truth[("return_break_orders", ())])
             # The incremental refresh above and a full computation from the store agree exactly.
             full = KpiEngine.from_config(replay.service.engine, kpi).compute(now)
@@ -85,6 +86,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         assert truth[("stuck_orders", (("channel", "jd"), ("state", "paid")))] == 60
         assert max(dwell_seen) > 20
         assert max(repeats_seen) > 5  # resent payment notifies on the first afternoon
+        assert max(hour_seen) > 10  # the short windows had orders to judge
         assert max(late_seen) > 3  # payment notifies 10-40 s late on the first morning
         assert max(mismatches_seen) > 3  # hoodies paid at the live-stream price on the first evening
         assert truth[("order_loss_orders", (("channel", "youzan"),))] == 6  # lost by the order service
