@@ -149,9 +149,11 @@ class Service:
         now = self.clock.now()
         outcome = PollOutcome(name, ok=True)
         pending: list[Batch] = []
+        pending_records = 0
 
         def flush() -> None:
             """Write the pages read so far in one transaction (each with its cursor)."""
+            nonlocal pending_records
             for result in self.store.ingest_many(pending, self.clock.now()) if pending else []:
                 outcome.batches += 1
                 for attr in (
@@ -163,11 +165,13 @@ class Service:
                 ):
                     setattr(outcome.totals, attr, getattr(outcome.totals, attr) + getattr(result, attr))
             pending.clear()
+            pending_records = 0
 
         try:
             for batch in collector.poll(self.store.cursor(name), now):
                 pending.append(batch)
-                if sum(len(b.observations) + len(b.quarantined) for b in pending) >= GROUP_OBSERVATIONS:
+                pending_records += len(batch.observations) + len(batch.quarantined)
+                if pending_records >= GROUP_OBSERVATIONS:
                     flush()
             flush()
         except SourceError as exc:

@@ -295,23 +295,26 @@ class WmsDatabase:
             if previous == row["status"]:
                 continue
             (inserts if previous is None else updates).append(row)
-        if inserts or updates:
-            with self.engine.begin() as conn:
-                if inserts:
-                    conn.execute(insert(wms_stockout), inserts)
-                if updates:
-                    stmt = (
-                        update(wms_stockout)
-                        .where(wms_stockout.c.stockout_no == bindparam("b_no"))
-                        .values({c: bindparam(c) for c in _UPDATED})
-                    )
-                    conn.execute(
-                        stmt, [{"b_no": r["stockout_no"], **{c: r[c] for c in _UPDATED}} for r in updates]
-                    )
+        self._write_rows(wms_stockout, "stockout_no", _UPDATED, inserts, updates)
         for row in inserts + updates:
             self._written[row["stockout_no"]] = row["status"]
         self._applied = max(self._applied, upto)
         return len(inserts) + len(updates) + self._sync_refunds(world, now)
+
+    def _write_rows(self, table, key: str, changed: tuple[str, ...], inserts: list, updates: list) -> None:
+        """New rows inserted, moved rows updated (their `changed` columns), in one transaction."""
+        if not inserts and not updates:
+            return
+        with self.engine.begin() as conn:
+            if inserts:
+                conn.execute(insert(table), inserts)
+            if updates:
+                stmt = (
+                    update(table)
+                    .where(table.c[key] == bindparam("b_key"))
+                    .values({c: bindparam(c) for c in changed})
+                )
+                conn.execute(stmt, [{"b_key": r[key], **{c: r[c] for c in changed}} for r in updates])
 
     def _sync_refunds(self, world: World, now: datetime) -> int:
         """Upsert the return orders that moved up to `now`."""
@@ -323,20 +326,7 @@ class WmsDatabase:
             if row is None or self._refunds.get(row["refund_no"]) == row["process_status"]:
                 continue
             (inserts if row["refund_no"] not in self._refunds else updates).append(row)
-        if inserts or updates:
-            with self.engine.begin() as conn:
-                if inserts:
-                    conn.execute(insert(wms_refund), inserts)
-                if updates:
-                    changed = _REFUND_UPDATED
-                    stmt = (
-                        update(wms_refund)
-                        .where(wms_refund.c.refund_no == bindparam("b_no"))
-                        .values({c: bindparam(c) for c in changed})
-                    )
-                    conn.execute(
-                        stmt, [{"b_no": r["refund_no"], **{c: r[c] for c in changed}} for r in updates]
-                    )
+        self._write_rows(wms_refund, "refund_no", _REFUND_UPDATED, inserts, updates)
         for row in inserts + updates:
             self._refunds[row["refund_no"]] = row["process_status"]
         self._refund_applied = max(self._refund_applied, upto)

@@ -35,9 +35,12 @@ def full(store: Store, now: datetime):
     return KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, dwell_window=WINDOW).compute(now)
 
 
-def test_refresh_equals_full_computation_through_awkward_changes(store):
+def test_refresh_equals_full_computation_through_awkward_changes(store, monkeypatch):
     feed(store, 1, ob("1", "created", 0), ob("1", "paid", 1), ob("2", "paid", 0.5, "jd", warehouse="WH1"))
     engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW)
+    loads = []  # full reads of the store: only the first refresh may make one
+    full_load = engine._load
+    monkeypatch.setattr(engine, "_load", lambda conn, now: loads.append(now) or full_load(conn, now))
     now = T0 + timedelta(minutes=2)
     assert values(engine.refresh(now)) == values(full(store, now))  # the first refresh is a full one
 
@@ -63,6 +66,7 @@ def test_refresh_equals_full_computation_through_awkward_changes(store):
         got, expected = values(snapshot), values(full(store, now))
         assert got == expected, (minutes, set(got.items()) ^ set(expected.items()))
 
+    assert len(loads) == 1  # every later refresh patched the aggregates from the change feed
     at75 = seen[75]  # paid dwell: 3 cancelled after 30 s, 4 after 60 s, 1 after 18 min, 2 after 31 min
     assert at75.get("dwell_orders", state="paid") == 4
     assert (at75.get("dwell_p50_seconds", state="paid"), at75.get("dwell_p95_seconds", state="paid")) == (
