@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from collectors.errors import SchemaError
-from collectors.types import DIMENSIONS, Observation
+from collectors.types import DIMENSIONS, PII_FIELDS, Observation
 from store.lifecycle import RANK
 
 IGNORE = "ignore"
@@ -44,6 +44,7 @@ class MappingConfig(BaseModel):
     created_at: str | None = None
     notified_at: str | None = None  # payment notify logs: when the callback was sent (callback delay)
     dims: dict[str, str] = Field(default_factory=dict)
+    pii: dict[str, str] = Field(default_factory=dict)  # buyer_name/phone/address/district -> field path
     # A field telling repeated deliveries of one record apart (e.g. when a callback was received):
     # each delivery is then its own record, and repeats count as duplicate records.
     delivery_id: str | None = None
@@ -73,6 +74,14 @@ class MappingConfig(BaseModel):
         bad = sorted(k for k in value if k not in DIMENSIONS)
         if bad:
             raise ValueError(f"unknown dimension(s) {bad}; use {list(DIMENSIONS)}")
+        return value
+
+    @field_validator("pii")
+    @classmethod
+    def _known_pii(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in value if k not in PII_FIELDS)
+        if bad:
+            raise ValueError(f"unknown personal data field(s) {bad}; use {list(PII_FIELDS)}")
         return value
 
     @field_validator("timezone")
@@ -208,6 +217,11 @@ class RecordMapper:
             text = self._text(record, path, key, required=False)
             if text:
                 dims[dim] = text
+        pii = {}
+        for name, path in m.pii.items():
+            text = self._text(record, path, key, required=False)
+            if text:
+                pii[name] = text
         amount = self._amount(record, key)
         created_at = None
         if m.created_at is not None:
@@ -250,6 +264,7 @@ class RecordMapper:
                 amount_fen=amount,
                 created_at=created_at,
                 notified_at=notified_at,
+                pii=pii,
             )
             for state, moment in sorted(stamps.items(), key=lambda item: RANK[item[0]])
         ]

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 # Dimensions an observation may carry onto its order (PRODUCT.md dimensions + amounts).
 DIMENSIONS = ("warehouse", "carrier", "province", "city", "sku", "payment_method", "cs_group")
+# Optional buyer personal data an observation may carry (stored apart, shown masked: metrics/pii.py).
+PII_FIELDS = ("buyer_name", "phone", "address", "district")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,7 @@ class Observation:
     amount_fen: int | None = None
     created_at: datetime | None = None
     notified_at: datetime | None = None  # when a payment callback about it was sent (callback delay)
+    pii: dict[str, str] = field(default_factory=dict)  # PII_FIELDS -> value, as the source gave it
 
 
 @dataclass(frozen=True, slots=True)

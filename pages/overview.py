@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import Engine
 
 from metrics.catalog import KPI_BY_NAME
-from metrics.queries import Overview, load_overview
+from metrics.queries import Overview
+from metrics.snapshot import Snapshot
+from sentinel import ui
 from sentinel.config import Config
 from sentinel.i18n import current_lang, duration, error_label, kpi_title, state_label, t
 
@@ -20,39 +20,48 @@ _ICONS = {"ok": ":material/check_circle:", "bad": ":material/error:", "unknown":
 _PERCENT = st.column_config.NumberColumn(format="percent")
 
 
-@st.cache_data(ttl=5, show_spinner=False)
-def _overview(store_url: str, _engine: Engine, _config: Config) -> Overview:
-    return load_overview(_engine, _config)
-
-
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.2f}%"
 
 
-def _local(moment: datetime | None, zone: ZoneInfo) -> str:
-    return "—" if moment is None else moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+_local = ui.local
 
 
-def _tiles(ov: Overview) -> None:
+def _vs_yesterday(value: float | None, before: float | None) -> str:
+    if value is None or before is None:
+        return t("tile.no_yesterday")
+    return t("tile.vs_yesterday", change=f"{(value - before) * 100:+.2f}pp")
+
+
+def _tiles(ov: Overview, before: Snapshot | None, history: dict) -> None:
     st.subheader(t("overview.golden"))
-    for col, tile in zip(st.columns(max(1, len(ov.tiles))), ov.tiles, strict=False):
-        value = _pct(tile.value) if tile.unit == "ratio" else f"{tile.value or 0:,.0f}"
-        if tile.value is None:
-            delta = t("tile.no_value")
-        elif tile.threshold is None:
-            delta = t("tile.no_rule")
-        else:
-            delta = t("tile.threshold", op=_OPS.get(tile.op or "", tile.op), threshold=_pct(tile.threshold))
-        col.metric(
-            kpi_title(tile.kpi),
-            value,
-            delta=delta,
-            delta_color=_COLORS[tile.status],
-            delta_arrow="off",
-            icon=_ICONS[tile.status],
-            help=t(f"status.{tile.status}"),
-            border=True,
-        )
+    per_row = 4
+    for start in range(0, len(ov.tiles), per_row):
+        chunk = ov.tiles[start : start + per_row]
+        for col, tile in zip(st.columns(per_row), chunk, strict=False):
+            value = _pct(tile.value) if tile.unit == "ratio" else f"{tile.value or 0:,.0f}"
+            if tile.value is None:
+                delta = t("tile.no_value")
+            elif tile.threshold is None:
+                delta = t("tile.no_rule")
+            else:
+                delta = t(
+                    "tile.threshold", op=_OPS.get(tile.op or "", tile.op), threshold=_pct(tile.threshold)
+                )
+            spark = [v for _, v in history.get(tile.kpi, [])]
+            col.metric(
+                kpi_title(tile.kpi),
+                value,
+                delta=delta,
+                delta_color=_COLORS[tile.status],
+                delta_arrow="off",
+                icon=_ICONS[tile.status],
+                help=t(f"status.{tile.status}"),
+                border=True,
+                chart_data=spark if len(spark) > 1 else None,
+                chart_type="area",
+                delta_description=_vs_yesterday(tile.value, before.get(tile.kpi) if before else None),
+            )
 
 
 def _channels(ov: Overview, config: Config) -> None:
@@ -139,17 +148,21 @@ def _alerts(ov: Overview, zone: ZoneInfo) -> None:
     st.dataframe(frame, hide_index=True)
 
 
-@st.fragment(run_every=10)
-def _live(config: Config, engine: Engine) -> None:
-    """Re-reads the store every 10 s without reloading the page."""
-    ov = _overview(config.service.store_url, engine, config)
+def _live(ctx: ui.DashboardContext) -> None:
+    """Re-reads the store every refresh interval (≤ 15 s) without reloading the page."""
+    config, engine = ctx.config, ctx.engine
+    url = config.service.store_url
+    ov = ui.overview(url, engine, config)
     zone = ZoneInfo(config.service.timezone)
     if ov.snapshot is None:
         st.info(t("overview.empty"))
         _sources(ov)
         return
-    st.caption(t("overview.snapshot_time", time=_local(ov.snapshot.computed_at, zone), zone=zone.key))
-    _tiles(ov)
+    at = ov.snapshot.computed_at
+    st.caption(t("overview.snapshot_time", time=_local(at, zone), zone=zone.key))
+    before = ui.yesterday(url, at, engine, ov.snapshot)
+    history = ui.history(url, tuple(tile.kpi for tile in ov.tiles), at, engine)
+    _tiles(ov, before, history)
     _alerts(ov, zone)
     left, right = st.columns(2)
     with left:
@@ -160,8 +173,6 @@ def _live(config: Config, engine: Engine) -> None:
 
 
 st.title(t("overview.title"))
-ctx = st.session_state.get("sentinel_ctx")  # set by app.py on every full run
-if ctx is None:
-    st.error(t("app.config_error"))
-    st.stop()
-_live(ctx.config, ctx.engine)
+ctx = ui.context()
+ui.user_for("viewer")
+st.fragment(_live, run_every=ui.refresh_seconds(ctx))(ctx)

@@ -110,7 +110,9 @@ def demo(scenario: str, speed: float, dashboard_port: int, metrics_port: int, wo
     warm_until = _warm_up(world, clock, sim, service)
     threading.Thread(target=world_loop, name="sim-world", daemon=True).start()
     service.start(speed=speed)
-    ui = _dashboard(dashboard_port, {**os.environ, "SENTINEL_STORE_URL": store_url})
+    logins = _demo_logins()
+    env = {**os.environ, "SENTINEL_STORE_URL": store_url, **{k: v for k, (_, _, v) in logins.items()}}
+    ui = _dashboard(dashboard_port, env)
     print("履约哨兵 Fulfillment Sentinel demo", flush=True)
     print(f"  scenario:  {scenario} — {world.scenario.description}")
     zone = ZoneInfo(cfg.service.timezone)
@@ -119,6 +121,8 @@ def demo(scenario: str, speed: float, dashboard_port: int, metrics_port: int, wo
         f" (replayed from {world.start.astimezone(zone):%H:%M}), {speed:g}x speed"
     )
     print(f"  dashboard: http://127.0.0.1:{dashboard_port}")
+    for user, password, _ in logins.values():
+        print(f"    login {user:<8} password {password}")
     print(f"  /metrics:  {service.metrics_url}")
     print(f"  WeCom robot messages received: {sim.wecom.url.split('/cgi-bin')[0]}/_received")
     print("  Ctrl-C to stop", flush=True)
@@ -128,6 +132,22 @@ def demo(scenario: str, speed: float, dashboard_port: int, metrics_port: int, wo
     service.stop()
     sim.close()
     return 0
+
+
+def _demo_logins() -> dict[str, tuple[str, str, str]]:
+    """A fresh password per demo run for each configured role user: env var -> (user, password, hash)."""
+    import secrets
+
+    from sentinel.auth import hash_password
+
+    out = {}
+    for user in ("viewer", "operator", "admin"):
+        var = f"SENTINEL_{user.upper()}_PASSWORD_HASH"
+        if os.environ.get(var):
+            continue  # the user's own hash stands
+        password = secrets.token_urlsafe(9)
+        out[var] = (user, password, hash_password(password))
+    return out
 
 
 def _warm_up(world, clock, sim, service, lead: timedelta = timedelta(minutes=20)) -> datetime:
@@ -213,6 +233,26 @@ def ack_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def hash_password_command(from_stdin: bool) -> int:
+    """Print a scrypt hash for [dashboard.users.NAME] password_hash; the password is never echoed."""
+    import getpass
+
+    from sentinel.auth import hash_password
+
+    if from_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("the two passwords differ", file=sys.stderr)
+            return 1
+    if len(password) < 8:
+        print("a password needs at least 8 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sentinel", description="Fulfillment Sentinel 履约哨兵")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ack.add_argument("--by", required=True)
     ack.add_argument("--comment", default="")
     ack.add_argument("--config", default=None)
+    hsh = sub.add_parser("hash-password", help="print the password_hash of a dashboard user (reads stdin)")
+    hsh.add_argument("--stdin", action="store_true", help="read the password from standard input, no prompt")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
@@ -267,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return silence_command(args)
     if args.command == "ack":
         return ack_command(args)
+    if args.command == "hash-password":
+        return hash_password_command(args.stdin)
     if args.command == "serve":
         return serve(args.config, args.dashboard_port)
     return demo(args.scenario, args.speed, args.dashboard_port, args.metrics_port, args.workdir)

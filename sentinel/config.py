@@ -335,12 +335,41 @@ class AlertsConfig(Strict):
         return self.briefing_at, self.briefing_route
 
 
+class DashboardUser(Strict):
+    """One dashboard login: its role and its scrypt hash (`python -m sentinel hash-password`)."""
+
+    role: Literal["viewer", "operator", "admin"] = "viewer"
+    password_hash: OptionalSecret = None  # unset or empty: the user cannot log in
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: SecretStr | None) -> SecretStr | None:
+        from sentinel.auth import is_password_hash
+
+        if value is not None and not is_password_hash(value.get_secret_value()):
+            raise ValueError("not a password hash; make one with: python -m sentinel hash-password")
+        return value
+
+
+class DashboardConfig(Strict):
+    refresh_interval: Duration = timedelta(seconds=10)  # live tiles re-read the store this often (<= 15 s)
+    users: dict[str, DashboardUser] = Field(default_factory=dict)
+
+    @field_validator("refresh_interval")
+    @classmethod
+    def _refresh(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(seconds=15):
+            raise ValueError("must be between 1s and 15s")
+        return value
+
+
 class Config(Strict):
     service: ServiceConfig = ServiceConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     kpi: KpiConfig = KpiConfig()
     alerts: AlertsConfig = AlertsConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
 
 class ConfigError(Exception):

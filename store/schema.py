@@ -268,3 +268,30 @@ alert_acks = Table(
     Column("acked_at", EpochMs, nullable=False),
     Column("comment", Text, nullable=False, default=""),
 )
+
+# -- dashboard ------------------------------------------------------------------------------------
+# Buyer personal data (name, phone, address, district) of an order, kept apart from the orders so
+# only code that masks it reads it (metrics/pii.py); the latest non-empty value of each field wins.
+order_pii = Table(
+    "order_pii",
+    metadata,
+    Column("global_id", String(48), primary_key=True),
+    Column("buyer_name", String(255)),
+    Column("phone", String(255)),
+    Column("address", Text),
+    Column("district", String(64)),
+    Column("updated_at", EpochMs, nullable=False),
+)
+
+# Who did what on the dashboard: logins (and failed ones), CSV exports, silences, acknowledgements.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", EpochMs, nullable=False),
+    Column("user", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(32), nullable=False),  # login, login_failed, export, silence, expire, ack
+    Column("detail", Text, nullable=False, default="{}"),  # JSON, never a password or PII
+    Index("ix_audit_log_at", "at"),
+)

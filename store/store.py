@@ -26,6 +26,7 @@ from store.lifecycle import (
     STATES,
     milestone_column,
 )
+from store.pii import write_pii
 from store.schema import (
     cursors,
     id_sequences,
@@ -192,6 +193,7 @@ class Store:
         result.new_observations = len(new)
         result.duplicate_observations = len(valid) - len(new)
         result.orders_touched = self._merge_orders(conn, new, ids, repeats, now)
+        write_pii(conn, valid, ids, now)
         result.quarantined = self._insert_quarantine(conn, [*batch.quarantined, *rejected], now)
         if batch.cursor is not None:
             self._upsert(conn, cursors, {"source": batch.source}, {"value": batch.cursor, "updated_at": now})

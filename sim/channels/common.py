@@ -129,6 +129,12 @@ def cipher(order: SimOrder, what: str) -> str:
     return "~" + base64.b64encode(digest).decode()[:28] + "~"
 
 
+def masked_mobile(order: SimOrder) -> str:
+    """A platform-masked mobile number as JD's consigneeInfo shows it (`138****0000`), stable per order."""
+    digest = hashlib.sha256(f"{order.channel}|{order.raw_id}|mobile".encode()).digest()
+    return f"1{'3578'[digest[0] % 4]}{digest[1] % 10}****{int.from_bytes(digest[2:6]) % 10000:04d}"
+
+
 def numeric_child(raw_id: str, n: int = 1) -> str:
     """A sub-order id derived from the parent (numeric ids get +n, others a suffix)."""
     return str(int(raw_id) + n) if raw_id.isdigit() else f"{raw_id}-{n}"

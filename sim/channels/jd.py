@@ -14,6 +14,7 @@ from sim.channels.common import (
     bj,
     cipher,
     json_response,
+    masked_mobile,
     md5_sign,
     page_of,
     parse_bj,
@@ -62,7 +63,7 @@ def render(view: View) -> dict:
         "payType": "4-在线支付",
         "consigneeInfo": {
             "fullname": cipher(o, "name"),
-            "mobile": cipher(o, "mobile"),
+            "mobile": masked_mobile(o),  # JD shows the masked number
             "fullAddress": cipher(o, "address"),
             "province": o.province,
             "city": o.city,

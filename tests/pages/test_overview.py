@@ -13,8 +13,10 @@ from streamlit.testing.v1 import AppTest
 
 from metrics.catalog import KPIS
 from metrics.snapshot import KpiValue, Snapshot, labels_of, save_snapshot
+from sentinel.auth import User
 from sentinel.config import load_config
 from sentinel.i18n import SESSION_KEY, STRINGS, duration, kpi_title, t
+from sentinel.ui import USER_KEY
 from store.db import init_schema, make_engine
 from store.schema import alerts, source_health
 
@@ -96,6 +98,7 @@ def seeded(store_url):
 
 def run_app() -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=30)
+    at.session_state[USER_KEY] = User("viewer", "viewer")  # what a successful login leaves
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -141,13 +144,14 @@ def test_language_switch_defaults_to_chinese(store_url):
     at = run_app()
     radio = at.sidebar.radio(key=SESSION_KEY)
     assert radio.value == "zh" and radio.options == ["中文", "English"]
-    assert nav_titles(at) in (["总览"], None)
+    assert nav_titles(at) in (["总览", "状态立方体", "生命周期", "数据源", "告警"], None)
 
 
 def test_english_switch_changes_labels(seeded):
     # The switch is a keyed widget: its session value is what a click sets. (AppTest re-runs of an
     # st.navigation app only re-run the page, not the entrypoint, so the switch is set up front.)
     at = AppTest.from_file(str(APP), default_timeout=30)
+    at.session_state[USER_KEY] = User("viewer", "viewer")
     at.session_state[SESSION_KEY] = "en"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -158,7 +162,7 @@ def test_english_switch_changes_labels(seeded):
     body = texts(at)
     assert "Sync by channel" in body and "credential expired" in body and "firing" in body
     assert "订单状态同步成功率" not in body
-    assert nav_titles(at) in (["Overview"], None)
+    assert nav_titles(at) in (["Overview", "Status cube", "Lifecycle", "Sources", "Alerts"], None)
 
 
 def test_invalid_config_is_reported_not_raised(tmp_path, monkeypatch):
