@@ -1,4 +1,4 @@
-"""`python -m sentinel check-config | serve | demo | export-rules | silence | ack`."""
+"""`python -m sentinel check-config | serve | demo | export-rules | silence | ack | diagnose | reconcile`."""
 
 from __future__ import annotations
 
@@ -296,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     ack.add_argument("--config", default=None)
     hsh = sub.add_parser("hash-password", help="print the password_hash of a dashboard user (reads stdin)")
     hsh.add_argument("--stdin", action="store_true", help="read the password from standard input, no prompt")
+    from diagnose.cli import add_commands
+
+    add_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
@@ -311,6 +314,15 @@ def main(argv: list[str] | None = None) -> int:
         return ack_command(args)
     if args.command == "hash-password":
         return hash_password_command(args.stdin)
+    if args.command in ("diagnose", "reconcile"):
+        from diagnose.cli import diagnose_command, reconcile_command
+
+        cfg, engine, clock = _alert_store(args.config)
+        try:
+            run = diagnose_command if args.command == "diagnose" else reconcile_command
+            return run(args, cfg, engine, clock)
+        finally:
+            engine.dispose()
     if args.command == "serve":
         return serve(args.config, args.dashboard_port)
     return demo(args.scenario, args.speed, args.dashboard_port, args.metrics_port, args.workdir)

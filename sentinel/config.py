@@ -363,6 +363,29 @@ class DashboardConfig(Strict):
         return value
 
 
+class ReconcileConfig(Strict):
+    """Cross-system reconciliation (reconcile/): which systems must each hold every paid order."""
+
+    window: Duration = timedelta(hours=72)  # orders paid within this are reconciled
+    settle: Duration = timedelta(minutes=30)  # orders paid more recently than this are not judged yet
+    roles: tuple[Literal["channel", "payment", "erp", "wms", "carrier", "cs"], ...] = (
+        "channel",
+        "payment",
+        "wms",
+    )
+    at: str | None = "02:00"  # the daily run, service time zone (with a route set)
+    route: str | None = None  # the daily report goes to this route (e.g. an email route); unset = no report
+    csv_dir: str = "var/reconcile"  # where each run's differences are written as CSV
+    threshold: float = 0.001  # a difference ratio above this is flagged (the seeds' 0.1 %)
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(_CLOCK, value):
+            raise ValueError(f"{value!r} is not a time of day like 02:00")
+        return value or None
+
+
 class Config(Strict):
     service: ServiceConfig = ServiceConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
@@ -370,6 +393,7 @@ class Config(Strict):
     kpi: KpiConfig = KpiConfig()
     alerts: AlertsConfig = AlertsConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
 
 
 class ConfigError(Exception):
@@ -463,6 +487,8 @@ def _cross_check(
             problems.append(f"{where}.escalate_route: unknown route {rule.escalate_route!r}")
     if cfg.alerts.briefing_route is not None and cfg.alerts.briefing_route not in routes:
         problems.append(f"alerts.briefing_route: unknown route {cfg.alerts.briefing_route!r}")
+    if cfg.reconcile.route is not None and cfg.reconcile.route not in routes:
+        problems.append(f"reconcile.route: unknown route {cfg.reconcile.route!r}")
     for name, route in cfg.alerts.routes.items():
         if isinstance(route, EmailRoute):
             where = f"alerts.routes.{name}"

@@ -1,0 +1,105 @@
+"""A small order world written through the real store, with the faults a diagnosis must name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from collectors.types import Batch, Observation
+from store.store import Store
+
+T0 = datetime(2026, 2, 12, 10, 0, tzinfo=UTC)  # 18:00 in Shanghai
+
+
+RAW = {"tmall": "{:018d}", "jd": "{:012d}"}
+
+
+@dataclass
+class World:
+    """Orders paid one every `spacing` from T0, each seen by its channel API, the payment log and
+    the WMS unless a fault says otherwise; `write` ingests it all at `now`."""
+
+    batches: dict[str, list[Observation]] = field(default_factory=dict)
+    raw_ids: list[str] = field(default_factory=list)
+
+    def add(self, source: str, o: Observation) -> None:
+        self.batches.setdefault(source, []).append(o)
+
+    def order(
+        self,
+        i: int,
+        channel: str = "tmall",
+        *,
+        spacing: timedelta = timedelta(seconds=60),
+        wms: bool = True,
+        channel_api: bool = True,
+        payment: bool = True,
+        paid_amount: int | None = None,
+        cancel_after: timedelta | None = None,
+        payment_repeats: int = 0,
+        wms_shift: timedelta = timedelta(0),
+        warehouse: str = "WH_SH",
+        sku: str = "SKU1",
+        stop_at: str | None = None,
+    ) -> str:
+        raw = RAW[channel].format(10**11 + i)
+        self.raw_ids.append(raw)
+        created = T0 + spacing * i
+        paid = created + timedelta(seconds=30)
+        amount = 1000 + i % 7
+        dims = {
+            "sku": sku,
+            "province": "上海",
+            "payment_method": "alipay" if channel == "tmall" else "wechat",
+        }
+        if channel_api:
+            self.add(
+                channel,
+                Observation(
+                    channel, f"{raw}|created", channel, raw, "created", created, dims, amount, created
+                ),
+            )
+            self.add(
+                channel,
+                Observation(channel, f"{raw}|paid", channel, raw, "paid", paid, dims, amount, created),
+            )
+        if payment:
+            for k in range(payment_repeats + 1):
+                key = f"{raw}|paid|{(paid + timedelta(seconds=2 + 20 * k)).isoformat()}"
+                self.add(
+                    "alipay",
+                    Observation(
+                        "alipay",
+                        key,
+                        channel,
+                        raw,
+                        "paid",
+                        paid,
+                        {"payment_method": "alipay"},
+                        paid_amount or amount,
+                    ),
+                )
+        if cancel_after is not None:
+            self.add(
+                channel,
+                Observation(
+                    channel, f"{raw}|cancelled", channel, raw, "cancelled", paid + cancel_after, dims
+                ),
+            )
+            return raw
+        if wms:
+            steps = [("wms_received", 5), ("picked", 10), ("packed", 15)]
+            for state, minutes in steps:
+                at = paid + timedelta(minutes=minutes) + wms_shift
+                wdims = {"warehouse": warehouse, "carrier": "SF", "sku": sku}
+                self.add("wms", Observation("wms", f"{raw}|{state}", channel, raw, state, at, wdims, amount))
+                if state == stop_at:
+                    break
+        return raw
+
+    def write(self, store: Store, now: datetime) -> None:
+        store.ingest_many(
+            [Batch(s, observations=obs, records=len(obs)) for s, obs in self.batches.items()], now
+        )
+        for source in self.batches:
+            store.record_poll_success(source, now)

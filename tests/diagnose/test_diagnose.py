@@ -1,0 +1,175 @@
+"""The diagnosis names the injected cause, with evidence and the affected orders (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from diagnose_world import T0, World
+
+from collectors.errors import AuthExpired, RateLimited
+from diagnose import CAUSES, diagnose
+
+
+def run(store, config, now, **kw):
+    return diagnose(store.engine, config, now, live=False, store=store, **kw)
+
+
+def gid(store, channel: str, raw: str) -> str:
+    return store.global_id(channel, raw)
+
+
+def test_clean_world_names_no_cause(store, config):
+    world = World()
+    for i in range(120):
+        world.order(i, "tmall" if i % 3 else "jd")
+    now = T0 + timedelta(hours=3)
+    world.write(store, now)
+    result = run(store, config, now)
+    assert result.causes == []
+    assert result.summary_line() == "自动诊断：未发现明确根因"
+
+
+def test_push_gap_is_named_with_its_orders_start_and_concentration(store, config):
+    world = World()
+    gap = []
+    for i in range(200):
+        channel = "jd" if i % 4 == 0 else "tmall"
+        dropped = channel == "tmall" and i >= 120
+        raw = world.order(i, channel, wms=not dropped)
+        if dropped:
+            gap.append(raw)
+    now = T0 + timedelta(hours=4)
+    world.write(store, now)
+    result = run(store, config, now, kpi="sync_success_ratio")
+    top = result.causes[0]
+    assert top.cause == "wms_push_gap"
+    assert set(top.orders) >= {gid(store, "tmall", r) for r in gap}
+    facts = {e["fact"]: e for e in top.evidence}
+    assert facts["unreached_orders"]["count"] == len(gap)
+    assert facts["gap_start"]["at"] == "2026-02-12 20:01:30"  # order 121 (120 is JD) paid 18:00:30 + 121 min
+    where = {(e["dimension"], e["value"]) for e in top.evidence if e.get("fact") == "concentration"}
+    assert {("channel", "tmall"), ("payment_method", "alipay")} <= where
+    assert "天猫" in top.summary or "alipay" in top.summary
+    assert result.summary_line().startswith("自动诊断：ERP→WMS 推送静默中断")
+
+
+def test_fast_cancels_name_a_cancel_rule(store, config):
+    world = World()
+    for i in range(150):
+        world.order(i, cancel_after=timedelta(seconds=20) if 60 <= i < 90 else None)
+    now = T0 + timedelta(hours=4)
+    world.write(store, now)
+    top = run(store, config, now).causes[0]
+    assert top.cause == "cancel_misfire"
+    assert len(top.orders) == 30
+
+
+def test_amount_mismatch_names_price_change_by_sku(store, config):
+    world = World()
+    for i in range(150):
+        changed = i % 5 == 0
+        world.order(i, sku="SKU_LIVE" if changed else f"SKU{i % 9}", paid_amount=500 if changed else None)
+    now = T0 + timedelta(hours=4)
+    world.write(store, now)
+    top = run(store, config, now).causes[0]
+    assert top.cause == "price_mismatch"
+    assert any(e.get("fact") == "concentration" and e["value"] == "SKU_LIVE" for e in top.evidence)
+
+
+def test_duplicate_callbacks_show_repeats_and_timing(store, config):
+    world = World()
+    for i in range(150):
+        world.order(i, payment_repeats=1 if i % 10 == 0 else 0)
+    now = T0 + timedelta(hours=4)
+    world.write(store, now)
+    top = run(store, config, now).causes[0]
+    assert top.cause == "duplicate_callbacks"
+    timing = next(e for e in top.evidence if e.get("fact") == "repeat_interval")
+    assert timing["median_s"] == 20.0
+    assert next(e for e in top.evidence if e.get("fact") == "repeat_sources")["sources"] == {"alipay": 15}
+
+
+def test_rejected_key_names_credentials(store, config):
+    world = World()
+    for i in range(60):
+        world.order(i)
+    now = T0 + timedelta(hours=2)
+    world.write(store, now)
+    for k in range(4):
+        store.record_poll_failure("jd", AuthExpired("jd", "invalid access_token"), now + timedelta(minutes=k))
+    result = run(store, config, now + timedelta(minutes=5))
+    assert result.causes[0].cause == "api_key_rotated"
+    assert "凭证" in result.causes[0].summary
+
+
+def test_rate_limiting_named_from_error_classes(store, config):
+    world = World()
+    for i in range(60):
+        world.order(i)
+    now = T0 + timedelta(hours=2)
+    world.write(store, now)
+    for k in range(5):
+        store.record_poll_failure(
+            "pdd", RateLimited("pdd", "40002 too many requests"), now + timedelta(minutes=k)
+        )
+    assert run(store, config, now + timedelta(minutes=6)).causes[0].cause == "api_rate_limited"
+
+
+def test_lost_payments_name_the_intake_with_the_payment_ids(store, config):
+    world = World()
+    lost = []
+    for i in range(180):
+        outage = 60 <= i < 100
+        raw = world.order(i, channel_api=not outage, wms=not outage)
+        if outage:
+            lost.append(raw)
+    now = T0 + timedelta(hours=4)
+    world.write(store, now)
+    top = run(store, config, now, kpi="order_loss_ratio").causes[0]
+    assert top.cause == "intake_outage"
+    ids = next(e for e in top.evidence if e.get("fact") == "missing_payment_ids")["ids"]
+    assert sorted(ids) == sorted(lost)
+
+
+def test_local_time_labelled_utc_is_clock_skew_not_a_stall(store, config):
+    world = World()
+    for i in range(100):
+        world.order(i, wms_shift=timedelta(hours=-8) if i % 2 else timedelta(0))
+    now = T0 + timedelta(hours=3)
+    world.write(store, now)
+    result = run(store, config, now)
+    top = result.causes[0]
+    assert top.cause == "timezone_skew"
+    offset = next(e for e in top.evidence if e.get("fact") == "offset")
+    assert offset["source"] == "wms" and offset["whole_hours"] == -8
+    assert "pick_pack_stall" not in [c.cause for c in result.causes]
+
+
+def test_pick_pack_stall_names_the_warehouse(store, config):
+    world = World()
+    for i in range(120):
+        held = i % 3 == 0
+        world.order(
+            i,
+            warehouse="WH_GZ" if held else ("WH_SH" if i % 2 else "WH_BJ"),
+            stop_at="picked" if held else None,
+        )
+    now = T0 + timedelta(hours=3)
+    world.write(store, now)
+    top = run(store, config, now, kpi="stuck_ratio", labels={"state": "picked"}).causes[0]
+    assert top.cause == "pick_pack_stall"
+    conc = next(e for e in top.evidence if e.get("fact") == "concentration")
+    assert (conc["dimension"], conc["value"]) == ("warehouse", "WH_GZ")
+
+
+def test_every_cause_is_a_catalog_id_and_probes_are_timed(store, config):
+    world = World()
+    for i in range(100):
+        world.order(i, wms=i < 60, cancel_after=timedelta(seconds=5) if i % 9 == 0 else None)
+    now = T0 + timedelta(hours=3)
+    world.write(store, now)
+    result = run(store, config, now)
+    assert result.causes and all(c.cause in CAUSES for c in result.causes)
+    assert [c.score for c in result.causes] == sorted((c.score for c in result.causes), reverse=True)
+    assert {"sync_gap", "connectivity", "field_filter", "rule_hits"} <= set(result.probe_seconds)
+    assert result.to_dict()["causes"][0]["cause"] == result.causes[0].cause
