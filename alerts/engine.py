@@ -42,6 +42,7 @@ DENOMINATOR = {
     "order_loss_orders": "order_loss_paid_orders",
     "return_break_ratio": "return_active_orders",
     "return_break_orders": "return_active_orders",
+    "dwell_failure_ratio": "dwell_judged_orders",
 }
 OPS = {
     "<": lambda v, t: v < t,

@@ -121,6 +121,42 @@ KPIS += (
     ),
 )
 
+_JUDGED = (
+    "stays judged: orders that left the state within the dwell window, or are still in it and ran past "
+    "its timeout within the window"
+)
+KPIS += (
+    KpiSpec(
+        "dwell_failure_ratio",
+        ("state",),
+        "fulfillment_dwell_failure_ratio",
+        "ratio",
+        "Stays in a state that failed (left for cancelled, closed or a return; else lasted at least the "
+        f"state's timeout), over {_JUDGED}.",
+        "状态节点失败率",
+        "low",
+    ),
+    KpiSpec(
+        "dwell_failure_orders",
+        ("state", "reason"),
+        "fulfillment_dwell_failure_orders",
+        "orders",
+        "Failed stays in a state by reason (timeout, cancelled, closed, returned); the top failure "
+        "reason is the one with the most.",
+        "状态节点失败订单",
+        "low",
+    ),
+    KpiSpec(
+        "dwell_judged_orders",
+        ("state",),
+        "fulfillment_dwell_judged_orders",
+        "orders",
+        f"The dwell failure ratio's denominator: {_JUDGED}.",
+        "状态节点判定订单",
+        "high",
+    ),
+)
+
 KPIS += (
     KpiSpec(
         "duplicate_free_ratio",

@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 
 from metrics.snapshot import KpiValue, Snapshot, labels_of
 from store.lifecycle import (
+    EXITS,
     FORWARD,
     OPEN_STATES,
     RETURNS,
@@ -41,6 +42,13 @@ if TYPE_CHECKING:
 
 # Forward states with a dwell time (delivered is the end of the road).
 DWELL_STATES = FORWARD[:-1]
+# Why an order's stay in a state failed (the seeds' 状态同步监控表: failure rate and main reason per
+# state). An order leaves a state at its first later milestone in lifecycle order (later forward
+# states, then cancelled, closed, the return states); it failed there when it left for cancelled,
+# closed or a return (that exit is the reason), else when it stayed at least the state's timeout
+# (`timeout`; still there: overstayed). Index 0 in the aggregates is "no failure".
+FAILURE_REASONS = ("timeout", "cancelled", "closed", "returned")
+_NO_FAILURE, _TIMEOUT = 0, 1
 MINUTE_MS = 60_000
 DWELL_BUCKET_MS = 300_000  # dwell windows are whole 5-minute buckets of the time orders left a state
 # Return states an order can be held in (refunded ends the path) and how long before it is a break.
@@ -125,14 +133,34 @@ def _dwell_sql(d: str) -> str:
     return f"CASE {cases} ELSE {_DWELL_STEPS[-1][0]} END"
 
 
+def _exits(state: str) -> list[tuple[str, int]]:
+    """The milestones that end a stay in `state`, in the order they are looked at, with the
+    failure reason each means (a later forward state: none, unless the stay timed out)."""
+    later = [(milestone_column(s), _NO_FAILURE) for s in FORWARD[FORWARD.index(state) + 1 :]]
+    exits = [(milestone_column(s), 1 + FAILURE_REASONS.index(s)) for s in EXITS]
+    returns = [(milestone_column(s), 1 + FAILURE_REASONS.index("returned")) for s in RETURNS]
+    return later + exits + returns
+
+
 def _left_sql(state: str) -> str:
-    later = [milestone_column(s) for s in FORWARD[FORWARD.index(state) + 1 :]]
-    return f"COALESCE({', '.join([*later, 'cancelled_at', 'closed_at'])})"
+    return f"COALESCE({', '.join(c for c, _ in _exits(state))})"
 
 
-def _left_positions(state: str) -> tuple[int, ...]:
-    later = [milestone_column(s) for s in FORWARD[FORWARD.index(state) + 1 :]]
-    return tuple(_COL[c] for c in (*later, "cancelled_at", "closed_at"))
+def _reason_sql(state: str, timeout_ms: int | None) -> str:
+    """The failure reason index of a stay that ended (left >= entered), in SQL."""
+    entered, left = milestone_column(state), _left_sql(state)
+    forward = [c for c, reason in _exits(state) if reason == _NO_FAILURE]
+    timed_out = (
+        f"CASE WHEN {left} - {entered} >= {timeout_ms} THEN {_TIMEOUT} ELSE 0 END" if timeout_ms else "0"
+    )
+    moved_on = " OR ".join(f"{c} IS NOT NULL" for c in forward)
+    cases = [f"WHEN {moved_on} THEN {timed_out}"] if forward else []
+    cases += [f"WHEN {c} IS NOT NULL THEN {reason}" for c, reason in _exits(state) if reason != _NO_FAILURE]
+    return f"CASE {' '.join(cases)} ELSE 0 END"
+
+
+def _left_positions(state: str) -> tuple[tuple[int, int], ...]:
+    return tuple((_COL[c], reason) for c, reason in _exits(state))
 
 
 _DWELL_POS = [(s, _COL[milestone_column(s)], _left_positions(s)) for s in DWELL_STATES]
@@ -147,46 +175,58 @@ _AMOUNT, _PAID_AMOUNT, _CALLBACK_DELAY = (
 
 
 class _DwellRing:
-    """Per-state histograms of dwell values for the 5-minute buckets of one window (+1 ahead)."""
+    """Per-state histograms of dwell values and counts of stays by failure reason, for the 5-minute
+    buckets (of the time orders left a state) of one window (+1 ahead)."""
 
     def __init__(self, buckets: int, low: int) -> None:
         self.size = buckets + 1
         self.low = low  # the oldest bucket held
-        self.ahead: Counter = Counter()  # (state, bucket, index) -> orders, for buckets past the ring
+        self.ahead: Counter = Counter()  # (state, bucket, index, reason) -> orders, for buckets past the ring
         self.hist = {s: np.zeros((self.size, len(_DWELL_VALUES)), dtype=np.int32) for s in DWELL_STATES}
+        self.reasons = {
+            s: np.zeros((self.size, 1 + len(FAILURE_REASONS)), dtype=np.int64) for s in DWELL_STATES
+        }
 
-    def add(self, state: str, bucket: int, index: int, n: int) -> None:
+    def add(self, state: str, bucket: int, index: int, reason: int, n: int) -> None:
         if bucket >= self.low + self.size:  # ahead of the clock (a skewed source): held aside
-            self.ahead[(state, bucket, index)] += n
+            self.ahead[(state, bucket, index, reason)] += n
         elif bucket >= self.low:
-            self.hist[state][bucket % self.size, index] += n
+            slot = bucket % self.size
+            self.hist[state][slot, index] += n
+            self.reasons[state][slot, reason] += n
 
     def advance(self, low: int) -> None:
         """Drop the buckets older than `low`; their rows take the newest buckets (and what was ahead)."""
         if low <= self.low:
             return
         for bucket in range(self.low, min(low, self.low + self.size)):
-            for hist in self.hist.values():
-                hist[bucket % self.size] = 0
+            for state in DWELL_STATES:
+                self.hist[state][bucket % self.size] = 0
+                self.reasons[state][bucket % self.size] = 0
         self.low = low
         for key in [k for k in self.ahead if k[1] < low + self.size]:
-            state, bucket, index = key
             n = self.ahead.pop(key)
-            if bucket >= low:
-                self.hist[state][bucket % self.size, index] += n
+            if key[1] >= low:
+                self.add(*key, n)
 
     def window(self, state: str) -> np.ndarray:
         """The histogram of the window: every bucket held except the one ahead."""
         hist = self.hist[state]
         return hist.sum(axis=0) - hist[(self.low + self.size - 1) % self.size]
 
+    def window_reasons(self, state: str) -> np.ndarray:
+        """Stays that ended in the window by failure reason index (0: no failure)."""
+        reasons = self.reasons[state]
+        return reasons.sum(axis=0) - reasons[(self.low + self.size - 1) % self.size]
+
 
 class _Aggregates:
     """What a refresh keeps between runs; patched by order-row changes."""
 
-    def __init__(self, ring: _DwellRing, fast_ms: int, late_ms: int) -> None:
+    def __init__(self, ring: _DwellRing, fast_ms: int, late_ms: int, timeouts_ms: dict[str, int]) -> None:
         self.pay: dict[tuple[int, str], list[int]] = {}  # (minute, channel) -> paid, counted, reached, fast
         self.dwell = ring
+        self.timeouts_ms = timeouts_ms  # dwell states with a timeout: a stay this long failed
         self.fast_ms = fast_ms
         self.late_ms = late_ms
 
@@ -220,13 +260,16 @@ class _Aggregates:
             entered = row[entered_pos]
             if entered is None:
                 continue
-            for p in left_pos:
+            for p, reason in left_pos:
                 left = row[p]
                 if left is not None:
                     if left >= entered:
                         seconds = (left - entered) // 1000
                         index = seconds if seconds < 600 else _dwell_index(dwell_floor(seconds))
-                        dwell.append((state, left // DWELL_BUCKET_MS, index))
+                        timeout = self.timeouts_ms.get(state)
+                        if reason == _NO_FAILURE and timeout is not None and left - entered >= timeout:
+                            reason = _TIMEOUT
+                        dwell.append((state, left // DWELL_BUCKET_MS, index, reason))
                     break
         return pay, dwell
 
@@ -291,6 +334,9 @@ class KpiEngine:
         self.dwell_window = dwell_window
         self.order_grace = order_grace
         self._window_buckets = dwell_buckets(dwell_window)
+        self._dwell_timeouts_ms = {
+            s: int(self.timeouts[s].total_seconds() * 1000) for s in DWELL_STATES if s in self.timeouts
+        }
         self._store = store
         self._agg: _Aggregates | None = None
         self._pending: list[OrderChange] = []
@@ -361,7 +407,7 @@ class KpiEngine:
         now_ms = to_ms(now)
         now_bucket = now_ms // DWELL_BUCKET_MS
         ring = _DwellRing(self._window_buckets, now_bucket - self._window_buckets + 1)
-        agg = _Aggregates(ring, self._fast_ms, self._late_ms)
+        agg = _Aggregates(ring, self._fast_ms, self._late_ms, self._dwell_timeouts_ms)
         oldest_minute = (now_ms - self._window_ms) // MINUTE_MS
         sql = (
             f"SELECT paid_at / {MINUTE_MS}, channel, {_PAY_COLUMNS} FROM orders "
@@ -375,14 +421,17 @@ class KpiEngine:
         parts = []
         for state in DWELL_STATES:
             entered, left = milestone_column(state), _left_sql(state)
+            reason = _reason_sql(state, self._dwell_timeouts_ms.get(state))
             parts.append(
-                f"SELECT '{state}' AS state, b, {_dwell_sql('d')} AS v, count(*) AS n FROM ("
-                f"SELECT {left} / {DWELL_BUCKET_MS} AS b, ({left} - {entered}) / 1000 AS d FROM orders "
-                f"WHERE last_event_at >= :low AND {entered} IS NOT NULL AND {left} >= {entered} "
-                f"AND {left} >= :low AND {left} < :high) t GROUP BY b, v"
+                f"SELECT '{state}' AS state, b, {_dwell_sql('d')} AS v, r, count(*) AS n FROM ("
+                f"SELECT {left} / {DWELL_BUCKET_MS} AS b, ({left} - {entered}) / 1000 AS d, {reason} AS r "
+                f"FROM orders WHERE last_event_at >= :low AND {entered} IS NOT NULL AND {left} >= {entered} "
+                f"AND {left} >= :low AND {left} < :high) t GROUP BY b, v, r"
             )
-        for state, bucket, value, n in _rows(conn, " UNION ALL ".join(parts), low=low_ms, high=high_ms):
-            ring.add(state, int(bucket), _dwell_index(int(value)), int(n))
+        for state, bucket, value, reason, n in _rows(
+            conn, " UNION ALL ".join(parts), low=low_ms, high=high_ms
+        ):
+            ring.add(state, int(bucket), _dwell_index(int(value)), int(reason), int(n))
         return agg
 
     @property
@@ -408,7 +457,7 @@ class KpiEngine:
             _payment_values(synced, recent, settled)
             + self._state_values(counts, stuck)
             + self._return_values(conn, counts, stuck, now_ms - self._window_ms)
-            + self._dwell_values(agg)
+            + self._dwell_values(agg, self._overstayed(conn, agg.dwell.low * DWELL_BUCKET_MS, now_ms))
         )
         ends = (
             now_ms - int(self.sla.total_seconds() * 1000),
@@ -535,9 +584,27 @@ class KpiEngine:
             values += _return_series((), 0, 0)
         return values
 
-    def _dwell_values(self, agg: _Aggregates) -> list[KpiValue]:
-        """Nearest-rank p50/p95 of the time spent in each state, over orders that left it within
-        the dwell window (whole 5-minute buckets, the current one included)."""
+    def _overstayed(self, conn, low_ms: int, now_ms: int) -> Counter:
+        """Orders still in a dwell state whose timeout ran out in the dwell window (at or after
+        `low_ms`, by `now_ms`): one range of the (state, state_at) index per state."""
+        parts, params = [], {}
+        for i, (state, timeout) in enumerate(sorted(self._dwell_timeouts_ms.items())):
+            parts.append(
+                f"SELECT '{state}', count(*) FROM orders WHERE state = '{state}' "
+                f"AND state_at >= :low{i} AND state_at <= :high{i}"
+            )
+            params.update({f"low{i}": low_ms - timeout, f"high{i}": now_ms - timeout})
+        return (
+            Counter({s: int(n) for s, n in _rows(conn, " UNION ALL ".join(parts), **params)})
+            if parts
+            else Counter()
+        )
+
+    def _dwell_values(self, agg: _Aggregates, overstayed: Counter) -> list[KpiValue]:
+        """Per dwell state, over the dwell window (whole 5-minute buckets, the current one included):
+        nearest-rank p50/p95 of the time spent in it by orders that left it; and the failure ratio
+        with its reasons over the stays judged (ended in the window, or still going past the
+        state's timeout, which ran out in the window)."""
         values: list[KpiValue] = []
         for state in DWELL_STATES:
             hist = agg.dwell.window(state)
@@ -549,6 +616,16 @@ class KpiEngine:
                 if n:
                     index = int(np.searchsorted(cumulative, nearest_rank(n, q)))
                     values.append(KpiValue(kpi, labels, float(_DWELL_VALUES[index])))
+            by_reason = [int(x) for x in agg.dwell.window_reasons(state)]
+            by_reason[_TIMEOUT] += overstayed.get(state, 0)
+            judged = n + overstayed.get(state, 0)
+            values.append(KpiValue("dwell_judged_orders", labels, float(judged)))
+            for i, reason in enumerate(FAILURE_REASONS, start=1):
+                if i != _TIMEOUT or state in self._dwell_timeouts_ms:
+                    reason_labels = labels_of(state=state, reason=reason)
+                    values.append(KpiValue("dwell_failure_orders", reason_labels, float(by_reason[i])))
+            if judged:
+                values.append(KpiValue("dwell_failure_ratio", labels, sum(by_reason[1:]) / judged))
         return values
 
 

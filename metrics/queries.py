@@ -12,6 +12,7 @@ from typing import Literal
 from sqlalchemy import Engine, func, select
 
 from metrics.catalog import KPIS
+from metrics.kpi import FAILURE_REASONS
 from metrics.snapshot import Snapshot, load_latest_snapshot
 from sentinel.config import Config, RuleConfig
 from store.lifecycle import RANK
@@ -63,6 +64,19 @@ class StuckRow:
     stuck_orders: float
     state_orders: float | None
     stuck_ratio: float | None
+
+
+@dataclass(frozen=True)
+class DwellRow:
+    """One row of the seeds' 状态同步监控表: time in the state, failure ratio, top failure reason."""
+
+    state: str
+    p50_seconds: float | None
+    p95_seconds: float | None
+    judged_orders: float
+    failure_ratio: float | None
+    top_reason: str | None  # the reason with the most failed stays (ties: FAILURE_REASONS order)
+    top_reason_orders: float
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,33 @@ def stuck_rows(snapshot: Snapshot | None) -> list[StuckRow]:
                 v.value,
                 snapshot.get("state_orders", state=state),
                 snapshot.get("stuck_ratio", state=state),
+            )
+        )
+    return sorted(out, key=lambda r: RANK.get(r.state, 999))
+
+
+def dwell_rows(snapshot: Snapshot | None) -> list[DwellRow]:
+    """Per dwell state in lifecycle order: p50/p95, failure ratio and the top failure reason (none
+    when no stay failed), derived from the per-reason failure counts."""
+    if snapshot is None:
+        return []
+    failed: dict[str, dict[str, float]] = {}
+    for v in snapshot.series("dwell_failure_orders", by=("reason", "state")):
+        failed.setdefault(v.label_dict["state"], {})[v.label_dict["reason"]] = v.value
+    out = []
+    for v in snapshot.series("dwell_judged_orders", by=("state",)):
+        state = v.label_dict["state"]
+        reasons = sorted(failed.get(state, {}).items(), key=lambda r: (-r[1], FAILURE_REASONS.index(r[0])))
+        top, top_n = reasons[0] if reasons and reasons[0][1] > 0 else (None, 0.0)
+        out.append(
+            DwellRow(
+                state,
+                snapshot.get("dwell_p50_seconds", state=state),
+                snapshot.get("dwell_p95_seconds", state=state),
+                v.value,
+                snapshot.get("dwell_failure_ratio", state=state),
+                top,
+                top_n,
             )
         )
     return sorted(out, key=lambda r: RANK.get(r.state, 999))

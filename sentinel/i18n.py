@@ -221,6 +221,13 @@ STRINGS: dict[str, tuple[str, str]] = {
     "kpi.dwell_p50_seconds": ("", "Time in state, p50"),
     "kpi.dwell_p95_seconds": ("", "Time in state, p95"),
     "kpi.dwell_orders": ("", "Orders that left the state"),
+    "kpi.dwell_failure_ratio": ("", "State failure ratio"),
+    "kpi.dwell_failure_orders": ("", "Failed stays in the state"),
+    "kpi.dwell_judged_orders": ("", "Stays judged in the state"),
+    "reason.timeout": ("停留超时", "stayed past the timeout"),
+    "reason.cancelled": ("订单取消", "cancelled"),
+    "reason.closed": ("交易关闭", "closed"),
+    "reason.returned": ("退货退款", "returned"),
     "kpi.duplicate_free_ratio": ("", "Duplicate-free ratio"),
     "kpi.duplicate_records": ("", "Duplicate records"),
     "kpi.order_loss_ratio": ("", "Order loss ratio"),
@@ -274,6 +281,14 @@ def dimension_label(dimension: str, lang: str | None = None) -> str:
     """A dimension's display name (the name itself when unknown)."""
     key = f"dim.{dimension}"
     return t(key, lang) if key in STRINGS else dimension
+
+
+def failure_reason_label(reason: str | None, lang: str | None = None) -> str:
+    """A dwell failure reason's display name (the reason itself when unknown)."""
+    if not reason:
+        return t("none", lang)
+    key = f"reason.{reason}"
+    return t(key, lang) if key in STRINGS else reason
 
 
 def error_label(error_class: str | None, lang: str | None = None) -> str:

@@ -11,10 +11,17 @@ import math
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from metrics.kpi import DWELL_BUCKET_MS, OPEN_RETURNS, RETURN_BREAK_AFTER, SHORT_WINDOWS, dwell_floor
+from metrics.kpi import (
+    DWELL_BUCKET_MS,
+    FAILURE_REASONS,
+    OPEN_RETURNS,
+    RETURN_BREAK_AFTER,
+    SHORT_WINDOWS,
+    dwell_floor,
+)
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
 from sim.payments import delivery_times, paid_amount, received_at
-from store.lifecycle import FORWARD, RANK, TERMINAL, WMS_REACHED
+from store.lifecycle import EXITS, FORWARD, RANK, RETURNS, TERMINAL, WMS_REACHED
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -83,6 +90,8 @@ def kpi_truth(
     losses: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # payments past grace, lost
     returns: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # active returns, breaks
     dwell: dict[str, list[float]] = defaultdict(list)
+    judged: dict[str, int] = defaultdict(int)  # stays ended in the dwell window or overstayed in it
+    failed: dict[tuple[str, str], int] = defaultdict(int)  # (state, reason) -> stays
     start = now - window
     # The KPI window (no label), then the short windows ending where each family can judge.
     windows = [((), start, start, start)] + [
@@ -130,12 +139,7 @@ def kpi_truth(
                 for key in keys:
                     losses[key][0] += 1
                     losses[key][1] += not order.in_channel
-        for i, s in enumerate(FORWARD[:-1]):
-            later = [ev[x] for x in (*FORWARD[i + 1 :], "cancelled", "closed") if x in ev]
-            if s in ev and later and later[0] >= ev[s]:
-                left_ms, entered_ms = int(later[0].timestamp() * 1000), int(ev[s].timestamp() * 1000)
-                if first_bucket <= left_ms // DWELL_BUCKET_MS <= now_bucket:
-                    dwell[s].append(dwell_floor((left_ms - entered_ms) // 1000))
+        _dwell_truth(ev, state, timeouts, (first_bucket, now_bucket, now), dwell, judged, failed)
     for (state, dim), (n, stuck) in counts.items():
         labels = tuple(sorted((*dim, ("state", state))))
         out[("state_orders", labels)] = n
@@ -182,4 +186,42 @@ def kpi_truth(
         if values:
             out[("dwell_p50_seconds", labels)] = values[_rank(len(values), 0.5) - 1]
             out[("dwell_p95_seconds", labels)] = values[_rank(len(values), 0.95) - 1]
+        out[("dwell_judged_orders", labels)] = judged[s]
+        for reason in FAILURE_REASONS:
+            if reason != "timeout" or s in timeouts:
+                out[("dwell_failure_orders", _labels(state=s, reason=reason))] = failed[(s, reason)]
+        if judged[s]:
+            out[("dwell_failure_ratio", labels)] = sum(failed[(s, r)] for r in FAILURE_REASONS) / judged[s]
     return out
+
+
+def _dwell_truth(ev, state, timeouts, window, dwell, judged, failed) -> None:
+    """One order's stays in the forward states: the dwell time of each stay that ended in the dwell
+    window (first later milestone in lifecycle order: later forward states, exits, returns), and
+    whether it failed (left for an exit or a return; else lasted at least the timeout); a stay
+    still going counts as failed (timeout) when its timeout ran out in the window."""
+    first_bucket, now_bucket, now = window
+    now_ms = int(now.timestamp() * 1000)
+    exits = {**{x: x for x in EXITS}, **{x: "returned" for x in RETURNS}}
+    for i, s in enumerate(FORWARD[:-1]):
+        if s not in ev:
+            continue
+        entered_ms = int(ev[s].timestamp() * 1000)
+        timeout_ms = int(timeouts[s].total_seconds() * 1000) if s in timeouts else None
+        later = [x for x in (*FORWARD[i + 1 :], *EXITS, *RETURNS) if x in ev]
+        if not later:  # still in s (its highest state)
+            assert state == s
+            deadline_ms = None if timeout_ms is None else entered_ms + timeout_ms
+            if deadline_ms is not None and first_bucket * DWELL_BUCKET_MS <= deadline_ms <= now_ms:
+                judged[s] += 1
+                failed[(s, "timeout")] += 1
+            continue
+        left_ms = int(ev[later[0]].timestamp() * 1000)
+        if left_ms < entered_ms or not first_bucket <= left_ms // DWELL_BUCKET_MS <= now_bucket:
+            continue
+        dwell[s].append(dwell_floor((left_ms - entered_ms) // 1000))
+        judged[s] += 1
+        if later[0] in exits:
+            failed[(s, exits[later[0]])] += 1
+        elif timeout_ms is not None and left_ms - entered_ms >= timeout_ms:
+            failed[(s, "timeout")] += 1

@@ -255,6 +255,12 @@ fulfillment_stuck_orders{channel="jd",state="paid"} 3.0
 # TYPE fulfillment_dwell_p95_seconds gauge
 # HELP fulfillment_dwell_orders Orders that left a state within the dwell window (the dwell percentiles' population).
 # TYPE fulfillment_dwell_orders gauge
+# HELP fulfillment_dwell_failure_ratio Stays in a state that failed (left for cancelled, closed or a return; else lasted at least the state's timeout), over stays judged: orders that left the state within the dwell window, or are still in it and ran past its timeout within the window.
+# TYPE fulfillment_dwell_failure_ratio gauge
+# HELP fulfillment_dwell_failure_orders Failed stays in a state by reason (timeout, cancelled, closed, returned); the top failure reason is the one with the most.
+# TYPE fulfillment_dwell_failure_orders gauge
+# HELP fulfillment_dwell_judged_orders The dwell failure ratio's denominator: stays judged: orders that left the state within the dwell window, or are still in it and ran past its timeout within the window.
+# TYPE fulfillment_dwell_judged_orders gauge
 # HELP fulfillment_duplicate_free_ratio Orders paid in the KPI window over their records received (the orders plus repeated deliveries).
 # TYPE fulfillment_duplicate_free_ratio gauge
 # HELP fulfillment_duplicate_records Repeated deliveries (e.g. payment callbacks sent again) of orders paid in the KPI window.

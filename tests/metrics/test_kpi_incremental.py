@@ -131,3 +131,43 @@ def test_dwell_resolution():
     assert [dwell_floor(s) for s in (0, 599, 600, 7199, 7200, 86399, 86400, 10**8)] == [
         0, 599, 600, 7190, 7200, 86340, 86400, 30 * 86400,
     ]  # fmt: skip
+
+
+def test_dwell_failure_ratio_and_reasons_through_refresh_and_full(store):
+    """A stay fails when the order leaves for an exit or a return (that is the reason), else when it
+    lasts at least the state's timeout; an order still in the state counts once its timeout has run
+    out within the dwell window. Time alone moves the overstayed ones in and out."""
+    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW)
+    steps = {
+        30: [ob("1", "paid", 0), ob("1", "cancelled", 1), ob("2", "paid", 0), ob("2", "wms_received", 20),
+             ob("3", "paid", 0), ob("3", "wms_received", 5), ob("4", "paid", 2), ob("4", "closed", 3),
+             ob("5", "paid", 10), ob("5", "return_requested", 12), ob("6", "paid", 29.5),
+             ob("7", "picked", 25)],
+        44: [],  # 6's 15 min in paid run out at 44.5: not yet
+        50: [],  # now they have; 7's 12 min in picked ran out at 37
+        52: [ob("6", "wms_received", 51)],  # 6 leaves paid after 21.5 min: still a timeout, now ended
+        200: [],  # the 2 h window has moved past every stay
+    }  # fmt: skip
+    expected = {  # state -> (judged, {reason: failed})
+        30: {"paid": (5, {"cancelled": 1, "closed": 1, "returned": 1, "timeout": 1}), "picked": (0, {})},
+        44: {"paid": (5, {"cancelled": 1, "closed": 1, "returned": 1, "timeout": 1}), "picked": (1, {"timeout": 1})},
+        50: {"paid": (6, {"cancelled": 1, "closed": 1, "returned": 1, "timeout": 2}), "picked": (1, {"timeout": 1})},
+        52: {"paid": (6, {"cancelled": 1, "closed": 1, "returned": 1, "timeout": 2}), "picked": (1, {"timeout": 1})},
+        200: {"paid": (0, {}), "picked": (0, {})},
+    }  # fmt: skip
+    for minutes, batch in steps.items():
+        if batch:
+            feed(store, minutes, *batch)
+        now = T0 + timedelta(minutes=minutes)
+        snapshot = engine.refresh(now)
+        assert values(snapshot) == values(full(store, now)), minutes
+        for state, (judged, failed) in expected[minutes].items():
+            assert snapshot.get("dwell_judged_orders", state=state) == judged, (minutes, state)
+            for reason in ("timeout", "cancelled", "closed", "returned"):
+                got = snapshot.get("dwell_failure_orders", state=state, reason=reason)
+                assert got == failed.get(reason, 0), (minutes, state, reason)
+            ratio = snapshot.get("dwell_failure_ratio", state=state)
+            assert ratio == (sum(failed.values()) / judged if judged else None), (minutes, state)
+    # No timeout reason where the state has none; the other reasons always (a stable series set).
+    assert snapshot.get("dwell_failure_orders", state="shipped", reason="timeout") is None
+    assert snapshot.get("dwell_failure_orders", state="shipped", reason="returned") == 0

@@ -21,7 +21,8 @@ ENGINE_KPIS = {
     "dwell_p50_seconds", "dwell_p95_seconds", "duplicate_free_ratio", "duplicate_records",
     "order_loss_ratio", "order_loss_orders", "order_loss_paid_orders",
     "amount_mismatch_ratio", "amount_mismatch_orders", "late_callback_ratio", "late_callback_orders", "return_break_ratio",
-    "return_break_orders", "return_active_orders",
+    "return_break_orders", "return_active_orders", "dwell_failure_ratio", "dwell_failure_orders",
+    "dwell_judged_orders",
 }  # fmt: skip
 
 
@@ -46,6 +47,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
     )
     kpi = replay.config.kpi
     dwell_seen, repeats_seen, breaks_seen, mismatches_seen, late_seen, hour_seen = [], [], [], [], [], []
+    failed_seen = []  # (paid stays that timed out, created stays cancelled) in the dwell window
     try:
         for at in CHECKPOINTS:
             target = replay.world.end if at is None else replay.world.start + at
@@ -76,6 +78,12 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             mismatches_seen.append(truth[("amount_mismatch_orders", ())])
             late_seen.append(truth[("late_callback_orders", ())])
             hour_seen.append(truth[("sync_paid_orders", (("window", "1h"),))])
+            failed_seen.append(
+                (
+                    truth[("dwell_failure_orders", (("reason", "timeout"), ("state", "paid")))],
+                    truth[("dwell_failure_orders", (("reason", "cancelled"), ("state", "created")))],
+                )
+            )
             breaks_seen.append(truth[("return_break_orders", ())])
             # The incremental refresh above and a full computation from the store agree exactly.
             full = KpiEngine.from_config(replay.service.engine, kpi).compute(now)
@@ -85,6 +93,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         # The world had something to measure: stuck JD orders, dwell times, all five channels.
         assert truth[("stuck_orders", (("channel", "jd"), ("state", "paid")))] == 60
         assert max(dwell_seen) > 20
+        assert max(t for t, _ in failed_seen) > 5 and max(c for _, c in failed_seen) > 0  # dwell failures
         assert max(repeats_seen) > 5  # resent payment notifies on the first afternoon
         assert max(hour_seen) > 10  # the short windows had orders to judge
         assert max(late_seen) > 3  # payment notifies 10-40 s late on the first morning

@@ -11,6 +11,7 @@ from sqlalchemy import insert
 from metrics.queries import (
     active_alerts,
     channel_rows,
+    dwell_rows,
     golden_tiles,
     judge,
     latest_snapshot,
@@ -118,6 +119,35 @@ def test_stuck_rows_follow_the_lifecycle_order():
         ("paid", 3, 10, 0.3),
         ("picked", 1, None, None),
     ]
+
+
+def test_dwell_rows_take_the_top_failure_reason_from_the_reason_counts():
+    def v(kpi, value, **labels):
+        return KpiValue(kpi, labels_of(labels), value)
+
+    snap = Snapshot(
+        T0,
+        (
+            v("dwell_judged_orders", 40, state="picked"),
+            v("dwell_judged_orders", 50, state="paid"),
+            v("dwell_p50_seconds", 120, state="paid"),
+            v("dwell_p95_seconds", 900, state="paid"),
+            v("dwell_failure_ratio", 0.1, state="paid"),
+            v("dwell_failure_orders", 3, state="paid", reason="timeout"),
+            v("dwell_failure_orders", 2, state="paid", reason="cancelled"),
+            v("dwell_failure_orders", 0, state="paid", reason="returned"),
+            v("dwell_failure_ratio", 0.0, state="picked"),
+            v("dwell_failure_orders", 0, state="picked", reason="timeout"),
+        ),
+        0.0,
+    )
+    assert [
+        (r.state, r.p50_seconds, r.failure_ratio, r.top_reason, r.top_reason_orders) for r in dwell_rows(snap)
+    ] == [
+        ("paid", 120, 0.1, "timeout", 3),
+        ("picked", None, 0.0, None, 0),
+    ]
+    assert dwell_rows(None) == []
 
 
 def health(source: str, **over) -> dict:
