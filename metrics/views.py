@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, and_, case, func, select
 
-from metrics.catalog import KPI_BY_NAME
 from metrics.cube import CellSpec, cell_orders
 from metrics.pii import order_pii_for
+from metrics.queries import dwell_rows
 from metrics.snapshot import Snapshot, load_snapshot_near
 from sentinel.auth import User
 from store.lifecycle import FORWARD, OPEN_STATES, RANK, milestone_column
@@ -75,16 +75,8 @@ class StateRow:
     stuck_ratio: float | None
     dwell_p50: float | None
     dwell_p95: float | None
-    extra: dict[str, float | str | None]  # failure rate / top failure reason, when the engine has them
-
-
-def _failure_kpis() -> list[str]:
-    """Per-state failure KPIs the catalog has (added by the KPI engine when it grows them)."""
-    return [
-        name
-        for name, spec in KPI_BY_NAME.items()
-        if "failure" in name and "state" in getattr(spec, "labels", ())
-    ]
+    failure_ratio: float | None  # stays in the state that failed in the dwell window (KpiEngine)
+    top_reason: str | None  # the failure reason with the most stays (None when none failed)
 
 
 def lifecycle(engine: Engine, snapshot: Snapshot | None, since: datetime) -> list[StateRow]:
@@ -98,18 +90,11 @@ def lifecycle(engine: Engine, snapshot: Snapshot | None, since: datetime) -> lis
     query = select(*reached).where(orders.c.paid_at >= since)
     with engine.connect() as conn:
         counts = [int(v or 0) for v in conn.execute(query).one()]
-    failure_kpis = _failure_kpis()
+    dwell = {r.state: r for r in dwell_rows(snapshot)}
     rows = []
     for state, n in zip(FUNNEL, counts, strict=True):
         get = lambda k, s=state: None if snapshot is None else snapshot.get(k, state=s)  # noqa: E731
-        extra: dict[str, float | str | None] = {}
-        for kpi in failure_kpis:
-            if snapshot is None:
-                continue
-            series = [v for v in snapshot.series(kpi) if v.label_dict.get("state") == state]
-            for v in series:
-                other = {k: x for k, x in v.label_dict.items() if k != "state"}
-                extra[kpi if not other else f"{kpi}:{','.join(other.values())}"] = v.value
+        failures = dwell.get(state)
         rows.append(
             StateRow(
                 state,
@@ -119,7 +104,8 @@ def lifecycle(engine: Engine, snapshot: Snapshot | None, since: datetime) -> lis
                 get("stuck_ratio"),
                 get("dwell_p50_seconds"),
                 get("dwell_p95_seconds"),
-                extra,
+                failures.failure_ratio if failures else None,
+                failures.top_reason if failures else None,
             )
         )
     return rows

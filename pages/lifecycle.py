@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from sentinel import ui
-from sentinel.i18n import duration, kpi_title, state_label, t
+from sentinel.i18n import duration, failure_reason_label, kpi_title, state_label, t
 
 
 def _funnel(rows) -> go.Figure:
@@ -29,8 +29,7 @@ def _funnel(rows) -> go.Figure:
 
 
 def _table(rows) -> pd.DataFrame:
-    extra_keys = sorted({k for r in rows for k in r.extra})
-    data = {
+    return pd.DataFrame({
         t("col.state"): [state_label(r.state) for r in rows],
         t("lifecycle.reached"): [r.reached for r in rows],
         t("col.state_orders"): [r.current for r in rows],
@@ -38,11 +37,9 @@ def _table(rows) -> pd.DataFrame:
         t("col.stuck_ratio"): [r.stuck_ratio for r in rows],
         t("lifecycle.p50"): [duration(r.dwell_p50) for r in rows],
         t("lifecycle.p95"): [duration(r.dwell_p95) for r in rows],
-    }
-    for key in extra_keys:  # failure rate / top failure reason, once the KPI engine has them
-        name, _, detail = key.partition(":")
-        data[kpi_title(name) + (f" ({detail})" if detail else "")] = [r.extra.get(key) for r in rows]
-    return pd.DataFrame(data)
+        kpi_title("dwell_failure_ratio"): [r.failure_ratio for r in rows],
+        t("lifecycle.top_reason"): [failure_reason_label(r.top_reason) if r.failure_ratio is not None else None for r in rows],
+    })  # fmt: skip
 
 
 def _live(ctx: ui.DashboardContext) -> None:
@@ -62,7 +59,10 @@ def _live(ctx: ui.DashboardContext) -> None:
     right.dataframe(
         frame,
         hide_index=True,
-        column_config={t("col.stuck_ratio"): st.column_config.NumberColumn(format="percent")},
+        column_config={
+            t("col.stuck_ratio"): st.column_config.NumberColumn(format="percent"),
+            kpi_title("dwell_failure_ratio"): st.column_config.NumberColumn(format="percent"),
+        },
     )
     right.caption(t("lifecycle.dwell_note", window=duration(config.kpi.dwell_window.total_seconds())))
     with right:

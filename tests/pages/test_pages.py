@@ -108,6 +108,8 @@ def test_lifecycle_funnel_counts_and_stuck(world):
     frame = at.dataframe[0].value
     paid = frame[frame["状态"] == "已付款"].iloc[0]
     assert paid["到达该状态"] == 13 and paid["停滞订单数"] == 6
+    # the six paid 40 min ago and still waiting ran past the 15 min timeout within the dwell window
+    assert paid["状态节点失败率"] == 1.0 and paid["主要失败原因"] == "停留超时"
     delivered = frame[frame["状态"] == "已签收"].iloc[0]
     assert delivered["到达该状态"] == 7
 
