@@ -3,6 +3,7 @@ quarantine and source health — each batch written in one transaction with its 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -11,6 +12,9 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import compress
+from operator import itemgetter, ne
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, literal, select, update
@@ -46,28 +50,13 @@ def _insert_sql(table, columns: list[str]) -> str:
 
 _MILESTONES = [milestone_column(s) for s in STATES]
 _ORDER_COLS = [c.name for c in orders.c]
-_UPDATE_COLS = [
-    "state",
-    "state_rank",
-    "state_at",
-    *_MILESTONES,
-    "amount_fen",
-    "paid_amount_fen",
-    "callback_delay_ms",
-    *DIMENSIONS,
-    "seen_roles",
-    "duplicate_records",
-    "last_event_at",
-    "updated_at",
-]
 ORDER_COLUMNS = tuple(_ORDER_COLS)  # the order of the row tuples handed to change subscribers
 _ORDER_INSERT = _insert_sql(orders, _ORDER_COLS)
-_ORDER_UPDATE = f"UPDATE orders SET {', '.join(f'{c} = ?' for c in _UPDATE_COLS)} WHERE global_id = ?"
 _OBS_INSERT = _insert_sql(observations, ["global_id", "source", "record_key", "state", "at", "ingested_at"])
 # Positions in an orders row (the merge works on plain lists, in _ORDER_COLS order).
 _POS = {s: _ORDER_COLS.index(milestone_column(s)) for s in STATES}
 _DIM_POS = {d: _ORDER_COLS.index(d) for d in DIMENSIONS}
-_UPDATE_POS = [_ORDER_COLS.index(c) for c in _UPDATE_COLS]
+_ALL_POS = range(len(_ORDER_COLS))
 _GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIRST_SEEN, _LAST, _UPDATED = (
     _ORDER_COLS.index(c)
     for c in ("global_id", "channel", "raw_order_id", "state", "state_rank", "state_at", "amount_fen",
@@ -78,16 +67,27 @@ _PAID_AMOUNT = _ORDER_COLS.index("paid_amount_fen")
 _CALLBACK_DELAY = _ORDER_COLS.index("callback_delay_ms")
 _PAYMENT_ROLE = ROLE_BITS["payment"]
 _OPEN = frozenset(OPEN_STATES)
-_STATE_DIM_POS = tuple((d, _ORDER_COLS.index(d)) for d in STATE_DIMENSIONS)
+_STATE_DIMS_OF = itemgetter(
+    *(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
+)  # a row's STATE_DIMENSIONS values
 _STATE_COUNT_UPSERT = (
     "INSERT INTO state_counts (state, dim, value, n) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
 )
+
+
+@functools.cache
+def _order_update_sql(positions: tuple[int, ...]) -> str:
+    """UPDATE of the given orders-row positions only (SQLite and PostgreSQL then leave the
+    indexes over the other columns alone)."""
+    return f"UPDATE orders SET {', '.join(f'{_ORDER_COLS[i]} = ?' for i in positions)} WHERE global_id = ?"
+
+
 OrderChange = tuple[tuple | None, tuple]  # (the row before the batch or None when new, the row after)
 
 
-def _event_time(o: Observation) -> datetime:
-    return o.at
+def _first(item: tuple) -> Any:
+    return item[0]
 
 
 @dataclass(frozen=True)
@@ -188,11 +188,11 @@ class Store:
     def _write(self, conn: Connection, batch: Batch, result: IngestResult, now: datetime) -> dict:
         """The whole batch in the caller's transaction; returns the global IDs it resolved."""
         valid, rejected = self._validate_identity(batch.observations)
-        ids = self._resolve_ids(conn, valid)
-        new, repeats = self._insert_observations(conn, valid, ids, now)
+        ids, fresh = self._resolve_ids(conn, valid)
+        new, repeats = self._insert_observations(conn, valid, ids, fresh, now)
         result.new_observations = len(new)
         result.duplicate_observations = len(valid) - len(new)
-        result.orders_touched = self._merge_orders(conn, new, ids, repeats, now)
+        result.orders_touched = self._merge_orders(conn, new, fresh, repeats, now)
         write_pii(conn, valid, ids, now)
         result.quarantined = self._insert_quarantine(conn, [*batch.quarantined, *rejected], now)
         if batch.cursor is not None:
@@ -227,13 +227,16 @@ class Store:
                 )
         return valid, rejected
 
-    def _resolve_ids(self, conn: Connection, obs: list[Observation]) -> dict[tuple[str, str], str]:
-        """Global ID for every (channel, raw id); new ones get {CODE}_{YYYYMMDD}_{SEQ}."""
+    def _resolve_ids(
+        self, conn: Connection, obs: list[Observation]
+    ) -> tuple[dict[tuple[str, str], str], set[str]]:
+        """Global ID for every (channel, raw id), and the IDs created now (orders with no rows yet);
+        new ones get {CODE}_{YYYYMMDD}_{SEQ}."""
         wanted: dict[tuple[str, str], Observation] = {}
         for o in obs:
             wanted.setdefault((o.channel, o.raw_order_id), o)
         if not wanted:
-            return {}
+            return {}, set()
         known = {k: self._ids[k] for k in wanted if k in self._ids}
         unknown: dict[str, list[str]] = {}
         for channel, raw_id in wanted:
@@ -246,7 +249,7 @@ class Store:
                     known[(channel, raw_id)] = gid
         fresh = [k for k in wanted if k not in known]
         if not fresh:
-            return known
+            return known, set()
         by_prefix: dict[str, list[tuple[str, str]]] = {}
         for key in fresh:
             o = wanted[key]
@@ -276,66 +279,81 @@ class Store:
                 .values(last_seq=bindparam("s")),
                 seq_upd,
             )
-        return known
+        return known, {known[key] for key in fresh}
 
     def _insert_observations(
-        self, conn: Connection, obs: list[Observation], ids: dict[tuple[str, str], str], now: datetime
-    ) -> tuple[list[Observation], Counter]:
-        """Insert the observations not stored yet. Returns them (the batch's new facts) and, per
-        order, how many of them repeat a state the same source had already delivered."""
+        self,
+        conn: Connection,
+        obs: list[Observation],
+        ids: dict[tuple[str, str], str],
+        fresh: set[str],
+        now: datetime,
+    ) -> tuple[list[tuple[str, Observation, int]], Counter]:
+        """Insert the observations not stored yet. Returns them (the batch's new facts, as
+        (global id, observation, epoch ms)) and, per order, how many of them repeat a state the
+        same source had already delivered. Orders created by this batch have nothing to look up."""
         by_key: dict[tuple[str, str, str], Observation] = {}
         for o in obs:
             by_key.setdefault((ids[(o.channel, o.raw_order_id)], o.source, o.record_key), o)
         existing: set[tuple[str, str, str]] = set()
         delivered: set[tuple[str, str, str]] = set()  # (global id, source, state)
-        for chunk in _chunks(sorted({k[0] for k in by_key}), 500):
-            sql = f"SELECT global_id, source, record_key, state FROM observations WHERE global_id IN ({', '.join('?' * len(chunk))})"
-            for gid, source, record_key, state in _driver_rows(conn, sql, chunk):
-                existing.add((gid, source, record_key))
-                delivered.add((gid, source, state))
-        new, repeats = [], Counter()
+        by_source: dict[str, set[str]] = {}
+        for gid, source, _ in by_key:
+            if gid not in fresh:
+                by_source.setdefault(source, set()).add(gid)
+        for source, gids in by_source.items():  # only this source's records: one short range per order
+            for chunk in _chunks(sorted(gids), 500):
+                sql = f"SELECT global_id, record_key, state FROM observations WHERE source = ? AND global_id IN ({', '.join('?' * len(chunk))})"
+                for gid, record_key, state in _driver_rows(conn, sql, [source, *chunk]):
+                    existing.add((gid, source, record_key))
+                    delivered.add((gid, source, state))
+        new, rows, repeats = [], [], Counter()
+        now_ms = to_ms(now)
         for key, o in by_key.items():
             if key in existing:
                 continue
-            new.append((key, o))
-            fact = (key[0], o.source, o.state)
+            gid, source, record_key = key
+            at = int(o.at.timestamp() * 1000)
+            new.append((gid, o, at))
+            rows.append((gid, source, record_key, o.state, at, now_ms))
+            fact = (gid, source, o.state)
             if fact in delivered:
-                repeats[key[0]] += 1
+                repeats[gid] += 1
             delivered.add(fact)
-        now_ms = to_ms(now)
-        _driver_many(conn, _OBS_INSERT, [(*k, o.state, to_ms(o.at), now_ms) for k, o in new])
-        return [o for _, o in new], repeats
+        _driver_many(conn, _OBS_INSERT, rows)
+        return new, repeats
 
     def _merge_orders(
         self,
         conn: Connection,
-        obs: list[Observation],
-        ids: dict[tuple[str, str], str],
+        new: list[tuple[str, Observation, int]],
+        fresh: set[str],
         repeats: Counter,
         now: datetime,
     ) -> int:
         """Fold observations into one row per order: earliest time per milestone, highest state."""
-        if not obs:
+        if not new:
             return 0
-        touched: dict[str, list[Observation]] = {}
-        for o in obs:
-            touched.setdefault(ids[(o.channel, o.raw_order_id)], []).append(o)
+        touched: dict[str, list[tuple[int, Observation]]] = {}
+        for gid, o, at in new:
+            touched.setdefault(gid, []).append((at, o))
         current: dict[str, tuple] = {}
-        for chunk in _chunks(sorted(touched), 500):
+        for chunk in _chunks(sorted(gid for gid in touched if gid not in fresh), 500):
             sql = f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE global_id IN ({', '.join('?' * len(chunk))})"
             for row in _driver_rows(conn, sql, chunk):
                 current[row[0]] = row
         now_ms = to_ms(now)
+        role_bits, positions, dim_pos, rank = self._role_bits, _POS, _DIM_POS, RANK
         inserts, updates, changes = (
             [],
-            [],
+            {},
             self._changes,
         )  # the transaction's changes so far, and this batch's
-        first_change = len(changes)
+        first_change, updated = len(changes), 0
         for gid, items in touched.items():
             before = current.get(gid)
             if before is None:
-                first = items[0]
+                first = items[0][1]
                 row = [None] * len(_ORDER_COLS)
                 row[_GLOBAL_ID], row[_CHANNEL], row[_RAW_ID] = gid, first.channel, first.raw_order_id
                 row[_FIRST_SEEN] = now_ms
@@ -345,66 +363,79 @@ class Store:
                 row = list(before)
                 best = row[_STATE]
             if len(items) > 1:
-                items.sort(key=_event_time)  # the latest dimension value wins
-            row[_DUPS] += repeats.get(gid, 0)
-            for o in items:
-                role = self._role_bits.get(o.source, OTHER_ROLE_BIT)
+                items.sort(key=_first)  # the latest dimension value wins
+            if gid in repeats:
+                row[_DUPS] += repeats[gid]
+            last = row[_LAST]
+            for at, o in items:
+                role = role_bits.get(o.source, OTHER_ROLE_BIT)
                 row[_ROLES] |= role
-                at = to_ms(o.at)
-                col = _POS[o.state]
+                state = o.state
+                col = positions[state]
                 if row[col] is None or at < row[col]:
                     row[col] = at
-                if row[_LAST] is None or at > row[_LAST]:
-                    row[_LAST] = at
+                if last is None or at > last:
+                    last = at
                 if o.created_at is not None:
-                    created = to_ms(o.created_at)
+                    created = int(o.created_at.timestamp() * 1000)
                     if row[_CREATED] is None or created < row[_CREATED]:
                         row[_CREATED] = created
-                    if created > row[_LAST]:
-                        row[_LAST] = created
+                    if created > last:
+                        last = created
                 if o.dims:
                     for dim, value in o.dims.items():
-                        if value and dim in _DIM_POS:
-                            row[_DIM_POS[dim]] = value
-                if o.notified_at is not None and o.state == "paid" and row[_CALLBACK_DELAY] is None:
+                        if value and dim in dim_pos:
+                            row[dim_pos[dim]] = value
+                if o.notified_at is not None and state == "paid" and row[_CALLBACK_DELAY] is None:
                     row[_CALLBACK_DELAY] = to_ms(o.notified_at) - at
                 if o.amount_fen is not None:
                     at_pos = _PAID_AMOUNT if role == _PAYMENT_ROLE else _AMOUNT
                     if row[at_pos] is None:
                         row[at_pos] = o.amount_fen
-                if best is None or RANK[o.state] > RANK[best]:
-                    best = o.state
-            row[_STATE], row[_RANK], row[_STATE_AT] = best, RANK[best], row[_POS[best]]
+                if best is None or rank[state] > rank[best]:
+                    best = state
+            row[_LAST] = last
+            row[_STATE], row[_RANK], row[_STATE_AT] = best, rank[best], row[positions[best]]
             if before is None:
                 row[_UPDATED] = now_ms
-                inserts.append(tuple(row))
-                changes.append((None, inserts[-1]))
-            elif tuple(row) != before:
+                after = tuple(row)
+                inserts.append(after)
+                changes.append((None, after))
+                continue
+            row[_UPDATED] = before[_UPDATED]
+            changed = tuple(compress(_ALL_POS, map(ne, row, before)))
+            if changed:
                 row[_UPDATED] = now_ms
-                updates.append((*[row[i] for i in _UPDATE_POS], gid))
+                changed += (_UPDATED,)
+                updates.setdefault(changed, []).append((*[row[i] for i in changed], gid))
                 changes.append((before, tuple(row)))
+                updated += 1
         _driver_many(conn, _ORDER_INSERT, inserts)
-        _driver_many(conn, _ORDER_UPDATE, updates)
+        for changed, rows in updates.items():  # only the changed columns: untouched indexes stay untouched
+            _driver_many(conn, _order_update_sql(changed), rows)
         self._count_states(conn, changes[first_change:])
-        return len(inserts) + len(updates)
+        return len(inserts) + updated
 
     @staticmethod
     def _count_states(conn: Connection, changes: list[OrderChange]) -> None:
         """Move each changed order between the open-state counts (per dimension value)."""
-        delta: Counter = Counter()
+        moves: Counter = Counter()  # (state, its dimension values) -> net orders in
+        dims_of = _STATE_DIMS_OF
         for old, new in changes:
             if old is not None and old[_STATE] in _OPEN:
-                if old[_STATE] == new[_STATE] and all(old[p] == new[p] for _, p in _STATE_DIM_POS):
+                key = (old[_STATE], dims_of(old))
+                if new[_STATE] == old[_STATE] and key[1] == dims_of(new):
                     continue  # same state, same dimension values: the counts stand
-                delta[(old[_STATE], "", "")] -= 1
-                for dim, pos in _STATE_DIM_POS:
-                    if old[pos]:
-                        delta[(old[_STATE], dim, old[pos])] -= 1
+                moves[key] -= 1
             if new[_STATE] in _OPEN:
-                delta[(new[_STATE], "", "")] += 1
-                for dim, pos in _STATE_DIM_POS:
-                    if new[pos]:
-                        delta[(new[_STATE], dim, new[pos])] += 1
+                moves[(new[_STATE], dims_of(new))] += 1
+        delta: Counter = Counter()
+        for (state, values), n in moves.items():
+            if n:
+                delta[(state, "", "")] += n
+                for dim, value in zip(STATE_DIMENSIONS, values, strict=True):
+                    if value:
+                        delta[(state, dim, value)] += n
         _driver_many(conn, _STATE_COUNT_UPSERT, [(*key, n) for key, n in sorted(delta.items()) if n])
 
     def rebuild_state_counts(self) -> None:
