@@ -145,9 +145,9 @@ def reconcile(
         "((seen_roles & :mask) <> :mask OR (amount_fen IS NOT NULL AND paid_amount_fen IS NOT NULL "
         "AND amount_fen <> paid_amount_fen))"
     )
-    fields = ["global_id", "channel", "raw_order_id", "seen_roles", "coalesce(amount_fen, '')",
-              "coalesce(paid_amount_fen, '')", "paid_at", "coalesce(created_at, '')", exited]  # fmt: skip
-    packed = " || char(31) || ".join(f"CAST({f} AS TEXT)" for f in fields)
+    fields = ["global_id", "channel", "raw_order_id", "seen_roles", "amount_fen", "paid_amount_fen", "paid_at",
+              "created_at", exited]  # fmt: skip
+    packed = " || char(31) || ".join(f"coalesce(CAST({f} AS TEXT), '')" for f in fields)
     key = "created_at"
     want_keys = any(r in DOWNSTREAM for r in roles)
     if sql.sqlite:

@@ -1,0 +1,177 @@
+"""Reconciliation across payment, channel, ERP and WMS from the store's keys (SQLite and PostgreSQL):
+the seeds' 47 missing orders by reason, no false differences from formats, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from collectors.mapping import MappingConfig, RecordMapper
+from collectors.types import Batch, Observation
+from reconcile import reconcile, to_csv
+from store.db import init_schema, make_engine
+from store.store import ChannelIdentity, Store
+
+T0 = datetime(2026, 2, 18, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+FOUR = ("channel", "payment", "erp", "wms")
+ROLES = {"douyin": "channel", "tmall": "channel", "pay": "payment", "erp": "erp", "wms": "wms"}
+
+
+@pytest.fixture
+def store(store_url):
+    engine = make_engine(store_url)
+    init_schema(engine)
+    channels = {"douyin": ChannelIdentity("DY", r"\d{19}"), "tmall": ChannelIdentity("TB", r"\d{18,19}")}
+    yield Store(engine, channels, "Asia/Shanghai", ROLES)
+    engine.dispose()
+
+
+def observe(
+    source: str, raw: str, state: str, at: datetime, amount: int | None, created: datetime | None = None
+):
+    return Observation(source, f"{raw}|{state}", "douyin", raw, state, at, {}, amount, created)
+
+
+def test_the_seeds_47_missing_orders_grouped_by_reason(store):
+    """1,284 Douyin orders, 1,237 in the ERP: 23 without coupon detail, 19 created within 3 ms of
+    another order (taken for duplicates), 5 whose address change never reached the WMS."""
+    batches: dict[str, list[Observation]] = {s: [] for s in ("douyin", "pay", "erp", "wms")}
+    coupon, twins, unpushed = set(), set(), set()
+    for i in range(1284):
+        raw = f"{7_000_000_000_000_000_000 + i}"
+        created = T0 + timedelta(seconds=40 * i)
+        if 300 <= i < 319:  # a twin of the previous order, 1-2 ms later
+            created = T0 + timedelta(seconds=40 * (i - 100), milliseconds=1 + i % 2)
+            twins.add(raw)
+        paid = created + timedelta(seconds=30)
+        amount, paid_amount = 5990, 5990
+        if 600 <= i < 623:
+            paid_amount = 4990  # a 10-yuan coupon the channel's order detail did not itemise
+            coupon.add(raw)
+        if 900 <= i < 905:
+            unpushed.add(raw)
+        batches["douyin"].append(observe("douyin", raw, "paid", paid, amount, created))
+        batches["pay"].append(observe("pay", raw, "paid", paid, paid_amount))
+        if raw not in coupon and raw not in twins:
+            batches["erp"].append(observe("erp", raw, "erp_accepted", paid + timedelta(minutes=1), amount))
+            if raw not in unpushed:
+                batches["wms"].append(
+                    observe("wms", raw, "wms_received", paid + timedelta(minutes=3), amount)
+                )
+    now = T0 + timedelta(days=1)
+    store.ingest_many([Batch(s, observations=o) for s, o in batches.items()], now)
+
+    result = reconcile(store.engine, now, roles=FOUR)
+    assert result.orders == 1284
+    assert len(result.differences) == 47
+    assert dict(result.groups) == {"coupon_detail_missing": 23, "ms_duplicate": 19, "push_missing": 5}
+    assert {d.raw_order_id for d in result.by_reason("coupon_detail_missing")} == coupon
+    assert {d.raw_order_id for d in result.by_reason("ms_duplicate")} == twins
+    assert {d.raw_order_id for d in result.by_reason("push_missing")} == unpushed
+    assert len(result.missing_in("erp")) == 42 and len(result.missing_in("wms")) == 47
+    assert result.ratio == pytest.approx(47 / 1284)
+
+
+def test_formats_of_ids_amounts_and_times_make_no_difference(store):
+    """The same orders as a channel API, a payment notify log and a WMS database write them: IDs as
+    strings and as integers, yuan as "12.3", "12.30" and Decimal("12.300"), times in local text, ISO
+    with milliseconds and naive datetimes. A string join of these would see every order differ."""
+    channel = RecordMapper(
+        "tmall",
+        MappingConfig(order_id="tid_str", amount="payment", times={"paid": "pay_time"}),
+        channel="tmall",
+    )
+    payment = RecordMapper(
+        "pay",
+        MappingConfig(
+            order_id="out_trade_no", amount="total_amount", times={"paid": "gmt_payment"}, time_format="iso"
+        ),
+        channel="tmall",
+    )
+    wms = RecordMapper(
+        "wms",
+        MappingConfig(
+            order_id="src_order_no",
+            amount="receivable",
+            channel="shop_no",
+            channel_map={"TMALL01": "tmall"},
+            times={"wms_received": "created"},
+        ),
+    )
+    obs, naive = [], []
+    for i in range(50):
+        tid = 2026021800000000000 + i * 7919
+        local = datetime(2026, 2, 18, 9, 0, 0) + timedelta(minutes=i)
+        yuan = Decimal(1230 + i * 10) / 100  # 12.30, 12.40, ...
+        obs += channel.map(
+            {
+                "tid_str": str(tid),
+                "tid": float(tid),
+                "payment": f"{yuan:.2f}",
+                "pay_time": f"{local:%Y-%m-%d %H:%M:%S}",
+            }
+        )
+        utc_ms = (local - timedelta(hours=8)).isoformat(timespec="milliseconds")
+        obs += payment.map(
+            {"out_trade_no": str(tid), "total_amount": str(yuan.normalize()), "gmt_payment": utc_ms + "Z"}
+        )
+        obs += wms.map(
+            {
+                "src_order_no": tid,
+                "receivable": yuan.quantize(Decimal("0.001")),
+                "shop_no": "TMALL01",
+                "created": local + timedelta(minutes=5),
+            }
+        )
+        naive.append(
+            (str(float(tid)), f"{yuan:.2f}", str(yuan.normalize()), str(yuan.quantize(Decimal("0.001"))))
+        )
+    assert all(len({a, b, c}) == 3 for _, a, b, c in naive)  # as strings, no amount agrees
+    assert any(f != str(2026021800000000000 + i * 7919) for i, (f, *_) in enumerate(naive))  # float IDs drift
+    for source in ("tmall", "pay", "wms"):
+        store.ingest(Batch(source, observations=[o for o in obs if o.source == source]), T0)
+
+    result = reconcile(store.engine, T0 + timedelta(hours=3), roles=("channel", "payment", "wms"))
+    assert result.orders == 50
+    assert result.differences == []
+
+
+def test_lost_payments_early_cancels_recent_orders_and_amounts(store):
+    batches: dict[str, list[Observation]] = {s: [] for s in ("douyin", "pay", "wms")}
+    for i in range(40):
+        raw = f"{7_100_000_000_000_000_000 + i}"
+        paid = T0 + timedelta(minutes=i)
+        if i < 3:  # the order service never took these payments
+            batches["pay"].append(observe("pay", raw, "paid", paid, 100))
+            continue
+        batches["douyin"].append(observe("douyin", raw, "paid", paid, 100))
+        batches["pay"].append(observe("pay", raw, "paid", paid, 90 if i == 5 else 100))
+        if i in (7, 8):  # cancelled before the warehouse: the WMS need not have them
+            batches["douyin"].append(observe("douyin", raw, "cancelled", paid + timedelta(minutes=5), None))
+        elif i < 35:
+            batches["wms"].append(observe("wms", raw, "wms_received", paid + timedelta(minutes=2), 100))
+    now = T0 + timedelta(minutes=60)  # orders 30..39 were paid less than `settle` (30 min) ago
+    store.ingest_many([Batch(s, observations=o) for s, o in batches.items()], now)
+
+    result = reconcile(store.engine, now, roles=("channel", "payment", "wms"))
+    assert result.orders == 31
+    assert dict(result.groups) == {"payment_without_order": 3, "amount_mismatch": 1}
+    mismatch = result.by_reason("amount_mismatch")[0]
+    assert (mismatch.amount_fen, mismatch.paid_amount_fen) == (100, 90)
+    assert result.by_reason("payment_without_order")[0].missing == ("channel", "wms")
+
+    later = reconcile(store.engine, now + timedelta(hours=1), roles=("channel", "payment", "wms"))
+    assert dict(later.groups)["missing_wms"] == 5  # 30..34 reached it; 35..39 never did
+
+    rows = list(csv.DictReader(io.StringIO(to_csv(result).lstrip("\ufeff"))))
+    assert [r["reason"] for r in rows] == [
+        "amount_mismatch",
+        "payment_without_order",
+        "payment_without_order",
+        "payment_without_order",
+    ]
+    assert rows[0]["reason_zh"] == "各系统都有，实付金额与订单金额不符" and rows[1]["missing"] == "channel|wms"
