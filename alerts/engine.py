@@ -104,6 +104,7 @@ class AlertEngine:
         max_backoff: timedelta = timedelta(minutes=10),
         max_age: timedelta = timedelta(hours=24),
         health: Callable[[], list[dict[str, Any]]] | None = None,
+        diagnoser: Callable[[RuleConfig, dict[str, str], datetime], str | None] | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -113,6 +114,7 @@ class AlertEngine:
         self.max_backoff = max_backoff
         self.max_age = max_age
         self.health = health  # Store.health: source rows for "no data" rules
+        self.diagnoser = diagnoser  # the one-line likely cause for firing messages (diagnose/)
         self._recovered = False
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -304,7 +306,10 @@ class AlertEngine:
         since: datetime,
     ) -> None:
         """Queue one notice for grouping; a second enqueue with the same dedup_key is a no-op."""
-        body = render_alert(kind, rule, labels, value, snapshot, self.config, now, since=since)
+        diagnosis = self._diagnosis(rule, labels, now) if kind in ("firing", "escalate") else None
+        body = render_alert(
+            kind, rule, labels, value, snapshot, self.config, now, since=since, diagnosis=diagnosis
+        )
         full = self.alert_labels(rule, labels)
         alert = Alert(
             fingerprint=fp,
@@ -337,6 +342,16 @@ class AlertEngine:
             "created_at": now,
         }
         _insert_once(conn, alert_notices, row, "dedup_key")
+
+    def _diagnosis(self, rule: RuleConfig, labels: Labels, now: datetime) -> str | None:
+        """The diagnoser's line for this alert; a failing diagnosis never holds a message back."""
+        if self.diagnoser is None or rule.no_data is not None:
+            return None
+        try:
+            return self.diagnoser(rule, dict(labels), now)
+        except Exception:
+            log.exception("diagnosis for %s failed", rule.name)
+            return None
 
     # -- grouping, silences, inhibition, quiet hours -------------------------------------------
     def flush(self) -> int:

@@ -37,8 +37,10 @@ def render_alert(
     config: Config,
     now: datetime,
     since: datetime | None = None,
+    diagnosis: str | None = None,
 ) -> str:
-    """The markdown body for a `firing`, `repeat`, `escalate` or `resolved` notification."""
+    """The markdown body for a `firing`, `repeat`, `escalate` or `resolved` notification;
+    `diagnosis` is the one-line likely cause (diagnose/), shown on firing and escalation."""
     labels = dict(labels)
     zone = ZoneInfo(config.service.timezone)
     since = since or now
@@ -64,6 +66,7 @@ def render_alert(
             f"> 当前值：**{_value_text(rule, value)}**（阈值 {rule.op} {_fmt(rule, rule.threshold)}）",
             *_impact(rule, labels, snapshot, config),
             *_since_and_advice(kind, rule, since, now, zone),
+            *([f"> {_one_line(diagnosis, 300)}"] if diagnosis else []),
         ]
     return _finish(lines, rule, labels, config, kind)
 

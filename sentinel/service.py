@@ -135,10 +135,13 @@ class Service:
         self.exporter = MetricsExporter(clock)
         if notifiers is None:
             notifiers = build_notifiers(config, clock, session=self.session)
-        self.alerts = AlertEngine(self.engine, config, clock, notifiers, health=self.store.health)
+        self.alerts = AlertEngine(
+            self.engine, config, clock, notifiers, health=self.store.health, diagnoser=self.diagnosis_line
+        )
         kpi = config.kpi
         self.kpis = KpiEngine.from_config(self.engine, kpi, store=self.store)
         self.snapshot: Snapshot | None = None
+        self._diagnoses: dict[tuple, str | None] = {}
         self._scheduler = None
         self._metrics_server = None
 
@@ -212,7 +215,32 @@ class Service:
         jobs.append(Job("alerts", self.config.alerts.eval_interval, self.evaluate_alerts))
         if self.config.alerts.briefing is not None:
             jobs.append(Job("briefing", timedelta(minutes=1), self.morning_briefing))
+        if self.config.reconcile.route is not None and self.config.reconcile.at is not None:
+            jobs.append(Job("reconcile", timedelta(minutes=1), self.daily_reconciliation))
         return jobs
+
+    def daily_reconciliation(self) -> bool:
+        """Run and queue today's reconciliation report when due (once a day) and deliver it."""
+        from reconcile.daily import queue_daily
+
+        queued = queue_daily(self.engine, self.config, self.clock.now())
+        if queued:
+            self.alerts.deliver()
+        return queued
+
+    def diagnosis_line(self, rule, labels: dict[str, str], now: datetime) -> str | None:
+        """The one-line diagnosis a firing alert's message carries (no live network checks)."""
+        from diagnose import diagnose
+
+        key = (now, rule.kpi, tuple(sorted(labels.items())))
+        if key not in self._diagnoses:  # alerts firing together share one diagnosis per series
+            if self._diagnoses and next(iter(self._diagnoses))[0] != now:
+                self._diagnoses.clear()
+            result = diagnose(
+                self.engine, self.config, now, kpi=rule.kpi, labels=labels, store=self.store, live=False
+            )
+            self._diagnoses[key] = result.summary_line() if result.causes else None
+        return self._diagnoses[key]
 
     def morning_briefing(self) -> bool:
         """Queue today's briefing when due (once a day) and deliver it; True when it was queued now."""
