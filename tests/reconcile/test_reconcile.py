@@ -174,4 +174,6 @@ def test_lost_payments_early_cancels_recent_orders_and_amounts(store):
         "payment_without_order",
         "payment_without_order",
     ]
-    assert rows[0]["reason_zh"] == "各系统都有，实付金额与订单金额不符" and rows[1]["missing"] == "channel|wms"
+    assert (
+        rows[0]["reason_zh"] == "各系统都有，实付金额与订单金额不符" and rows[1]["missing"] == "channel|wms"
+    )
