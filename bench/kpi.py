@@ -229,17 +229,32 @@ def main() -> int:
         full_s = statistics.median(t for t, _ in full)
         print(f"full refresh (compute, median of 3): {full_s:.3f} s, {len(full[0][1].values)} series")
 
+        # The rolling week (kpi.windows + "7d", off by default): what its hour cells cost.
+        weekly = KpiEngine.from_config(
+            engine, cfg.model_copy(update={"windows": [*cfg.windows, "7d"]}), store
+        )
+        week_full_s = statistics.median(timed(weekly.compute, end)[0] for _ in range(3))
+        print(f"full refresh with window 7d (median of 3): {week_full_s:.3f} s")
+
         kpis.refresh(end)  # right after the full computation: the next refreshes are incremental
-        now, incremental = end, []
+        weekly.refresh(end)
+        now, incremental, week_incremental = end, [], []
         for _ in range(3):
             added, _spent = ingest(store, world.until(now + INCREMENT), now, now + INCREMENT, False)
             now += INCREMENT
             incremental.append(timed(kpis.refresh, now))
+            week_incremental.append(timed(weekly.refresh, now))
         snapshot = incremental[-1][1]
         incremental_s = statistics.median(t for t, _ in incremental)
+        week_incremental_s = statistics.median(t for t, _ in week_incremental)
         print(
             f"incremental refresh (after 5 min, {added:,} new obs; median of 3): {incremental_s * 1000:.1f} ms"
+            f" ({week_incremental_s * 1000:.1f} ms with window 7d)"
         )
+        if diff := differences(keyed(weekly.compute(now)), keyed(week_incremental[-1][1])):
+            print(
+                f"WARNING: with window 7d refresh() differs from compute() on {len(diff)} series, e.g. {diff[:3]}"
+            )
         if diff := differences(keyed(kpis.compute(now)), keyed(snapshot)):
             print(f"WARNING: refresh() differs from compute() on {len(diff)} series, e.g. {diff[:3]}")
         else:
@@ -262,6 +277,8 @@ def main() -> int:
             "ingest_obs_per_s": round(rate),
             "full_refresh_s": round(full_s, 4),
             "incremental_refresh_s": round(incremental_s, 4),
+            "full_refresh_7d_s": round(week_full_s, 4),
+            "incremental_refresh_7d_s": round(week_incremental_s, 4),
             "metrics_scrape_ms": round(scrape_ms, 2),
             "metrics_series": series,
             "rss_mb": rss,

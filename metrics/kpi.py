@@ -54,10 +54,14 @@ DWELL_BUCKET_MS = 300_000  # dwell windows are whole 5-minute buckets of the tim
 # Return states an order can be held in (refunded ends the path) and how long before it is a break.
 OPEN_RETURNS = tuple(s for s in RETURNS if s in OPEN_STATES)
 RETURN_BREAK_AFTER = timedelta(hours=24)
-# Short windows besides the KPI window: payment-family series labelled window="5m"/"1h" cover
-# orders paid in the last 5 min / hour that can be judged (ending SLA ago for sync, grace ago
-# for order loss, now for the rest); from the same minute cells, their edges from SQL.
-SHORT_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1)}
+# Windows besides the KPI window (config kpi.windows): payment-family series labelled window="5m",
+# "1h", "7d", ... Short ones (up to the KPI window less the SLA/grace) cover orders paid in the last
+# 5 min / hour that can be judged (ending SLA ago for sync, grace ago for order loss, now for the
+# rest), from the same minute cells, their edges from SQL. Longer ones are whole hours, from per-hour
+# cells: orders paid from the start of the hour `width` before the hour the range ends in (that last
+# hour from minute cells and SQL).
+SHORT_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1)}  # the default
+HOUR_MS = 3_600_000
 DIRECT_MINUTES = 180  # ranges shorter than this look their minute cells up instead of scanning all
 PENDING_LIMIT = 500_000  # changes held between refreshes; beyond this the next refresh is a full one
 
@@ -224,7 +228,9 @@ class _Aggregates:
     """What a refresh keeps between runs; patched by order-row changes."""
 
     def __init__(self, ring: _DwellRing, fast_ms: int, late_ms: int, timeouts_ms: dict[str, int]) -> None:
-        self.pay: dict[tuple[int, str], list[int]] = {}  # (minute, channel) -> paid, counted, reached, fast
+        self.pay: dict[tuple[int, str], list[int]] = {}  # (minute, channel) -> counts in PAY_FIELDS order
+        self.hours: dict[tuple[int, str], list[int]] = {}  # (hour, channel) -> the same, for the long windows
+        self.keep_hours = False  # set when there are long windows
         self.dwell = ring
         self.timeouts_ms = timeouts_ms  # dwell states with a timeout: a stay this long failed
         self.fast_ms = fast_ms
@@ -283,11 +289,16 @@ class _Aggregates:
         if old_pay != new_pay:
             for entry, sign in ((old_pay, -1), (new_pay, 1)):
                 if entry is not None:
-                    cell = self.pay.get(entry[0])
-                    if cell is None:
-                        cell = self.pay[entry[0]] = [0] * len(PAY_FIELDS)
-                    for i, n in enumerate(entry[1]):
-                        cell[i] += sign * n
+                    (minute, channel), counts = entry
+                    keys = [(self.pay, entry[0])]
+                    if self.keep_hours:
+                        keys.append((self.hours, (minute // 60, channel)))
+                    for cells, key in keys:
+                        cell = cells.get(key)
+                        if cell is None:
+                            cell = cells[key] = [0] * len(PAY_FIELDS)
+                        for i, n in enumerate(counts):
+                            cell[i] += sign * n
         if old_dwell != new_dwell:
             for entry in old_dwell:
                 if entry not in new_dwell:
@@ -296,9 +307,11 @@ class _Aggregates:
                 if entry not in old_dwell:
                     self.dwell.add(*entry, 1)
 
-    def prune_pay(self, oldest_minute: int) -> None:
+    def prune_pay(self, oldest_minute: int, oldest_hour: int) -> None:
         for key in [k for k in self.pay if k[0] < oldest_minute]:
             del self.pay[key]
+        for key in [k for k in self.hours if k[0] < oldest_hour]:
+            del self.hours[key]
 
 
 class KpiEngine:
@@ -319,9 +332,13 @@ class KpiEngine:
         dwell_window: timedelta = timedelta(hours=1),
         order_grace: timedelta = timedelta(minutes=10),
         callback_limit: timedelta = timedelta(seconds=8),
+        windows: dict[str, timedelta] | None = None,
     ) -> None:
         self.engine = engine
         self.window = window
+        self.windows = dict(SHORT_WINDOWS if windows is None else windows)
+        self._long_hours = {n: int(w / timedelta(hours=1)) for n, w in self.windows.items() if w > window}
+        self._most_hours = max(self._long_hours.values(), default=0)
         self.sla = sla
         self.timeouts = {s: t for s, t in timeouts.items() if s in OPEN_STATES}
         # A return held in its state longer than the state's stuck timeout (24 h unless configured) is a break.
@@ -357,6 +374,7 @@ class KpiEngine:
             dwell_window=kpi.dwell_window,
             order_grace=kpi.order_grace,
             callback_limit=kpi.callback_delay_limit,
+            windows=kpi.window_widths,
         )
 
     # -- the change feed -------------------------------------------------------------------------
@@ -408,15 +426,32 @@ class KpiEngine:
         now_bucket = now_ms // DWELL_BUCKET_MS
         ring = _DwellRing(self._window_buckets, now_bucket - self._window_buckets + 1)
         agg = _Aggregates(ring, self._fast_ms, self._late_ms, self._dwell_timeouts_ms)
-        oldest_minute = (now_ms - self._window_ms) // MINUTE_MS
+        agg.keep_hours = bool(self._most_hours)
+        oldest_minute, oldest_hour = self._oldest_cells(now_ms)
         sql = (
             f"SELECT paid_at / {MINUTE_MS}, channel, {_PAY_COLUMNS} FROM orders "
             f"WHERE paid_at >= :since GROUP BY paid_at / {MINUTE_MS}, channel"
         )
+        cut = (oldest_minute * MINUTE_MS // HOUR_MS + 1) * HOUR_MS  # hours from here: summed minute cells
         for minute, channel, *cell in _rows(
             conn, sql, since=oldest_minute * MINUTE_MS, fast_ms=self._fast_ms, late_ms=self._late_ms
         ):
-            agg.pay[(int(minute), channel)] = [int(x or 0) for x in cell]
+            counts = agg.pay[(int(minute), channel)] = [int(x or 0) for x in cell]
+            if agg.keep_hours and minute * MINUTE_MS >= cut:
+                hour = agg.hours.setdefault(
+                    (int(minute) * MINUTE_MS // HOUR_MS, channel), [0] * len(PAY_FIELDS)
+                )
+                for i, n in enumerate(counts):
+                    hour[i] += n
+        if self._most_hours:  # older hours (and the one the minute cells start in): one pass by hour
+            sql = (
+                f"SELECT paid_at / {HOUR_MS}, channel, {_PAY_COLUMNS} FROM orders "
+                f"WHERE paid_at >= :since AND paid_at < :cut GROUP BY paid_at / {HOUR_MS}, channel"
+            )
+            for hour, channel, *cell in _rows(
+                conn, sql, since=oldest_hour * HOUR_MS, cut=cut, fast_ms=self._fast_ms, late_ms=self._late_ms
+            ):
+                agg.hours[(int(hour), channel)] = [int(x or 0) for x in cell]
         low_ms, high_ms = ring.low * DWELL_BUCKET_MS, (ring.low + ring.size) * DWELL_BUCKET_MS
         parts = []
         for state in DWELL_STATES:
@@ -438,11 +473,26 @@ class KpiEngine:
     def _window_ms(self) -> int:
         return int(self.window.total_seconds() * 1000)
 
+    def _ends(self, now_ms: int) -> tuple[int, int, int]:
+        """Where the sync, recent and settled ranges end: SLA ago, now, grace ago."""
+        return (
+            now_ms - int(self.sla.total_seconds() * 1000),
+            now_ms,
+            now_ms - int(self.order_grace.total_seconds() * 1000),
+        )
+
+    def _oldest_cells(self, now_ms: int) -> tuple[int, int]:
+        """The oldest minute and hour cell any window needs: minutes from the KPI window's start (or
+        the last partial hour of a long window, if earlier), hours over the long windows."""
+        first_end_hour = min(self._ends(now_ms)) // HOUR_MS
+        oldest_minute = min(now_ms - self._window_ms, first_end_hour * HOUR_MS) // MINUTE_MS
+        return oldest_minute, first_end_hour - self._most_hours
+
     # -- values -----------------------------------------------------------------------------------
     def _values(self, conn, agg: _Aggregates, now: datetime) -> list[KpiValue]:
         now_ms = to_ms(now)
         start = now_ms - self._window_ms
-        agg.prune_pay(start // MINUTE_MS)
+        agg.prune_pay(*self._oldest_cells(now_ms))
         agg.dwell.advance(now_ms // DWELL_BUCKET_MS - self._window_buckets + 1)
         synced, recent, settled = self._pay_sums(
             conn,
@@ -459,19 +509,34 @@ class KpiEngine:
             + self._return_values(conn, counts, stuck, now_ms - self._window_ms)
             + self._dwell_values(agg, self._overstayed(conn, agg.dwell.low * DWELL_BUCKET_MS, now_ms))
         )
-        ends = (
-            now_ms - int(self.sla.total_seconds() * 1000),
-            now_ms,
-            now_ms - int(self.order_grace.total_seconds() * 1000),
-        )
-        for name, width in SHORT_WINDOWS.items():
-            span = int(width.total_seconds() * 1000)
-            sums = self._pay_sums(conn, agg, *[(end - span, end) for end in ends])
+        ends = self._ends(now_ms)
+        for name, width in self.windows.items():
+            if name in self._long_hours:
+                sums = self._hour_sums(conn, agg, ends, self._long_hours[name])
+            else:
+                span = int(width.total_seconds() * 1000)
+                sums = self._pay_sums(conn, agg, *[(end - span, end) for end in ends])
             values += [
                 KpiValue(v.kpi, labels_of(dict(v.labels), window=name), v.value)
                 for v in _payment_values(*sums)
             ]
         return values
+
+    def _hour_sums(self, conn, agg: _Aggregates, ends, hours: int) -> list[dict[str, list[int]]]:
+        """Payment cells summed per channel over paid_at from the start of the hour `hours` before
+        each end's hour to the end: whole hours from the hour cells, the end's own hour from the
+        minute cells and SQL."""
+        sums = self._pay_sums(conn, agg, *[(end // HOUR_MS * HOUR_MS, end) for end in ends])
+        for end, total in zip(ends, sums, strict=True):
+            last = end // HOUR_MS - 1
+            for (hour, channel), cell in agg.hours.items():
+                if last - hours < hour <= last:
+                    into = total.get(channel)
+                    if into is None:
+                        into = total[channel] = [0] * len(PAY_FIELDS)
+                    for k, n in enumerate(cell):
+                        into[k] += n
+        return sums
 
     def _pay_sums(self, conn, agg: _Aggregates, *ranges: tuple[int, int]) -> list[dict[str, list[int]]]:
         """Payment cells summed per channel over paid_at in each [low, high] (ms, inclusive): whole

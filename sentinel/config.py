@@ -116,6 +116,37 @@ class KpiConfig(Strict):
     order_grace: Duration = timedelta(minutes=10)  # a payment with no channel order after this is lost
     callback_delay_limit: Duration = timedelta(seconds=8)  # a payment notify later than this is "late"
     stuck_timeouts: dict[str, Duration] = Field(default_factory=dict)
+    # Extra windows of the payment-family KPIs, each exported as window="<as written>": up to the KPI
+    # window less the SLA/grace from per-minute cells with exact edges; longer ones in whole hours
+    # from per-hour cells (one more pass over their orders at each full refresh).
+    windows: list[str] = Field(default_factory=lambda: ["5m", "1h"])
+
+    @property
+    def window_widths(self) -> dict[str, timedelta]:
+        return {name: parse_duration(name) for name in self.windows}
+
+    @field_validator("windows")
+    @classmethod
+    def _widths(cls, value: list[str]) -> list[str]:
+        for name in value:
+            width = parse_duration(name)
+            if width <= timedelta(0) or width % timedelta(minutes=1):
+                raise ValueError(f"{name!r}: a window is a positive whole number of minutes")
+        if len(set(value)) != len(value):
+            raise ValueError("windows repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _window_cells(self) -> KpiConfig:
+        short_limit = self.window - max(self.sync_sla, self.order_grace)
+        for name, width in self.window_widths.items():
+            if short_limit < width <= self.window:
+                raise ValueError(
+                    f"windows: {name!r} must be at most the KPI window less the SLA/grace ({short_limit})"
+                )
+            if width > self.window and width % timedelta(hours=1):
+                raise ValueError(f"windows: {name!r} is longer than the KPI window, so whole hours")
+        return self
 
     @field_validator("stuck_timeouts")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from metrics.kpi import (
     DWELL_BUCKET_MS,
@@ -46,6 +46,10 @@ def _repeats(order: SimOrder, now: datetime) -> int:
     return sum(1 for t in delivery_times(order)[1:] if t <= now)
 
 
+def _hour_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def _rank(n: int, q: float) -> int:
     return max(1, math.ceil(q * n))
 
@@ -78,6 +82,7 @@ def kpi_truth(
     dwell_window: timedelta = timedelta(hours=1),
     order_grace: timedelta = timedelta(minutes=10),
     callback_limit: timedelta = timedelta(seconds=8),
+    windows: dict[str, timedelta] = SHORT_WINDOWS,
 ) -> dict[Key, float]:
     """Every KPI series the engine computes from orders, keyed like Snapshot: (kpi, labels)."""
     out: dict[Key, float] = {}
@@ -93,10 +98,13 @@ def kpi_truth(
     judged: dict[str, int] = defaultdict(int)  # stays ended in the dwell window or overstayed in it
     failed: dict[tuple[str, str], int] = defaultdict(int)  # (state, reason) -> stays
     start = now - window
-    # The KPI window (no label), then the short windows ending where each family can judge.
-    windows = [((), start, start, start)] + [
-        ((("window", name),), now - sla - width, now - width, now - order_grace - width)
-        for name, width in SHORT_WINDOWS.items()
+    # The KPI window (no label), then the other windows ending where each family can judge.
+    # Windows up to the KPI window start `width` before each range's end; longer ones at the start
+    # of the hour `width` before the hour the range ends in.
+    ends = (now - sla, now, now - order_grace)
+    spans = [((), start, start, start)] + [
+        ((("window", name),), *((_hour_start(end) if width > window else end) - width for end in ends))
+        for name, width in windows.items()
     ]
     tallies = (cancels, duplicates, mismatches, callbacks)
     # Dwell: orders that left the state in the dwell window's whole 5-minute buckets, at the engine's resolution.
@@ -127,7 +135,7 @@ def kpi_truth(
                 returns[key][1] += broken
         paid = ev.get("paid")
         ended = "cancelled" in ev or "closed" in ev
-        for extra, sync_low, recent_low, settled_low in windows:
+        for extra, sync_low, recent_low, settled_low in spans:
             keys = (extra, tuple(sorted((*extra, ("channel", order.channel)))))
             if paid is not None and sync_low <= paid <= now - sla and not (ended and not reached):
                 for key in keys:
@@ -146,7 +154,7 @@ def kpi_truth(
         if state in timeouts:
             out[("stuck_orders", labels)] = stuck
             out[("stuck_ratio", labels)] = stuck / n
-    for extra, *_ in windows:  # the engine always gives each window's totals, zeros included
+    for extra, *_ in spans:  # the engine always gives each window's totals, zeros included
         for tally in (sync, cancels, duplicates, callbacks, losses):
             tally.setdefault(extra, [0, 0])
     for key, (paid, reached) in sync.items():

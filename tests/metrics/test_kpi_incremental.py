@@ -31,13 +31,16 @@ def values(snapshot) -> dict:
     return {(v.kpi, v.labels): v.value for v in snapshot.values}
 
 
+WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "7d": timedelta(days=7)}
+
+
 def full(store: Store, now: datetime):
-    return KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, dwell_window=WINDOW).compute(now)
+    return KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, dwell_window=WINDOW, windows=WINDOWS).compute(now)
 
 
 def test_refresh_equals_full_computation_through_awkward_changes(store, monkeypatch):
     feed(store, 1, ob("1", "created", 0), ob("1", "paid", 1), ob("2", "paid", 0.5, "jd", warehouse="WH1"))
-    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW)
+    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW, windows=WINDOWS)
     loads = []  # full reads of the store: only the first refresh may make one
     full_load = engine._load
     monkeypatch.setattr(engine, "_load", lambda conn, now: loads.append(now) or full_load(conn, now))
@@ -56,6 +59,9 @@ def test_refresh_equals_full_computation_through_awkward_changes(store, monkeypa
         (45, []),  # time alone: the pick stalls, the paid-only order goes stuck
         (75, [ob("2", "picked", 74, "jd"), ob("2", "packed", 74.5, "jd")]),  # the skewed events come due
         (200, [ob("6", "paid", 199)]),  # the first orders fall out of the 2 h window
+        # two days on, an old order reaches the WMS: only the hour cells of the 7 d window hold it
+        (2 * 24 * 60, [ob("6", "wms_received", 2 * 24 * 60 - 1)]),
+        (8 * 24 * 60, []),  # and a week later even those have gone
     ]  # fmt: skip
     seen = {}
     for minutes, batch in steps:
@@ -76,11 +82,24 @@ def test_refresh_equals_full_computation_through_awkward_changes(store, monkeypa
     assert seen[45].get("stuck_orders", state="picked") == 1  # picked at 29, 12 min timeout
     assert seen[30].get("stuck_orders", state="picked") == 0
     assert seen[200].get("dwell_orders", state="paid") == 0  # everything left paid before the window
+    # 7 d sync: orders 1, 2 and 4 (3 was cancelled before the WMS, 5 never paid, 6 too recent);
+    # two days on, 6 too, which has reached the WMS
+    assert seen[200].get("sync_paid_orders", window="7d") == 3
+    two_days = seen[2 * 24 * 60]
+    assert (
+        two_days.get("sync_paid_orders", window="7d"),
+        two_days.get("sync_unreached_orders", window="7d"),
+    ) == (
+        4,
+        0,
+    )
+    assert two_days.get("sync_paid_orders") == 0  # nothing paid in the 2 h KPI window
+    assert seen[8 * 24 * 60].get("sync_paid_orders", window="7d") == 0
 
 
 def test_stuck_and_sync_edges_are_exact_to_the_millisecond(store):
     feed(store, 0, ob("1", "paid", 0), ob("2", "paid", 0.25))
-    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW)
+    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW, windows=WINDOWS)
     engine.refresh(T0)
     just_before = T0 + SLA + timedelta(seconds=14, milliseconds=999)
     at = T0 + SLA + timedelta(seconds=15)
@@ -100,7 +119,7 @@ def test_return_break_ratio_through_refresh_and_full(store):
         ob("r2", "return_requested", 2), ob("r2", "return_approved", 5),
         ob("r3", "return_received", 8, "jd"), ob("r3", "refunded", 10, "jd"),
     )  # fmt: skip
-    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW)
+    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW, windows=WINDOWS)
     day = 24 * 60
     expected = {
         20: {(): (0, 3), "tmall": (0, 2), "jd": (0, 1)},
@@ -137,7 +156,7 @@ def test_dwell_failure_ratio_and_reasons_through_refresh_and_full(store):
     """A stay fails when the order leaves for an exit or a return (that is the reason), else when it
     lasts at least the state's timeout; an order still in the state counts once its timeout has run
     out within the dwell window. Time alone moves the overstayed ones in and out."""
-    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW)
+    engine = KpiEngine(store.engine, WINDOW, SLA, TIMEOUTS, store=store, dwell_window=WINDOW, windows=WINDOWS)
     steps = {
         30: [ob("1", "paid", 0), ob("1", "cancelled", 1), ob("2", "paid", 0), ob("2", "wms_received", 20),
              ob("3", "paid", 0), ob("3", "wms_received", 5), ob("4", "paid", 2), ob("4", "closed", 3),

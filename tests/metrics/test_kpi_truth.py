@@ -47,6 +47,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
     )
     kpi = replay.config.kpi
     dwell_seen, repeats_seen, breaks_seen, mismatches_seen, late_seen, hour_seen = [], [], [], [], [], []
+    week_seen = []  # orders paid in the rolling week past the SLA
     failed_seen = []  # (paid stays that timed out, created stays cancelled) in the dwell window
     try:
         for at in CHECKPOINTS:
@@ -68,6 +69,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
                 dwell_window=kpi.dwell_window,
                 order_grace=kpi.order_grace,
                 callback_limit=kpi.callback_delay_limit,
+                windows=kpi.window_widths,
             )
             got = {(v.kpi, v.labels): v.value for v in snapshot.values if v.kpi in ENGINE_KPIS}
             assert set(got) == set(truth), (now, set(got) ^ set(truth))
@@ -90,12 +92,28 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             assert {(v.kpi, v.labels): v.value for v in full.values} == {
                 (v.kpi, v.labels): v.value for v in snapshot.values
             }
+            # With the rolling week as well (hour cells), a full computation equals the truth too.
+            week = kpi.model_copy(update={"windows": [*kpi.windows, "7d"]})
+            weekly = KpiEngine.from_config(replay.service.engine, week).compute(now)
+            week_truth = {
+                k: v
+                for k, v in kpi_truth(
+                    replay.world.orders, now, window=kpi.window, sla=kpi.sync_sla, timeouts=kpi.stuck_timeouts,
+                    fast_cancel=kpi.fast_cancel, order_grace=kpi.order_grace,
+                    callback_limit=kpi.callback_delay_limit, windows=week.window_widths,
+                ).items()
+                if ("window", "7d") in k[1]
+            }  # fmt: skip
+            got_week = {(v.kpi, v.labels): v.value for v in weekly.values if ("window", "7d") in v.labels}
+            assert got_week == pytest.approx(week_truth, rel=1e-12) and set(got_week) == set(week_truth)
+            week_seen.append(week_truth[("sync_paid_orders", (("window", "7d"),))])
         # The world had something to measure: stuck JD orders, dwell times, all five channels.
         assert truth[("stuck_orders", (("channel", "jd"), ("state", "paid")))] == 60
         assert max(dwell_seen) > 20
         assert max(t for t, _ in failed_seen) > 5 and max(c for _, c in failed_seen) > 0  # dwell failures
         assert max(repeats_seen) > 5  # resent payment notifies on the first afternoon
         assert max(hour_seen) > 10  # the short windows had orders to judge
+        assert week_seen[-1] > 1.5 * truth[("sync_paid_orders", ())]  # the week holds both days
         assert max(late_seen) > 3  # payment notifies 10-40 s late on the first morning
         assert max(mismatches_seen) > 3  # hoodies paid at the live-stream price on the first evening
         assert truth[("order_loss_orders", (("channel", "youzan"),))] == 6  # lost by the order service

@@ -141,3 +141,12 @@ def test_check_config_exit_codes(tmp_path, text, code):
     assert done.returncode == code, done.stderr
     if code:
         assert "sources.x.kind" in done.stderr
+
+
+def test_kpi_windows_short_from_minutes_long_in_whole_hours():
+    raw = broken(kpi={"windows": ["5m", "1h", "7d"]})
+    assert parse_config(raw, env={"TMALL_APP_SECRET": "s3cret"}).kpi.window_widths["7d"].days == 7
+    # 23 h 55 min: past the minute cells' reach (24 h less the 15 min SLA), short of hour cells
+    assert any("'1435m' must be at most" in p for p in problems(broken(kpi={"windows": ["1435m"]})))
+    assert any("whole hours" in p for p in problems(broken(kpi={"windows": ["1441m"]})))
+    assert any("kpi.windows" in p for p in problems(broken(kpi={"windows": ["soon"]})))
