@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from importlib.util import find_spec
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -16,15 +17,19 @@ from store.db import init_schema, make_engine
 
 MAX_FAILED_LOGINS = 5  # per browser session; then the form is locked until the session ends
 
-# (file, title key, icon, least role). Diagnose and reconciliation join when diagnose/ lands.
+# (file, title key, icon, least role)
 PAGES = (
     ("pages/overview.py", "nav.overview", ":material/monitor_heart:", "viewer"),
     ("pages/cube.py", "nav.cube", ":material/grid_on:", "viewer"),
     ("pages/lifecycle.py", "nav.lifecycle", ":material/conversion_path:", "viewer"),
     ("pages/sources.py", "nav.sources", ":material/database:", "viewer"),
     ("pages/alerts.py", "nav.alerts", ":material/notifications_active:", "viewer"),
+    ("pages/reconcile.py", "nav.reconcile", ":material/rule:", "viewer"),
+    ("pages/diagnose.py", "nav.diagnose", ":material/troubleshoot:", "viewer"),
     ("pages/audit.py", "nav.audit", ":material/policy:", "admin"),
 )
+# Pages whose engine lives in another package (diagnose/, reconcile/): offered once it is installed.
+NEEDS = {"pages/diagnose.py": "diagnose", "pages/reconcile.py": "reconcile"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -89,6 +94,6 @@ if st.sidebar.button(t("auth.logout"), key="logout"):
 pages = [
     st.Page(path, title=t(title), icon=icon, default=i == 0)
     for i, (path, title, icon, role) in enumerate(PAGES)
-    if user.can(role)
+    if user.can(role) and (path not in NEEDS or find_spec(NEEDS[path]) is not None)
 ]
 st.navigation(pages).run()

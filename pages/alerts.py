@@ -115,7 +115,10 @@ def _silences(ctx: ui.DashboardContext, now) -> None:
     with st.form("silence_form", clear_on_submit=True):
         left, mid, right = st.columns(3)
         rule = left.selectbox(t("col.rule"), rules, key="silence_rule")
-        channel = mid.selectbox(t("col.channel"), ["", *ctx.config.channels], key="silence_channel")
+        channels = {"": t("alerts.any_channel"), **{k: c.name for k, c in ctx.config.channels.items()}}
+        channel = mid.selectbox(
+            t("col.channel"), list(channels), format_func=channels.get, key="silence_channel"
+        )
         hours = right.number_input(
             t("alerts.hours"), min_value=0.25, max_value=72.0, value=2.0, step=0.25, key="silence_hours"
         )

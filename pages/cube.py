@@ -10,7 +10,7 @@ import streamlit as st
 
 from metrics.cube import CUBE_DIMENSIONS, GRANULARITIES, CellSpec
 from sentinel import ui
-from sentinel.i18n import dimension_label, state_label, t
+from sentinel.i18n import current_lang, dimension_label, state_label, t
 from store.lifecycle import OPEN_STATES, STATES
 
 SPANS = {"5m": timedelta(hours=3), "1h": timedelta(hours=24), "1d": timedelta(days=7)}
@@ -74,6 +74,7 @@ def _figure(cube, labels: list[str], columns: list[str]) -> go.Figure:
             x=xs, y=ys, mode="markers", text=hover, hovertemplate="%{text}<extra></extra>",
             marker={"symbol": "square", "size": size, "color": zs, "colorscale": "YlOrRd", "showscale": True,
                     "line": {"width": 0}},
+            unselected={"marker": {"opacity": 0.45}},
         )
     )  # fmt: skip
     step = max(1, len(columns) // 12)
@@ -102,7 +103,12 @@ def _live(ctx: ui.DashboardContext, state: str, dimension: str, granularity: str
     if not cube.values:
         st.info(t("cube.empty"))
         return
-    labels = [v or t("cube.unknown") for v in cube.values]
+    names = (
+        {k: c.name for k, c in config.channels.items()}
+        if dimension == "channel" and current_lang() == "zh"
+        else {}
+    )
+    labels = [names.get(v, v) or t("cube.unknown") for v in cube.values]
     columns = [ui.local(b, tz, _FMT[granularity]) for b in cube.buckets]
     event = st.plotly_chart(
         _figure(cube, labels, columns), key="cube_chart", on_select="rerun", selection_mode="points"
@@ -120,10 +126,10 @@ def _live(ctx: ui.DashboardContext, state: str, dimension: str, granularity: str
     st.session_state[CLICK_KEY] = click
     if cube.earlier:
         st.caption(t("cube.earlier", n=sum(cube.earlier.values())))
-    _drill(ctx, cube, columns, granularity)
+    _drill(ctx, cube, columns, granularity, names)
 
 
-def _drill(ctx: ui.DashboardContext, cube, columns: list[str], granularity: str) -> None:
+def _drill(ctx: ui.DashboardContext, cube, columns: list[str], granularity: str, names: dict) -> None:
     """The orders behind the chosen cell (a chart click sets the two pickers)."""
     st.subheader(t("cube.drill"))
     if st.session_state.get(VALUE_KEY) not in cube.values:
@@ -142,7 +148,7 @@ def _drill(ctx: ui.DashboardContext, cube, columns: list[str], granularity: str)
     cell = CellSpec(cube.state, cube.dimension, value, start, end, cube.measure)
     user = ui.current_user()
     rows = ui.cell_orders(ctx.config.service.store_url, user.role, cell, ctx.engine, user)
-    label = value or t("cube.unknown")
+    label = names.get(value, value) or t("cube.unknown")
     if not rows:
         st.caption(t("cube.no_orders"))
         return
@@ -150,10 +156,15 @@ def _drill(ctx: ui.DashboardContext, cube, columns: list[str], granularity: str)
     frame = pd.DataFrame(rows)
     frame["state_at"] = [ui.local(x, tz) for x in frame["state_at"]]
     frame["state"] = frame["state"].map(state_label)
+    frame["channel"] = frame["channel"].map(
+        lambda c: ctx.config.channels[c].name if c in ctx.config.channels else c
+    )
     extra = "warehouse" if cube.dimension == "channel" else cube.dimension
     frame = frame[[*_ORDER_COLUMNS, extra]]
     st.caption(t("cube.cell", n=len(rows), value=label, bucket=column, state=state_label(cube.state)))
-    shown = frame.rename(columns=lambda c: t(f"order.{c}") if c in _ORDER_COLUMNS else dimension_label(c))
+    shown = frame.fillna("—").rename(
+        columns=lambda c: t(f"order.{c}") if c in _ORDER_COLUMNS else dimension_label(c)
+    )
     st.dataframe(shown, hide_index=True)
     ui.csv_download(ctx, frame, f"cube_{cube.state}_{cube.dimension}", "cube_export")
 

@@ -1,4 +1,4 @@
-"""What an operator may do from the dashboard: silence, expire a silence, acknowledge.
+"""What a user may do from the dashboard: silence, expire a silence, acknowledge, diagnose, reconcile.
 
 Every action checks the role here, on the server, and leaves an audit entry; pages only call these.
 """
@@ -55,3 +55,27 @@ def acknowledge(
         engine, datetime.now(UTC), user.name, user.role, "ack", fingerprint=fingerprint, rule=done["rule"]
     )
     return done
+
+
+def diagnose(engine: Engine, config: Config, user: User | None, now: datetime, *, kpi: str | None = None,
+             labels: dict | None = None, live: bool = True):  # fmt: skip
+    """Run the diagnosis engine (read-only) for any logged-in user; audited."""
+    from diagnose import diagnose as run
+
+    user = require(user, "viewer")
+    result = run(engine, config, now, kpi=kpi, labels=labels, live=live)
+    top = result.top.cause if result.top else None
+    audit.record(engine, datetime.now(UTC), user.name, user.role, "diagnose", kpi=kpi, labels=labels, top=top)
+    return result
+
+
+def reconcile(engine: Engine, config: Config, user: User | None, now: datetime):
+    """Reconcile as configured, on demand (read-only) for any logged-in user; audited."""
+    from reconcile.daily import run_now
+
+    user = require(user, "viewer")
+    result = run_now(engine, config, now)
+    audit.record(
+        engine, datetime.now(UTC), user.name, user.role, "reconcile", differences=len(result.differences)
+    )
+    return result

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, insert, select
 
 from store.schema import audit_log
 
-ACTIONS = ("login", "login_failed", "logout", "export", "silence", "expire", "ack")
+ACTIONS = ("login", "login_failed", "logout", "export", "silence", "expire", "ack", "diagnose", "reconcile")
 
 
 def record(engine: Engine, at: datetime, user: str, role: str, action: str, **detail: object) -> None:

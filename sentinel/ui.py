@@ -152,3 +152,54 @@ def troubled_sends(store_url: str, _engine: Engine) -> list[dict]:
 def cell_orders(store_url: str, role: str, cell, _engine: Engine, _user: User) -> list[dict]:
     """Keyed by role: a masked answer is never served to an admin nor a clear one to a viewer."""
     return views.cell_order_rows(_engine, cell, _user)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def order_pii(store_url: str, role: str, global_ids: tuple[str, ...], _engine: Engine, _user: User) -> dict:
+    """Buyer data of some orders as the role may see it (keyed by role like cell_orders)."""
+    from metrics.pii import order_pii_for
+
+    return order_pii_for(_engine, list(global_ids), _user)
+
+
+def run_diagnosis(
+    ctx: DashboardContext, user: User, kpi: str | None, labels: dict, rule: str, live: bool
+) -> dict:
+    """One diagnosis (audited), as plain data the page keeps in the session."""
+    from sentinel import actions
+
+    now = now_of(overview(ctx.config.service.store_url, ctx.engine, ctx.config).snapshot)
+    result = actions.diagnose(ctx.engine, ctx.config, user, now, kpi=kpi, labels=labels, live=live)
+    return {**result.to_dict(), "at": local(now, zone(ctx)), "rule": rule}
+
+
+def run_reconciliation(ctx: DashboardContext, user: User) -> dict:
+    """One reconciliation (audited), as plain data the page keeps in the session."""
+    from reconcile.core import reason_zh
+
+    from sentinel import actions
+    from sentinel.i18n import current_lang
+
+    tz = zone(ctx)
+    now = now_of(overview(ctx.config.service.store_url, ctx.engine, ctx.config).snapshot)
+    result = actions.reconcile(ctx.engine, ctx.config, user, now)
+    label = reason_zh if current_lang() == "zh" else (lambda r: r)
+    rows = [
+        {
+            t("reconcile.reason"): label(d.reason),
+            t("order.global_id"): d.global_id,
+            t("order.channel"): d.channel,
+            t("order.raw_order_id"): d.raw_order_id,
+            t("reconcile.present"): " / ".join(d.present),
+            t("reconcile.missing"): " / ".join(d.missing),
+            t("reconcile.amount"): None if d.amount_fen is None else d.amount_fen / 100,
+            t("reconcile.paid_amount"): None if d.paid_amount_fen is None else d.paid_amount_fen / 100,
+            t("reconcile.paid_at"): local(datetime.fromtimestamp(d.paid_at_ms / 1000, UTC), tz),
+        }
+        for d in result.differences[:5000]
+    ]
+    return {
+        "since": local(result.since, tz), "until": local(result.until, tz), "roles": list(result.roles),
+        "orders": result.orders, "ratio": result.ratio, "elapsed_s": result.elapsed_s, "rows": rows,
+        "groups": [(label(r), n) for r, n in result.groups],
+    }  # fmt: skip

@@ -98,7 +98,7 @@ def test_overview_shows_the_red_kpi_and_the_alert(world):
 def test_cube_drills_down_to_the_stuck_orders(world):
     at = app("viewer", "cube")
     body = texts(at)
-    assert "tmall · 02-12 09:00 · 已付款：6 单" in body
+    assert "天猫 · 02-12 09:00 · 已付款：6 单" in body
     at.selectbox(key="cube_dim").set_value("province").run()
     assert "浙江省 · 02-12 09:00 · 已付款：6 单" in texts(at)
 
