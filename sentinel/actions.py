@@ -71,10 +71,11 @@ def diagnose(engine: Engine, config: Config, user: User | None, now: datetime, *
 
 def reconcile(engine: Engine, config: Config, user: User | None, now: datetime):
     """Reconcile as configured, on demand (read-only) for any logged-in user; audited."""
-    from reconcile.daily import run_now
+    from reconcile import reconcile as run
 
     user = require(user, "viewer")
-    result = run_now(engine, config, now)
+    rc = config.reconcile
+    result = run(engine, now, roles=rc.roles, window=rc.window, settle=rc.settle)
     audit.record(
         engine, datetime.now(UTC), user.name, user.role, "reconcile", differences=len(result.differences)
     )

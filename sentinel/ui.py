@@ -175,15 +175,14 @@ def run_diagnosis(
 
 def run_reconciliation(ctx: DashboardContext, user: User) -> dict:
     """One reconciliation (audited), as plain data the page keeps in the session."""
-    from reconcile.core import reason_zh
-
     from sentinel import actions
     from sentinel.i18n import current_lang
 
     tz = zone(ctx)
     now = now_of(overview(ctx.config.service.store_url, ctx.engine, ctx.config).snapshot)
     result = actions.reconcile(ctx.engine, ctx.config, user, now)
-    label = reason_zh if current_lang() == "zh" else (lambda r: r)
+    zh = {d.reason: d.reason_zh for d in result.differences}
+    label = (lambda r: zh.get(r, r)) if current_lang() == "zh" else (lambda r: r)
     rows = [
         {
             t("reconcile.reason"): label(d.reason),

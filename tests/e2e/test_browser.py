@@ -1,6 +1,6 @@
 """End to end in headless Chromium (Debian package) with Playwright: the wms_push_gap incident replayed
-into a store, the real dashboard over it, a viewer logs in, sees the red KPI, clicks the heatmap cell
-and gets the stuck orders with masked phones."""
+into a store, the real dashboard over it, a viewer logs in, sees the red KPI, clicks the heatmap cell,
+gets the stuck orders with masked phones, and runs the one-click diagnosis."""
 
 from __future__ import annotations
 
@@ -79,5 +79,13 @@ def test_viewer_sees_the_red_kpi_and_drills_into_the_stuck_orders(incident, brow
             cells = rows.nth(i).locator("td").all_text_contents()
             assert cells[0].startswith("TB_") and cells[3] == "已付款"
             assert re.fullmatch(r"\*+\d{0,4}", cells[phone_col]), cells
+        assert not FULL_PHONE.search(page.content())
+
+        open_page(page, "diagnose")
+        page.get_by_text("同时检查各数据源连通性").click()  # the replay's source servers are gone
+        page.get_by_role("button", name="一键诊断").click()
+        top = page.get_by_text(re.compile(r"^1\. ERP→WMS 推送静默中断 — \d+%$"))
+        top.wait_for(timeout=120_000)
+        assert page.get_by_text(re.compile(r"^诊断用时 [\d.]+ 秒")).count() == 1
         assert not FULL_PHONE.search(page.content())
         page.close()

@@ -26,7 +26,7 @@ NOW = datetime(2026, 2, 12, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
 PASSWORDS = {"viewer": "viewer-pass-1", "operator": "operator-pass-1", "admin": "admin-pass-1"}
 PHONE = "13812345678"  # a plaintext number as a merchant's own decrypting ERP would hold it
 ADDRESS = "浙江省杭州市西湖区文三路90号3幢"
-PAGES = ("overview", "cube", "lifecycle", "sources", "alerts", "audit")
+PAGES = ("overview", "cube", "lifecycle", "sources", "alerts", "reconcile", "diagnose", "audit")
 
 CONFIG = """
 [service]

@@ -144,7 +144,7 @@ def test_language_switch_defaults_to_chinese(store_url):
     at = run_app()
     radio = at.sidebar.radio(key=SESSION_KEY)
     assert radio.value == "zh" and radio.options == ["中文", "English"]
-    assert nav_titles(at) in (["总览", "状态立方体", "生命周期", "数据源", "告警"], None)
+    assert nav_titles(at) in (["总览", "状态立方体", "生命周期", "数据源", "告警", "对账", "诊断"], None)
 
 
 def test_english_switch_changes_labels(seeded):
@@ -162,7 +162,10 @@ def test_english_switch_changes_labels(seeded):
     body = texts(at)
     assert "Sync by channel" in body and "credential expired" in body and "firing" in body
     assert "订单状态同步成功率" not in body
-    assert nav_titles(at) in (["Overview", "Status cube", "Lifecycle", "Sources", "Alerts"], None)
+    assert nav_titles(at) in (
+        ["Overview", "Status cube", "Lifecycle", "Sources", "Alerts", "Reconciliation", "Diagnose"],
+        None,
+    )
 
 
 def test_invalid_config_is_reported_not_raised(tmp_path, monkeypatch):

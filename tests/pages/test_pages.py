@@ -152,3 +152,27 @@ def test_english_switch_on_every_page(world, page):
     at = app("admin", page, lang="en")
     body = texts(at)
     assert not re.search(r"[\u4e00-\u9fff]{4,}", " ".join(t.value for t in at.title)), body[:200]
+
+
+def test_one_click_diagnosis_ranks_the_push_gap_and_lists_masked_orders(world):
+    at = app("viewer", "diagnose")
+    at.checkbox(key="diagnose_live").uncheck()  # the sources of this test world are not reachable
+    at.button(key="diagnose_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.expander[0].label.startswith("1. ERP→WMS 推送静默中断")
+    body = everything(at)
+    assert "*******5678" in body and PHONE not in body and not FULL_PHONE.search(body)
+    engine = make_engine(load_config().service.store_url)
+    entry = audit.recent(engine)[0]
+    assert (entry["user"], entry["action"], entry["detail"]["top"]) == ("viewer", "diagnose", "wms_push_gap")
+
+
+def test_reconciliation_on_demand(world):
+    at = app("operator", "reconcile")
+    at.button(key="reconcile_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = {m.label: m.value for m in at.metric}
+    assert set(shown) == {"参与对账订单", "差异订单", "差异率"}
+    assert int(shown["参与对账订单"].replace(",", "")) > 0
+    engine = make_engine(load_config().service.store_url)
+    assert audit.recent(engine)[0]["action"] == "reconcile"
