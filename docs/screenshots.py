@@ -30,6 +30,8 @@ READY = {
     "lifecycle": "停留时长统计",
     "sources": "隔离区",
     "alerts": "静默",
+    "reconcile": "立即对账",
+    "diagnose": "诊断对象",
     "audit": "审计日志",
 }
 
@@ -61,7 +63,7 @@ def main() -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             login(page, base, "operator", PASSWORDS["operator"])
-            for name in ("overview", "cube", "lifecycle", "sources", "alerts"):
+            for name in ("overview", "cube", "lifecycle", "sources", "alerts", "reconcile", "diagnose"):
                 if name != "overview":
                     open_page(page, name)
                 page.get_by_text(READY[name]).first.wait_for(timeout=60_000)
@@ -70,6 +72,13 @@ def main() -> int:
                     box = point.bounding_box()
                     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
                     page.get_by_text(re.compile(r"· 已付款：\d+ 单$")).wait_for(timeout=30_000)
+                if name == "reconcile":
+                    page.get_by_role("button", name="立即对账").click()
+                    page.get_by_text("参与对账订单").wait_for(timeout=120_000)
+                if name == "diagnose":  # the replay's source servers are gone: no connectivity checks
+                    page.get_by_text("同时检查各数据源连通性").click()
+                    page.get_by_role("button", name="一键诊断").click()
+                    page.get_by_text(re.compile(r"^诊断用时")).wait_for(timeout=120_000)
                 shoot(page, args.out / f"{name}.png")
                 print(f"  {name}.png", file=sys.stderr)
             page.close()

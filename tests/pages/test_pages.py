@@ -176,3 +176,14 @@ def test_reconciliation_on_demand(world):
     assert int(shown["参与对账订单"].replace(",", "")) > 0
     engine = make_engine(load_config().service.store_url)
     assert audit.recent(engine)[0]["action"] == "reconcile"
+
+
+def test_filters_survive_the_next_run(world):
+    """A live refresh re-runs the page: the chosen state, dimension and cell stay as they were."""
+    at = app("viewer", "cube")
+    at.selectbox(key="cube_dim").set_value("province").run()
+    at.selectbox(key="cube_pick_bucket").set_value("02-12 09:00").run()
+    at.run()
+    assert at.selectbox(key="cube_dim").value == "province"
+    assert at.selectbox(key="cube_pick_bucket").value == "02-12 09:00"
+    assert "浙江省 · 02-12 09:00 · 已付款：6 单" in texts(at)
