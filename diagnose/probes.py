@@ -415,7 +415,7 @@ def probe_sync_gap(ctx: Context) -> list[Finding]:
     score = 0.0
     if len(bad) >= MIN_ORDERS and ratio >= 0.002:
         score = (
-            0.45 + 0.3 * _scaled(gap_share, 0.5) + (0.1 if found else 0.0) + (0.1 if wms_healthy else -0.2)
+            0.25 + 0.35 * _scaled(gap_share, 0.5) + (0.15 if found else 0.0) + (0.1 if wms_healthy else -0.2)
         )
     where = concentration_text(ctx, found, 2)
     title = (
@@ -461,7 +461,7 @@ def probe_order_loss(ctx: Context) -> list[Finding]:
     ]
     score = 0.0
     if len(bad) >= MIN_ORDERS:
-        score = 0.55 + 0.35 * _scaled(span_share, 0.3)
+        score = 0.35 + 0.6 * _scaled(span_share, 0.3)  # an outage loses most payments of its span
         if broken:
             score *= 0.4  # the orders exist at the channel; its API is what fails
     title = f"{ctx.span(first, last)} 有 {len(bad)} 笔支付成功但无订单记录"
@@ -820,7 +820,7 @@ def _stuck_finding(
     ]
     score = 0.0
     if n_stuck >= MIN_ORDERS and ratio >= 0.03:
-        score = 0.45 + 0.25 * _scaled(ratio, 0.3) + (0.25 if found else 0.0)
+        score = 0.3 + 0.3 * _scaled(ratio, 0.3) + (0.3 if found else 0.0)
         if oldest and skewed / len(oldest) > 0.5:
             score *= 0.3
             evidence.append({"fact": "stamped_before_payment", "orders": skewed, "of_listed": len(oldest)})

@@ -22,7 +22,9 @@ def probe_field_filter(ctx: Context) -> list[Finding]:
         return []
     groups = result.groups
     filtered = [d for d in result.differences if d.reason in FILTER_REASONS]
-    kinds = {d.reason for d in filtered}
+    counts = {r: n for r, n in groups if r in FILTER_REASONS}
+    # Several filters at once, each with a real share: one signature alone is one hop failing.
+    kinds = [r for r, n in counts.items() if n >= max(3, 0.05 * len(filtered))]
     evidence = [
         {
             "fact": "reconciliation",
@@ -37,8 +39,8 @@ def probe_field_filter(ctx: Context) -> list[Finding]:
         ),
     ]
     score = 0.0
-    if len(filtered) >= MIN_ORDERS:
-        score = 0.5 + 0.15 * len(kinds) + 0.1 * (len(filtered) / len(result.differences))
+    if len(filtered) >= MIN_ORDERS and len(kinds) >= 2:
+        score = 0.6 + 0.15 * (len(kinds) - 1) + 0.1 * (len(filtered) / len(result.differences))
     parts = "，".join(f"{reason_zh(r)} {n} 单" for r, n in groups[:3])
     title = f"对账差异 {len(result.differences)} 单（{parts}）"
     ids = [d.global_id for d in (filtered or result.differences)[:ORDER_CAP]]

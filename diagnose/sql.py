@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 DEFAULT_TIMEOUT_S = 5.0
 _READS = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
+SQLITE_MMAP = 1 << 30  # bytes of the database file a probe connection may map while it reads
 _PROGRESS_STEPS = 20_000  # SQLite VM instructions between deadline checks
 
 
@@ -56,6 +57,7 @@ class ReadOnlySql:
             if self.sqlite:
                 raw = self._conn.connection.driver_connection
                 raw.execute("PRAGMA query_only = ON")
+                raw.execute(f"PRAGMA mmap_size = {SQLITE_MMAP}")  # scans read pages in place
                 raw.set_progress_handler(self._interrupt, _PROGRESS_STEPS)
                 self._conn.begin()
             else:
@@ -81,6 +83,7 @@ class ReadOnlySql:
             conn.rollback()
             if self.sqlite:
                 conn.connection.driver_connection.execute("PRAGMA query_only = OFF")
+                conn.connection.driver_connection.execute("PRAGMA mmap_size = 0")
         finally:
             conn.close()
 

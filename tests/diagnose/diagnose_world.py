@@ -41,10 +41,12 @@ class World:
         warehouse: str = "WH_SH",
         sku: str = "SKU1",
         stop_at: str | None = None,
+        erp: bool = False,
+        created: datetime | None = None,
     ) -> str:
         raw = RAW[channel].format(10**11 + i)
         self.raw_ids.append(raw)
-        created = T0 + spacing * i
+        created = created or T0 + spacing * i
         paid = created + timedelta(seconds=30)
         amount = 1000 + i % 7
         dims = {
@@ -87,6 +89,18 @@ class World:
                 ),
             )
             return raw
+        if erp:  # the ERP's record of it (wms_returns is the shipped config's ERP-role source)
+            self.add(
+                "wms_returns",
+                Observation(
+                    "wms_returns",
+                    f"{raw}|erp_accepted",
+                    channel,
+                    raw,
+                    "erp_accepted",
+                    paid + timedelta(minutes=1),
+                ),
+            )
         if wms:
             steps = [("wms_received", 5), ("picked", 10), ("packed", 15)]
             for state, minutes in steps:

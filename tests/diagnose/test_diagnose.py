@@ -173,3 +173,28 @@ def test_every_cause_is_a_catalog_id_and_probes_are_timed(store, config):
     assert [c.score for c in result.causes] == sorted((c.score for c in result.causes), reverse=True)
     assert {"sync_gap", "connectivity", "field_filter", "rule_hits"} <= set(result.probe_seconds)
     assert result.to_dict()["causes"][0]["cause"] == result.causes[0].cause
+
+
+def test_orders_filtered_for_several_reasons_name_field_filter_loss(store, config):
+    config = config.model_copy(
+        update={
+            "reconcile": config.reconcile.model_copy(update={"roles": ("channel", "payment", "erp", "wms")})
+        }
+    )
+    world = World()
+    for i in range(300):
+        if i % 40 == 7:  # coupon detail missing: the ERP filtered it
+            world.order(i, paid_amount=500, wms=False)
+        elif i % 40 == 17:  # created 1 ms after the previous order: taken for a duplicate
+            world.order(i, created=T0 + timedelta(seconds=60 * (i - 1), milliseconds=1), wms=False)
+        elif i % 100 == 33:  # address changed, never pushed on to the WMS
+            world.order(i, erp=True, wms=False)
+        else:
+            world.order(i, erp=True)
+    now = T0 + timedelta(hours=6)
+    world.write(store, now)
+    result = run(store, config, now)
+    top = result.causes[0]
+    assert top.cause == "field_filter_loss"
+    groups = {e["reason"]: e["orders"] for e in top.evidence if e.get("fact") == "difference_group"}
+    assert groups == {"coupon_detail_missing": 8, "ms_duplicate": 8, "push_missing": 3}
