@@ -917,29 +917,98 @@ def _queue_health(ctx: Context) -> list[dict]:
     return out
 
 
+def _latest_snapshot(ctx: Context, kpis: set[str]):
+    """The latest KPI snapshot's series of `kpis`, read through the probe's transaction."""
+    from metrics.snapshot import KpiValue, Snapshot, labels_of
+
+    head = ctx.sql.rows(
+        "SELECT id, computed_at FROM kpi_snapshots ORDER BY computed_at DESC, id DESC LIMIT 1"
+    )
+    if not head or not kpis:
+        return None
+    marks = ", ".join(f":k{i}" for i in range(len(kpis)))
+    rows = ctx.sql.rows(
+        f"SELECT kpi, labels, value FROM kpi_values WHERE snapshot_id = :sid AND kpi IN ({marks})",
+        {"sid": head[0][0], **{f"k{i}": k for i, k in enumerate(sorted(kpis))}},
+    )
+    values = tuple(KpiValue(kpi, labels_of(json.loads(labels)), value) for kpi, labels, value in rows)
+    return Snapshot(datetime.fromtimestamp(head[0][1] / 1000, UTC), values)
+
+
+def _rule_orders(ctx: Context, kpi: str | None, labels: dict) -> list[str]:
+    """The window's orders behind a rule's KPI series (as the order probes classify them)."""
+    scan = ctx.scan()
+    pick = {
+        "sync_success_ratio": scan.unreached,
+        "order_loss_ratio": scan.lost,
+        "duplicate_free_ratio": scan.duplicated,
+        "fast_cancel_ratio": scan.fast,
+        "amount_mismatch_ratio": scan.mismatch,
+        "amount_mismatch_orders": scan.mismatch,
+    }.get(kpi or "", [])
+    channel = labels.get("channel")
+    return [r[0] for r in pick if channel is None or r[_C["channel"]] == channel][:ORDER_CAP]
+
+
 def probe_rule_hits(ctx: Context) -> list[Finding]:
-    """Which alert rules fire (the alerts table) and which would fire on the latest snapshot."""
+    """Which alert rules fire or are pending (the alerts table), which would fire on the latest
+    snapshot (condition met, `for` not yet served or not evaluated yet), and on which orders."""
+    from alerts.engine import DENOMINATOR, AlertEngine
+
     rows = ctx.sql.rows(
         "SELECT rule, labels, state, value, fired_at FROM alerts WHERE state IN ('pending', 'firing')"
     )
-    if not rows:
+    active = {(rule, labels) for rule, labels, *_ in rows}
+    rules = [r for r in ctx.config.alerts.rules if r.kpi is not None]
+    kpis = {r.kpi for r in rules} | {DENOMINATOR[r.kpi] for r in rules if r.kpi in DENOMINATOR}
+    snapshot = _latest_snapshot(ctx, kpis)
+    would = []
+    if snapshot is not None:
+        for rule in rules:
+            for series in AlertEngine._watched(rule, snapshot):
+                key = (rule.name, json.dumps(series.label_dict, sort_keys=True, ensure_ascii=False))
+                if key not in active and AlertEngine._condition(rule, series, snapshot):
+                    would.append((rule, series))
+    if not rows and not would:
         return []
-    evidence = [
-        {
-            "fact": "alert",
-            "rule": rule,
-            "labels": json.loads(labels),
-            "state": state,
-            "value": value,
-            "since": _iso(ctx, fired_at),
-        }
-        for rule, labels, state, value, fired_at in sorted(rows, key=lambda r: (r[2] != "firing", r[0]))[:20]
-    ]
+    by_name = {r.name: r for r in ctx.config.alerts.rules}
+    evidence, orders = [], []
+    for rule_name, labels, state, value, fired_at in sorted(rows, key=lambda r: (r[2] != "firing", r[0]))[
+        :20
+    ]:
+        label_dict = json.loads(labels)
+        rule = by_name.get(rule_name)
+        hit = _rule_orders(ctx, rule.kpi if rule else None, label_dict)
+        orders += [o for o in hit if o not in orders]
+        evidence.append(
+            {
+                "fact": "alert",
+                "rule": rule_name,
+                "labels": label_dict,
+                "state": state,
+                "value": value,
+                "since": _iso(ctx, fired_at),
+                "orders": len(hit),
+            }
+        )
+    for rule, series in would[:20]:
+        hit = _rule_orders(ctx, rule.kpi, series.label_dict)
+        orders += [o for o in hit if o not in orders]
+        evidence.append(
+            {
+                "fact": "would_fire",
+                "rule": rule.name,
+                "labels": series.label_dict,
+                "value": series.value,
+                "op": rule.op,
+                "threshold": rule.threshold,
+                "orders": len(hit),
+            }
+        )
     firing = sum(1 for r in rows if r[2] == "firing")
-    title = f"{firing} 条告警触发中，{len(rows) - firing} 条待定：" + "、".join(
-        sorted({r[0] for r in rows})[:5]
-    )
-    return [Finding("rule_hits", title, evidence)]
+    names = "、".join(sorted({r[0] for r in rows} | {rule.name for rule, _ in would})[:5])
+    title = f"{firing} 条告警触发中，{len(rows) - firing} 条待定，{len(would)} 条按最新指标将触发：{names}"
+    return [Finding("rule_hits", title, evidence, orders[:ORDER_CAP], order_count=len(orders))]
 
 
 PROBES: dict[str, Callable[[Context], list[Finding]]] = {

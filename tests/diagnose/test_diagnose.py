@@ -198,3 +198,19 @@ def test_orders_filtered_for_several_reasons_name_field_filter_loss(store, confi
     assert top.cause == "field_filter_loss"
     groups = {e["reason"]: e["orders"] for e in top.evidence if e.get("fact") == "difference_group"}
     assert groups == {"coupon_detail_missing": 8, "ms_duplicate": 8, "push_missing": 3}
+
+
+def test_rule_hits_name_the_rules_that_would_fire_and_their_orders(store, config):
+    from metrics.kpi import KpiEngine
+    from metrics.snapshot import save_snapshot
+
+    world = World()
+    gap = [world.order(i, wms=i < 60) for i in range(100)][60:]
+    now = T0 + timedelta(hours=3)
+    world.write(store, now)
+    save_snapshot(store.engine, KpiEngine.from_config(store.engine, config.kpi, store=store).compute(now))
+    [hits] = [f for f in run(store, config, now).findings if f.probe == "rule_hits"]
+    would = {e["rule"]: e for e in hits.evidence if e["fact"] == "would_fire"}
+    assert would["sync_ratio_low"]["labels"] == {} and would["sync_ratio_low"]["orders"] == 40
+    assert set(hits.orders) == {gid(store, "tmall", raw) for raw in gap}
+    assert "sync_ratio_low" in hits.title
