@@ -5,7 +5,7 @@ result = diagnose(engine, config, now, kpi="sync_success_ratio", labels={"channe
 result.causes[0].cause  # a PRODUCT.md incident id, e.g. "wms_push_gap"
 """
 
-from diagnose.engine import diagnose, rank
+from diagnose.engine import HealthView, diagnose, rank
 from diagnose.model import CAUSES, Cause, Diagnosis, Finding
 
-__all__ = ["CAUSES", "Cause", "Diagnosis", "Finding", "diagnose", "rank"]
+__all__ = ["CAUSES", "Cause", "Diagnosis", "Finding", "HealthView", "diagnose", "rank"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -45,6 +46,13 @@ STATE_CAUSES = {
     "in_transit": ("tracking_stall",),
     "paid": ("wms_push_gap", "timezone_skew"),
 }
+
+
+class HealthView:
+    """A `store` argument for diagnose() that only supplies source health rows."""
+
+    def __init__(self, health: Callable[[], list[dict]]) -> None:
+        self.health = health
 
 
 def diagnose(

@@ -230,14 +230,15 @@ class Service:
 
     def diagnosis_line(self, rule, labels: dict[str, str], now: datetime) -> str | None:
         """The one-line diagnosis a firing alert's message carries (no live network checks)."""
-        from diagnose import diagnose
+        from diagnose import HealthView, diagnose
 
         key = (now, rule.kpi, tuple(sorted(labels.items())))
         if key not in self._diagnoses:  # alerts firing together share one diagnosis per series
             if self._diagnoses and next(iter(self._diagnoses))[0] != now:
                 self._diagnoses.clear()
+            health = HealthView(getattr(self, "source_health", self.store.health))  # queue figures when kept
             result = diagnose(
-                self.engine, self.config, now, kpi=rule.kpi, labels=labels, store=self.store, live=False
+                self.engine, self.config, now, kpi=rule.kpi, labels=labels, store=health, live=False
             )
             self._diagnoses[key] = result.summary_line() if result.causes else None
         return self._diagnoses[key]
