@@ -90,6 +90,17 @@ class LogFileCollector:
         self.rotated = self.path.with_name(self.path.name + ".1")
         self.mapper = mapper or RecordMapper(name, cfg.mapping, channel=cfg.channel)
         self.batch_lines = batch_lines or cfg.page_size * 10
+        self._verify = None
+        if cfg.signature is not None:
+            from collectors.push import VERIFIERS
+
+            salt = cfg.credentials["salt"].get_secret_value() if "salt" in cfg.credentials else ""
+            if not salt:
+                raise ValueError(
+                    f"sources.{name}.credentials.salt: required to verify {cfg.signature} signatures"
+                )
+            verify = VERIFIERS[cfg.signature]
+            self._verify = lambda key, record: verify(name, key, record, salt)
 
     def __repr__(self) -> str:
         return f"LogFileCollector({self.name!r}, {str(self.path)!r})"
@@ -188,6 +199,8 @@ class LogFileCollector:
             batch.quarantined.append(Quarantined(self.name, key, "$", reason, text[:MAX_RAW]))
             return
         try:
+            if self._verify is not None:
+                record = self._verify(key, record)
             observations = self.mapper.map(record)
         except SchemaError as exc:
             batch.quarantined.append(

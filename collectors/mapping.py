@@ -22,7 +22,7 @@ from collectors.types import DIMENSIONS, PII_FIELDS, Observation
 from store.lifecycle import RANK
 
 IGNORE = "ignore"
-_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
 _TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")
 _MISSING = object()
 
@@ -43,6 +43,9 @@ class MappingConfig(BaseModel):
     amount_unit: Literal["yuan", "fen"] = "yuan"
     created_at: str | None = None
     notified_at: str | None = None  # payment notify logs: when the callback was sent (callback delay)
+    # A field telling that a person handled the order (e.g. Jushuitan's question_type, an operator):
+    # any value but a null value marks the record's observations as a manual action.
+    manual: str | None = None
     dims: dict[str, str] = Field(default_factory=dict)
     pii: dict[str, str] = Field(default_factory=dict)  # buyer_name/phone/address/district -> field path
     # A field telling repeated deliveries of one record apart (e.g. when a callback was received):
@@ -100,8 +103,8 @@ def get_path(record: Any, path: str) -> Any:
                 return _MISSING
             node = node[name]
         else:
-            i = int(index)
-            if not isinstance(node, list) or i >= len(node):
+            i = int(index)  # negative: from the end ([-1] is the last item)
+            if not isinstance(node, list) or not -len(node) <= i < len(node):
                 return _MISSING
             node = node[i]
     return node
@@ -252,6 +255,17 @@ class RecordMapper:
         suffix = ""
         if m.delivery_id is not None:
             suffix = "|" + self._text(record, m.delivery_id, key, required=True)
+        manual_at = None
+        if m.manual is not None:
+            flag = self._text(record, m.manual, key, required=False)
+            if flag is not None and flag.strip() not in (*m.null_values, "false", "False"):
+                # the time the record shows it: its status time, else its latest milestone
+                manual_at = (
+                    self.parse_time(get_path(record, m.status_time), key, m.status_time)
+                    if m.status_time is not None
+                    else None
+                ) or max(stamps.values(), default=None)
+                suffix += "|manual"  # a record that shows the manual action is a fact of its own
         return [
             Observation(
                 source=self.source,
@@ -265,6 +279,7 @@ class RecordMapper:
                 created_at=created_at,
                 notified_at=notified_at,
                 pii=pii,
+                manual_at=manual_at,
             )
             for state, moment in sorted(stamps.items(), key=lambda item: RANK[item[0]])
         ]

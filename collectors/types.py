@@ -28,6 +28,7 @@ class Observation:
     created_at: datetime | None = None
     notified_at: datetime | None = None  # when a payment callback about it was sent (callback delay)
     pii: dict[str, str] = field(default_factory=dict)  # PII_FIELDS -> value, as the source gave it
+    manual_at: datetime | None = None  # the record shows a manual action (mapping `manual`), at this time
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,7 @@ def demo(scenario: str, speed: float, dashboard_port: int, metrics_port: int, wo
     from sim.world import World
 
     shutil.rmtree(workdir, ignore_errors=True)
-    world = World.generate(load_scenario(scenario))
+    world = World.generate(load_scenario(scenario).with_hops())  # the demo world has the ERP and carrier
     clock = ScaledClock(world.start, speed=speed)
     sim = start_world(world, clock, workdir)
     store_url = f"sqlite:///{workdir / 'sentinel.db'}"

@@ -87,7 +87,10 @@ class SourceConfig(Strict):
     # What the source is in the order's journey (order loss = payments no channel source shows);
     # unset: http -> channel, sql -> wms, logfile -> payment.
     role: Literal["channel", "payment", "erp", "wms", "carrier", "cs"] | None = None
-    preset: str | None = None  # http protocol preset: tmall, jd, pdd, douyin, youzan
+    preset: str | None = None  # http protocol preset: tmall, jd, pdd, douyin, youzan, jushuitan
+    # logfile of pushes as received: verify each record's signature first (kuaidi100: sign =
+    # upper(MD5(param + credentials.salt))); a record failing it goes to quarantine
+    signature: Literal["kuaidi100"] | None = None
     channel: str | None = None  # channel of every record, unless mapping.channel reads it
     url: str | None = None
     query: str | None = None  # sql: a SELECT with a :since parameter
@@ -499,6 +502,11 @@ def _cross_check(
                 problems.append(f"{where}.query: a SELECT with a :since parameter is required")
         if src.kind == "logfile" and not src.path:
             problems.append(f"{where}.path: field required for kind 'logfile'")
+        if src.signature is not None:
+            if src.kind != "logfile":
+                problems.append(f"{where}.signature: only for kind 'logfile' (a log of received pushes)")
+            if not (src.credentials.get("salt") and src.credentials["salt"].get_secret_value()):
+                problems.append(f"{where}.credentials.salt: required to verify {src.signature} signatures")
     for i, rule in zip(rule_index, cfg.alerts.rules, strict=True):
         where = f"alerts.rules[{i}]"
         spec = KPI_BY_NAME.get(rule.kpi) if rule.kpi is not None else None

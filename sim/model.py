@@ -25,8 +25,9 @@ class SimOrder:
     carrier: str  # kuaidi100 carrier code
     tracking_no: str
     # True times (UTC) at which the order entered each canonical state. Only states that really
-    # happened by the end of the world are present. Keys: created, paid, wms_received, picked,
-    # packed, shipped, delivered, cancelled, and for returned orders return_requested,
+    # happened by the end of the world are present. Keys: created, paid, (erp_accepted in a world
+    # with an ERP), wms_received, picked, packed, shipped, (in_transit: the carrier's first scan, in
+    # a world with tracking), delivered, cancelled, and for returned orders return_requested,
     # return_approved, return_awaiting_receipt, return_received, refunded.
     events: dict[str, datetime] = field(default_factory=dict)
     # Which systems saw the order: a fault can keep the WMS from ever receiving it.
@@ -36,6 +37,27 @@ class SimOrder:
     notify_delay: float | None = None  # seconds from paying to the payment notify, when it is slow
     paid_amount_fen: int | None = None  # what the buyer really paid, when it differs from amount_fen
     tags: set[str] = field(default_factory=set)  # fault tags, e.g. {"wms_push_dropped"}
+    # The ERP hop (worlds with `erp = true`): when the ERP pulled the order from the channel (a
+    # question order is pulled before it is accepted), and the question type when a person had to
+    # handle it (人工干预: address, stock, risk review ...).
+    in_erp: bool = True
+    erp_pulled_at: datetime | None = None
+    manual: str | None = None
+    # Carrier tracking (worlds with `tracking = true`): the carrier's scans (time, Kuaidi100 state
+    # code, text), oldest first, and the times Kuaidi100 pushed the track to the merchant.
+    scans: tuple[tuple[datetime, int, str], ...] = ()
+    track_pushes: tuple[datetime, ...] = ()
+
+    def pushed_by(self, now: datetime) -> bool:
+        """Whether Kuaidi100 had pushed any scan of this parcel by `now`."""
+        return bool(self.track_pushes) and self.track_pushes[0] <= now
+
+    def side_times(self) -> list[datetime]:
+        """Moments besides `events` at which a source shows something new about the order."""
+        out = list(self.track_pushes)
+        if self.erp_pulled_at is not None:
+            out.append(self.erp_pulled_at)
+        return out
 
     def state_at(self, now: datetime) -> str | None:
         """The latest canonical state entered at or before `now` (None: not created yet)."""

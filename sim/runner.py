@@ -15,9 +15,11 @@ from sentinel.clock import ManualClock
 from sentinel.config import DEFAULT_PATH, load_config
 from sentinel.service import Service
 from sim.channels.server import ChannelServer
+from sim.erp import ErpServer
 from sim.model import CHANNELS
 from sim.payments import PaymentLog
 from sim.scenario import load_scenario
+from sim.tracking import TrackingLog
 from sim.wecom import WeComReceiver
 from sim.wms import WmsDatabase
 from sim.world import World
@@ -38,26 +40,35 @@ class SimWorld:
     payments: PaymentLog
     wms_url: str
     log_dir: Path
+    erp: ErpServer
+    tracking: TrackingLog
 
     def sync(self) -> None:
-        """Let the WMS and payment systems write what has happened up to now."""
+        """Let the WMS, payment and carrier systems write what has happened up to now."""
         now = self.clock.now()
         self.wms.sync(self.world, now)
         self.payments.sync(self.world, now)
+        self.tracking.sync(self.world, now)
 
     def overrides(self) -> dict[str, Any]:
-        """Config overrides that point Sentinel's sources and robot at this world."""
+        """Config overrides that point Sentinel's sources and robot at this world; the ERP and
+        carrier sources are switched off in a world without those systems."""
         out: dict[str, Any] = {f"sources.{ch}.url": self.channels.url_for(ch) for ch in CHANNELS}
         out["sources.wms.url"] = self.wms_url
         out["sources.wms_returns.url"] = self.wms_url
         out["sources.alipay.path"] = str(self.log_dir / "alipay_notify.log")
         out["sources.wechatpay.path"] = str(self.log_dir / "wechatpay_notify.log")
+        out["sources.erp.url"] = self.erp.url
+        out["sources.erp.enabled"] = self.world.scenario.erp
+        out["sources.kuaidi100.path"] = str(self.tracking.path)
+        out["sources.kuaidi100.enabled"] = self.world.scenario.tracking
         out["alerts.routes.ops.url"] = self.wecom.url
         out["alerts.routes.ops.key"] = DEMO_ROBOT_KEY
         return out
 
     def close(self) -> None:
         self.channels.close()
+        self.erp.close()
         self.wecom.close()
         self.wms.close()
 
@@ -73,7 +84,9 @@ def start_world(world: World, clock, workdir: Path, wms_url: str | None = None) 
     channels.start()
     wecom = WeComReceiver(clock, [DEMO_ROBOT_KEY])
     wecom.start()
-    return SimWorld(world, clock, channels, wecom, wms, PaymentLog(log_dir), wms_url, log_dir)
+    erp = ErpServer(world, clock).start()
+    tracking = TrackingLog(workdir / "tracking")
+    return SimWorld(world, clock, channels, wecom, wms, PaymentLog(log_dir), wms_url, log_dir, erp, tracking)
 
 
 class Replay:

@@ -54,6 +54,7 @@ class Latency(Strict):
     pack: tuple[float, float] = (60, 480)  # picked -> packed (timeout 12 min)
     ship: tuple[float, float] = (600, 7200)  # packed -> shipped (timeout 4 h)
     deliver: tuple[float, float] = (86400, 259200)  # shipped -> delivered
+    pickup: tuple[float, float] = (1200, 5400)  # shipped -> the carrier's first scan (worlds with tracking)
     cancel: tuple[float, float] = (900, 1800)  # created -> cancelled (unpaid orders)
     # The return path of a returned order (each return state's timeout is 24 h: a clean world stays under it).
     return_request: tuple[float, float] = (3600, 259200)  # delivered -> return_requested (buyer asks)
@@ -157,7 +158,9 @@ class DropFault(Fault):
     """A hop silently never happens for `count` matching orders paid at or after `after`."""
 
     kind: Literal["drop"] = "drop"
-    hop: Literal["wms", "channel"] = "wms"  # channel: the order service loses the order after payment
+    # wms: the ERP's push to the WMS; channel: the order service loses the order after payment;
+    # erp: the ERP never pulls the order from the channel (worlds with an ERP)
+    hop: Literal["wms", "channel", "erp"] = "wms"
     match: FaultMatch = FaultMatch()
     after: AwareDatetime | None = None
     count: int = Field(ge=1)
@@ -254,6 +257,11 @@ class Scenario(Strict):
     intraday: tuple[float, ...] | None = None  # 24 weights by local hour (None: the default curve)
     timezone: str = "Asia/Shanghai"  # zone of `intraday` hours and of native local times
     latency: Latency = Latency()
+    # Systems besides the channels, payments and the WMS: the ERP (Jushuitan order API) between the
+    # channels and the WMS, and carrier tracking (Kuaidi100 pushes) after shipping.
+    erp: bool = False
+    tracking: bool = False
+    manual_ratio: float = Field(default=0.02, ge=0, le=1)  # of the ERP's orders, handled by a person
     faults: tuple[Fault, ...] = ()
     truth: Truth = Truth()
 
@@ -278,6 +286,10 @@ class Scenario(Strict):
         if self.settle.total_seconds() < self.latency.pay[1]:
             raise ValueError("settle must be at least latency.pay max, so every paid order pays in the world")
         return self
+
+    def with_hops(self) -> Scenario:
+        """The same scenario in a world with the ERP and carrier tracking (the demo's world)."""
+        return self.model_copy(update={"erp": True, "tracking": True})
 
     @property
     def end(self) -> datetime:

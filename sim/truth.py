@@ -38,6 +38,8 @@ def _visible(order: SimOrder, now: datetime) -> dict[str, datetime] | None:
         events = {s: t for s, t in events.items() if s in shown} if "paid" in events else {}
     if not events or (order.channel in PAID_ONLY_CHANNELS and "paid" not in events):
         return None
+    if "in_transit" in events and not order.pushed_by(now):  # the carrier's scan is known once pushed
+        del events["in_transit"]
     return events
 
 

@@ -77,10 +77,19 @@ CARRIER_MIX = {
 }
 
 # States a dropped hop takes away (the order never reaches that system, so nothing after it).
+_AFTER_WMS = ("wms_received", "picked", "packed", "shipped", "in_transit", "delivered", *RETURNS)
 HOP_STATES = {
-    "wms": ("wms_received", "picked", "packed", "shipped", "delivered", *RETURNS),
-    "channel": ("wms_received", "picked", "packed", "shipped", "delivered", "cancelled", *RETURNS),
+    "wms": _AFTER_WMS,
+    "erp": ("erp_accepted", *_AFTER_WMS),
+    "channel": ("erp_accepted", *_AFTER_WMS, "cancelled"),
 }
+# Question types of the ERP's problem orders (聚水潭 question_type): a person must handle them.
+QUESTION_TYPES = ("地址异常", "库存不足", "疑似风险订单", "买家留言待处理", "商品信息不符")
+# Kuaidi100 push schedule after subscribing (at shipping): first check, then one every interval.
+PUSH_FIRST = (900, 3600)
+PUSH_INTERVAL = timedelta(hours=2)
+TRUNK_SCAN = (3 * 3600, 8 * 3600)  # between two carrier scans on the way
+WAREHOUSE_CITY = {"WH-HZ01": "杭州市", "WH-GZ01": "广州市", "WH-CD01": "成都市", "WH-BJ01": "北京市"}
 # The return path after delivery: (state, the scenario latency that leads into it).
 RETURN_STEPS = (
     ("return_requested", "return_request"),
@@ -149,12 +158,15 @@ def drop_hop(fault: Fault, orders: list[SimOrder], rng: random.Random, where: st
             ]
         )
     candidates.sort(key=lambda o: o.events["paid"])
-    tag = f"{fault.hop}_push_dropped" if fault.hop == "wms" else "order_intake_dropped"
+    tag = {"wms": "wms_push_dropped", "erp": "erp_pull_dropped", "channel": "order_intake_dropped"}[fault.hop]
     for order in candidates[: fault.count]:
         for state in HOP_STATES[fault.hop]:
             order.events.pop(state, None)
         order.in_wms = False
         order.in_channel = fault.hop != "channel"
+        if fault.hop != "wms":  # the ERP never had it
+            order.in_erp, order.erp_pulled_at, order.manual = False, None, None
+        order.scans, order.track_pushes = (), ()  # never shipped: nothing to track
         order.tags.add(tag)
     return {tag: fault.count}
 
@@ -348,6 +360,84 @@ def _add_returns(sc: Scenario, orders: list[SimOrder]) -> None:
             order.events[state] = t
 
 
+def _add_erp(sc: Scenario, orders: list[SimOrder]) -> None:
+    """The ERP hop between paying and the WMS (own random stream, so the rest of the world is the
+    same with or without it): the ERP pulls a paid order and accepts it (review passed, released
+    to the warehouse) before the WMS receives it; `manual_ratio` of them are question orders a
+    person handles first (pulled early, accepted later)."""
+    rng = random.Random(f"erp:{sc.seed}")
+    for order in orders:
+        paid = order.events.get("paid")
+        if paid is None:
+            continue
+        wms = order.events.get("wms_received")
+        gap = (
+            (wms - paid).total_seconds() if wms is not None else _latency(rng, sc.latency.wms).total_seconds()
+        )
+        manual = rng.random() < sc.manual_ratio
+        low, high = (0.5, 0.9) if manual else (0.1, 0.5)
+        accepted = paid + timedelta(
+            seconds=min(max(1, int(gap * rng.uniform(low, high))), max(1, int(gap) - 1))
+        )
+        pulled = paid + timedelta(seconds=max(1, int(gap * rng.uniform(0.05, 0.2)))) if manual else accepted
+        pulled = min(pulled, accepted)
+        if pulled > sc.end:
+            continue
+        order.erp_pulled_at = pulled
+        if manual:
+            order.manual = rng.choice(QUESTION_TYPES)
+        if accepted <= sc.end:
+            order.events["erp_accepted"] = accepted
+
+
+def plan_pushes(scans: list[tuple[datetime, int, str]], first_check: datetime, end: datetime) -> tuple:
+    """Kuaidi100 checks the parcel at `first_check` and every PUSH_INTERVAL after, and pushes the
+    track when it has new scans: the push times of `scans` (up to `end`)."""
+    pushes: list[datetime] = []
+    for at, _code, _text in scans:
+        if at <= first_check:
+            push = first_check
+        else:
+            steps = -(-(at - first_check) // PUSH_INTERVAL)
+            push = first_check + steps * PUSH_INTERVAL
+        if push <= end and (not pushes or push > pushes[-1]):
+            pushes.append(push)
+    return tuple(pushes)
+
+
+def _add_tracking(sc: Scenario, orders: list[SimOrder]) -> None:
+    """Carrier scans after shipping (own random stream): picked up, on the way every few hours,
+    out for delivery, signed at the delivered time; and when Kuaidi100 pushes them."""
+    rng = random.Random(f"tracking:{sc.seed}")
+    for order in orders:
+        shipped = order.events.get("shipped")
+        if shipped is None:
+            continue
+        delivered = order.events.get("delivered")
+        pickup = shipped + _latency(rng, sc.latency.pickup)
+        if delivered is not None and pickup >= delivered:
+            pickup = shipped + timedelta(seconds=int((delivered - shipped).total_seconds()) // 2)
+        origin = WAREHOUSE_CITY.get(order.warehouse, "")
+        scans = [(pickup, 1, f"【{origin}】{order.carrier} 已揽收")]
+        t = pickup
+        last_trunk = delivered - timedelta(hours=2) if delivered is not None else sc.end
+        while True:
+            t = t + _latency(rng, TRUNK_SCAN)
+            if t >= last_trunk or t > sc.end:
+                break
+            scans.append((t, 0, f"【{order.province}转运中心】已发出"))
+        if delivered is not None:
+            out = delivered - timedelta(seconds=rng.randint(1800, 5400))
+            if out > scans[-1][0]:
+                scans.append((out, 5, f"【{order.city}】快件已由快递员派送中"))
+            scans.append((delivered, 3, f"【{order.city}】已签收，签收人：本人"))
+        order.scans = tuple(s for s in scans if s[0] <= sc.end)
+        first_check = shipped + timedelta(seconds=rng.randint(*PUSH_FIRST))
+        order.track_pushes = plan_pushes(list(order.scans), first_check, sc.end)
+        if order.scans:
+            order.events["in_transit"] = pickup
+
+
 class World:
     """Ground truth of one simulated run: orders, their true timelines and injected faults."""
 
@@ -375,6 +465,10 @@ class World:
         used: set[str] = set()
         orders = [_make_order(sc, rng, zone, channels[i], t, i in paid, used) for i, t in enumerate(times)]
         _add_returns(sc, orders)
+        if sc.erp:
+            _add_erp(sc, orders)
+        if sc.tracking:
+            _add_tracking(sc, orders)
         counts: dict[str, int] = {}
         for i, fault in enumerate(sc.faults):
             applier = FAULT_APPLIERS.get(fault.kind)

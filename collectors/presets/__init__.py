@@ -10,12 +10,14 @@ from collectors.mapping import MappingConfig
 from collectors.presets.base import Call, Credentials, Page, Preset
 from collectors.presets.douyin import DouyinPreset
 from collectors.presets.jd import JdPreset
+from collectors.presets.jushuitan import JushuitanPreset
 from collectors.presets.pdd import PddPreset
 from collectors.presets.tmall import TmallPreset
 from collectors.presets.youzan import YouzanPreset
 
 PRESETS: dict[str, Preset] = {
-    p.name: p for p in (TmallPreset(), JdPreset(), PddPreset(), DouyinPreset(), YouzanPreset())
+    p.name: p
+    for p in (TmallPreset(), JdPreset(), PddPreset(), DouyinPreset(), YouzanPreset(), JushuitanPreset())
 }
 MAPPINGS_PATH = Path(__file__).with_name("mappings.toml")
 

@@ -183,6 +183,33 @@ class ChannelServer:
             self.calls.append({"channel": channel, **entry})
 
 
+class HttpHost:
+    """A threading HTTP server on a local port answering with `target.serve(ApiRequest)`."""
+
+    def __init__(self, target, thread_name: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._httpd = ThreadingHTTPServer((host, port), _handler_for(target))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=thread_name, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve_http(target, thread_name: str) -> HttpHost:
+    """Serve `target` (anything with `serve(ApiRequest) -> Response`) on a local port."""
+    return HttpHost(target, thread_name)
+
+
 def _garbage(response: Response, style: str) -> Response:
     if style == "html":
         return Response(
@@ -191,7 +218,7 @@ def _garbage(response: Response, style: str) -> Response:
     return Response(200, response.body[: max(1, len(response.body) // 2)], response.headers)
 
 
-def _handler_for(server: ChannelServer) -> type[BaseHTTPRequestHandler]:
+def _handler_for(server) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out in separate writes
