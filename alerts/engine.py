@@ -43,6 +43,10 @@ DENOMINATOR = {
     "return_break_ratio": "return_active_orders",
     "return_break_orders": "return_active_orders",
     "dwell_failure_ratio": "dwell_judged_orders",
+    "hop_sync_success_ratio": "hop_sync_orders",
+    "hop_sync_unreached_orders": "hop_sync_orders",
+    "manual_intervention_ratio": "paid_orders",
+    "manual_intervention_orders": "paid_orders",
 }
 OPS = {
     "<": lambda v, t: v < t,

@@ -24,6 +24,13 @@ LABEL_NAMES_ZH = {
     "province": "省份",
     "city": "城市",
     "cs_group": "客服组",
+    "hop": "环节",
+}
+HOP_NAMES_ZH = {
+    "channel_erp": "渠道→ERP",
+    "erp_wms": "ERP→仓库",
+    "shipped_tracking": "发货→物流轨迹",
+    "status_writeback": "发货状态回传渠道",
 }
 HEADS = {"firing": "履约告警", "repeat": "履约告警持续中", "escalate": "履约告警升级"}
 
@@ -158,6 +165,15 @@ def _impact(rule: RuleConfig, labels: dict[str, str], snap: Snapshot | None, con
             lines.append(f"> 滞留订单：**{int(stuck)}** 单已付款超过 {sla}未到达仓库{total}")
         if "channel" not in labels:
             lines += _channels(snap, "sync_unreached_orders", {}, config)
+    elif rule.kpi == "hop_sync_success_ratio":
+        unreached = snap.get("hop_sync_unreached_orders", **labels)
+        due = snap.get("hop_sync_orders", **labels)
+        if unreached is not None:
+            hop = HOP_NAMES_ZH.get(labels.get("hop", ""), labels.get("hop", ""))
+            total = f"（共 {int(due)} 单）" if due is not None else ""
+            lines.append(f"> 未同步订单：**{int(unreached)}** 单卡在「{hop}」{total}")
+        if "channel" not in labels and "hop" in labels:
+            lines += _channels(snap, "hop_sync_unreached_orders", {"hop": labels["hop"]}, config)
     elif rule.kpi in ("stuck_ratio", "stuck_orders"):
         state = labels.get("state")
         stuck = snap.get("stuck_orders", **labels)
@@ -199,7 +215,15 @@ def _scope(labels: dict[str, str], config: Config) -> str:
         return "全部渠道"
     parts = []
     for key, val in sorted(labels.items()):
-        shown = _channel(val, config) if key == "channel" else _state(val) if key == "state" else val
+        shown = (
+            _channel(val, config)
+            if key == "channel"
+            else _state(val)
+            if key == "state"
+            else HOP_NAMES_ZH.get(val, val)
+            if key == "hop"
+            else val
+        )
         parts.append(f"{LABEL_NAMES_ZH.get(key, key)} {shown}")
     return "，".join(parts)
 

@@ -280,4 +280,63 @@ KPIS += (
     ),
 )
 
+# Per-hop sync: one family with a `hop` label (channel_erp, erp_wms, shipped_tracking,
+# status_writeback), the same quantity along the chain, so `by (hop)` compares the hops.
+KPIS += (
+    KpiSpec(
+        "hop_sync_success_ratio",
+        ("hop", "channel"),
+        "fulfillment_hop_sync_success_ratio",
+        "ratio",
+        "Per hop, orders that entered it in the KPI window at least the hop's SLA ago and got past it, over those orders.",
+        "分环节同步成功率",
+        "high",
+    ),
+    KpiSpec(
+        "hop_sync_orders",
+        ("hop", "channel"),
+        "fulfillment_hop_sync_orders",
+        "orders",
+        "Per hop, orders that entered it in the KPI window at least the hop's SLA ago (the hop sync ratio's denominator).",
+        "分环节应同步订单",
+        "high",
+    ),
+    KpiSpec(
+        "hop_sync_unreached_orders",
+        ("hop", "channel"),
+        "fulfillment_hop_sync_unreached_orders",
+        "orders",
+        "Per hop, orders that entered it in the KPI window at least the hop's SLA ago and have not got past it.",
+        "分环节未同步订单",
+        "low",
+    ),
+    KpiSpec(
+        "manual_intervention_ratio",
+        ("channel",),
+        "fulfillment_manual_intervention_ratio",
+        "ratio",
+        "Orders paid in the KPI window that a person handled (an ERP/WMS record shows a manual action), over orders paid.",
+        "人工干预订单占比",
+        "low",
+    ),
+    KpiSpec(
+        "manual_intervention_orders",
+        ("channel",),
+        "fulfillment_manual_intervention_orders",
+        "orders",
+        "Orders paid in the KPI window that a person handled (an ERP/WMS record shows a manual action).",
+        "人工干预订单",
+        "low",
+    ),
+    KpiSpec(
+        "paid_orders",
+        ("channel",),
+        "fulfillment_paid_orders",
+        "orders",
+        "Orders paid in the KPI window.",
+        "已付款订单",
+        "high",
+    ),
+)
+
 KPI_BY_NAME = {spec.name: spec for spec in KPIS}

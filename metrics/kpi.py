@@ -27,6 +27,7 @@ from metrics.snapshot import KpiValue, Snapshot, labels_of
 from store.lifecycle import (
     EXITS,
     FORWARD,
+    HOPS,
     OPEN_STATES,
     RETURNS,
     ROLE_BITS,
@@ -70,6 +71,11 @@ _REACHED_SQL = "(" + " OR ".join(f"{milestone_column(s)} IS NOT NULL" for s in W
 _COUNTED_SQL = f"NOT ((cancelled_at IS NOT NULL OR closed_at IS NOT NULL) AND NOT {_REACHED_SQL})"
 _FAST_SQL = "(cancelled_at IS NOT NULL AND cancelled_at - paid_at <= :fast_ms)"
 _PAYMENT_BIT, _CHANNEL_BIT = ROLE_BITS["payment"], ROLE_BITS["channel"]
+_CARRIER_BIT, _WMS_BIT = ROLE_BITS["carrier"], ROLE_BITS["wms"]
+# Reached the ERP: accepted by it, or anything later on the forward path (channel -> ERP hop).
+ERP_REACHED = FORWARD[FORWARD.index("erp_accepted") :]
+_ERP_REACHED_SQL = "(" + " OR ".join(f"{milestone_column(s)} IS NOT NULL" for s in ERP_REACHED) + ")"
+_ERP_COUNTED_SQL = f"NOT ((cancelled_at IS NOT NULL OR closed_at IS NOT NULL) AND NOT {_ERP_REACHED_SQL})"
 _BY_PAYMENT_SQL = f"(seen_roles & {_PAYMENT_BIT}) <> 0"
 _LOST_SQL = f"({_BY_PAYMENT_SQL} AND (seen_roles & {_CHANNEL_BIT}) = 0)"
 # What each payment cell counts (per minute of paid_at and channel), in SQL and in _Aggregates.contributions.
@@ -83,6 +89,9 @@ PAY_FIELDS = (
     "lost",
     "mismatch",
     "late_callback",
+    "erp_counted",
+    "erp_reached",
+    "manual",
 )
 _MISMATCH_SQL = "(paid_amount_fen IS NOT NULL AND amount_fen IS NOT NULL AND paid_amount_fen <> amount_fen)"
 _PAY_COLUMNS = (
@@ -91,7 +100,26 @@ _PAY_COLUMNS = (
     f"sum(CASE WHEN {_FAST_SQL} THEN 1 ELSE 0 END), sum(duplicate_records), "
     f"sum(CASE WHEN {_BY_PAYMENT_SQL} THEN 1 ELSE 0 END), sum(CASE WHEN {_LOST_SQL} THEN 1 ELSE 0 END), "
     f"sum(CASE WHEN {_MISMATCH_SQL} THEN 1 ELSE 0 END), "
-    "sum(CASE WHEN callback_delay_ms > :late_ms THEN 1 ELSE 0 END)"
+    "sum(CASE WHEN callback_delay_ms > :late_ms THEN 1 ELSE 0 END), "
+    f"sum(CASE WHEN {_ERP_COUNTED_SQL} THEN 1 ELSE 0 END), "
+    f"sum(CASE WHEN {_ERP_COUNTED_SQL} AND {_ERP_REACHED_SQL} THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN manual_at IS NOT NULL THEN 1 ELSE 0 END)"
+)
+# Hop cells: per minute of the time a hop starts (the ERP's acceptance, shipping) and channel, what
+# the hops after it count. erp: (counted, reached the WMS); ship: (shipped, with a carrier scan,
+# shipped per the WMS, of those shown shipped by a channel). Minute cells, so these hops judge the
+# orders whose hop started in whole minutes of the window (like the dwell window's whole buckets).
+HOP_CELLS = {"erp": ("counted", "reached"), "ship": ("shipped", "tracked", "by_wms", "written_back")}
+_HOP_LOAD_SQL = (
+    f"SELECT 'erp', erp_accepted_at / {MINUTE_MS}, channel, "
+    f"sum(CASE WHEN {_COUNTED_SQL} THEN 1 ELSE 0 END), "
+    f"sum(CASE WHEN {_COUNTED_SQL} AND {_REACHED_SQL} THEN 1 ELSE 0 END), 0, 0 FROM orders "
+    f"WHERE last_event_at >= :since AND erp_accepted_at >= :since GROUP BY erp_accepted_at / {MINUTE_MS}, channel "
+    f"UNION ALL SELECT 'ship', shipped_at / {MINUTE_MS}, channel, count(*), "
+    f"sum(CASE WHEN (seen_roles & {_CARRIER_BIT}) <> 0 THEN 1 ELSE 0 END), "
+    f"sum(CASE WHEN (seen_roles & {_WMS_BIT}) <> 0 THEN 1 ELSE 0 END), "
+    f"sum(CASE WHEN (seen_roles & {_WMS_BIT}) <> 0 AND channel_shipped_at IS NOT NULL THEN 1 ELSE 0 END) "
+    f"FROM orders WHERE last_event_at >= :since AND shipped_at >= :since GROUP BY shipped_at / {MINUTE_MS}, channel"
 )
 
 
@@ -170,6 +198,9 @@ def _left_positions(state: str) -> tuple[tuple[int, int], ...]:
 _DWELL_POS = [(s, _COL[milestone_column(s)], _left_positions(s)) for s in DWELL_STATES]
 _PAID, _CANCELLED, _CLOSED = _COL["paid_at"], _COL["cancelled_at"], _COL["closed_at"]
 _REACHED_POS = tuple(_COL[milestone_column(s)] for s in WMS_REACHED)
+_ERP_REACHED_POS = tuple(_COL[milestone_column(s)] for s in ERP_REACHED)
+_ERP_ACCEPTED, _SHIPPED = _COL["erp_accepted_at"], _COL["shipped_at"]
+_MANUAL, _CHANNEL_SHIPPED = _COL["manual_at"], _COL["channel_shipped_at"]
 _CHANNEL, _ROLES, _DUPS = _COL["channel"], _COL["seen_roles"], _COL["duplicate_records"]
 _AMOUNT, _PAID_AMOUNT, _CALLBACK_DELAY = (
     _COL["amount_fen"],
@@ -231,20 +262,24 @@ class _Aggregates:
         self.pay: dict[tuple[int, str], list[int]] = {}  # (minute, channel) -> counts in PAY_FIELDS order
         self.hours: dict[tuple[int, str], list[int]] = {}  # (hour, channel) -> the same, for the long windows
         self.keep_hours = False  # set when there are long windows
+        self.hops: dict[tuple[str, int, str], list[int]] = {}  # (family, minute, channel) -> HOP_CELLS counts
         self.dwell = ring
         self.timeouts_ms = timeouts_ms  # dwell states with a timeout: a stay this long failed
         self.fast_ms = fast_ms
         self.late_ms = late_ms
 
-    def contributions(self, row: tuple) -> tuple[tuple | None, list[tuple[str, int, int]]]:
-        """One order row's payment cell entry ((minute, channel), counts) and dwell entries."""
+    def contributions(self, row: tuple) -> tuple[tuple | None, list[tuple[str, int, int]], list[tuple]]:
+        """One order row's payment cell entry ((minute, channel), counts), dwell entries and hop
+        cell entries ((family, minute, channel), counts)."""
         pay = None
         paid = row[_PAID]
+        reached = row[_REACHED_POS[0]] is not None or any(row[p] is not None for p in _REACHED_POS[1:])
+        cancelled = row[_CANCELLED]
+        counted = reached or (cancelled is None and row[_CLOSED] is None)
+        roles = row[_ROLES]
         if paid is not None:
-            reached = row[_REACHED_POS[0]] is not None or any(row[p] is not None for p in _REACHED_POS[1:])
-            cancelled = row[_CANCELLED]
-            counted = reached or (cancelled is None and row[_CLOSED] is None)
-            roles = row[_ROLES]
+            erp_reached = any(row[p] is not None for p in _ERP_REACHED_POS)
+            erp_counted = erp_reached or (cancelled is None and row[_CLOSED] is None)
             by_payment = 1 if roles & _PAYMENT_BIT else 0
             amount, paid_amount = row[_AMOUNT], row[_PAID_AMOUNT]
             pay = (
@@ -259,7 +294,32 @@ class _Aggregates:
                     1 if by_payment and not roles & _CHANNEL_BIT else 0,
                     1 if paid_amount is not None and amount is not None and paid_amount != amount else 0,
                     1 if row[_CALLBACK_DELAY] is not None and row[_CALLBACK_DELAY] > self.late_ms else 0,
+                    1 if erp_counted else 0,
+                    1 if erp_counted and erp_reached else 0,
+                    1 if row[_MANUAL] is not None else 0,
                 ),
+            )
+        hops = []
+        accepted, shipped = row[_ERP_ACCEPTED], row[_SHIPPED]
+        if accepted is not None:
+            hops.append(
+                (
+                    ("erp", accepted // MINUTE_MS, row[_CHANNEL]),
+                    (1 if counted else 0, 1 if counted and reached else 0),
+                )
+            )
+        if shipped is not None:
+            by_wms = 1 if roles & _WMS_BIT else 0
+            hops.append(
+                (
+                    ("ship", shipped // MINUTE_MS, row[_CHANNEL]),
+                    (
+                        1,
+                        1 if roles & _CARRIER_BIT else 0,
+                        by_wms,
+                        1 if by_wms and row[_CHANNEL_SHIPPED] is not None else 0,
+                    ),
+                )
             )
         dwell = []
         for state, entered_pos, left_pos in _DWELL_POS:
@@ -277,15 +337,23 @@ class _Aggregates:
                             reason = _TIMEOUT
                         dwell.append((state, left // DWELL_BUCKET_MS, index, reason))
                     break
-        return pay, dwell
+        return pay, dwell, hops
 
     def change(self, old: tuple | None, new: tuple) -> None:
         """Move one order from its old row's contributions to its new row's."""
-        new_pay, new_dwell = self.contributions(new)
+        new_pay, new_dwell, new_hops = self.contributions(new)
         if old is None:
-            old_pay, old_dwell = None, []
+            old_pay, old_dwell, old_hops = None, [], []
         else:
-            old_pay, old_dwell = self.contributions(old)
+            old_pay, old_dwell, old_hops = self.contributions(old)
+        if old_hops != new_hops:
+            for entries, sign in ((old_hops, -1), (new_hops, 1)):
+                for key, counts in entries:
+                    cell = self.hops.get(key)
+                    if cell is None:
+                        cell = self.hops[key] = [0] * len(HOP_CELLS[key[0]])
+                    for i, n in enumerate(counts):
+                        cell[i] += sign * n
         if old_pay != new_pay:
             for entry, sign in ((old_pay, -1), (new_pay, 1)):
                 if entry is not None:
@@ -312,6 +380,8 @@ class _Aggregates:
             del self.pay[key]
         for key in [k for k in self.hours if k[0] < oldest_hour]:
             del self.hours[key]
+        for key in [k for k in self.hops if k[1] < oldest_minute]:
+            del self.hops[key]
 
 
 class KpiEngine:
@@ -333,8 +403,14 @@ class KpiEngine:
         order_grace: timedelta = timedelta(minutes=10),
         callback_limit: timedelta = timedelta(seconds=8),
         windows: dict[str, timedelta] | None = None,
+        tracking_sla: timedelta = timedelta(hours=4),
+        writeback_sla: timedelta = timedelta(minutes=15),
+        hops: tuple[str, ...] | None = None,
     ) -> None:
         self.engine = engine
+        self.tracking_sla = tracking_sla
+        self.writeback_sla = writeback_sla
+        self.hops = tuple(HOPS) if hops is None else tuple(h for h in HOPS if h in hops)
         self.window = window
         self.windows = dict(SHORT_WINDOWS if windows is None else windows)
         self._long_hours = {n: int(w / timedelta(hours=1)) for n, w in self.windows.items() if w > window}
@@ -375,6 +451,9 @@ class KpiEngine:
             order_grace=kpi.order_grace,
             callback_limit=kpi.callback_delay_limit,
             windows=kpi.window_widths,
+            tracking_sla=kpi.tracking_sla,
+            writeback_sla=kpi.writeback_sla,
+            hops=kpi.hops,
         )
 
     # -- the change feed -------------------------------------------------------------------------
@@ -452,6 +531,8 @@ class KpiEngine:
                 conn, sql, since=oldest_hour * HOUR_MS, cut=cut, fast_ms=self._fast_ms, late_ms=self._late_ms
             ):
                 agg.hours[(int(hour), channel)] = [int(x or 0) for x in cell]
+        for family, minute, channel, *cell in _rows(conn, _HOP_LOAD_SQL, since=oldest_minute * MINUTE_MS):
+            agg.hops[(family, int(minute), channel)] = [int(x or 0) for x in cell[: len(HOP_CELLS[family])]]
         low_ms, high_ms = ring.low * DWELL_BUCKET_MS, (ring.low + ring.size) * DWELL_BUCKET_MS
         parts = []
         for state in DWELL_STATES:
@@ -505,6 +586,8 @@ class KpiEngine:
         counts = _rows(conn, "SELECT state, dim, value, n FROM state_counts WHERE n > 0")
         values = (
             _payment_values(synced, recent, settled)
+            + _manual_values(recent)
+            + self._hop_values(agg, synced, now_ms)
             + self._state_values(counts, stuck)
             + self._return_values(conn, counts, stuck, now_ms - self._window_ms)
             + self._dwell_values(agg, self._overstayed(conn, agg.dwell.low * DWELL_BUCKET_MS, now_ms))
@@ -591,6 +674,47 @@ class KpiEngine:
                     for k, x in enumerate(cell):
                         into[k] += int(x or 0)
         return sums
+
+    def _hop_values(self, agg: _Aggregates, synced: dict[str, list[int]], now_ms: int) -> list[KpiValue]:
+        """Per-hop sync: of the orders whose hop started in the KPI window at least the hop's SLA
+        ago, how many got past it. channel_erp by payment time (exact, from the payment cells); the
+        others by the whole minutes of their start (the ERP's acceptance, shipping) in that range."""
+        start = now_ms - self._window_ms
+        first = -(-start // MINUTE_MS)  # whole minutes from the window's start ...
+
+        def last(sla: timedelta) -> int:  # ... to the last one ending at or before now - SLA
+            return (now_ms - int(sla.total_seconds() * 1000) + 1) // MINUTE_MS - 1
+
+        per_hop: dict[str, dict[str, list[int]]] = {}
+        if "channel_erp" in self.hops:
+            i, j = PAY_FIELDS.index("erp_counted"), PAY_FIELDS.index("erp_reached")
+            per_hop["channel_erp"] = {ch: [cell[i], cell[j]] for ch, cell in synced.items()}
+        ranges = {
+            "erp_wms": ("erp", last(self.sla), 0, 1),
+            "shipped_tracking": ("ship", last(self.tracking_sla), 0, 1),
+            "status_writeback": ("ship", last(self.writeback_sla), 2, 3),
+        }
+        by_family: dict[str, list[tuple[dict[str, list[int]], int, int, int]]] = {}
+        for hop, (family, upto, whole, part) in ranges.items():
+            if hop in self.hops:
+                by_family.setdefault(family, []).append((per_hop.setdefault(hop, {}), upto, whole, part))
+        for (family, minute, channel), cell in agg.hops.items():  # one pass over the cells
+            for sums, upto, whole, part in by_family.get(family, ()):
+                if first <= minute <= upto:
+                    into = sums.get(channel)
+                    if into is None:
+                        into = sums[channel] = [0, 0]
+                    into[0] += cell[whole]
+                    into[1] += cell[part]
+        values: list[KpiValue] = []
+        for hop in self.hops:
+            total = [0, 0]
+            for channel, (counted, reached) in sorted(per_hop.get(hop, {}).items()):
+                if counted:
+                    total[0], total[1] = total[0] + counted, total[1] + reached
+                    values += _hop_series(labels_of(hop=hop, channel=channel), counted, reached)
+            values += _hop_series(labels_of(hop=hop), *total)
+        return values
 
     def _stuck(self, conn, now_ms: int) -> Counter:
         """Orders held in a state longer than its timeout, by (state, dimension, value)."""
@@ -767,6 +891,28 @@ def _cell_ratios(sums: dict[str, list[int]], name: str, part: str, whole: str) -
             total_part, total_whole = total_part + cell[i], total_whole + cell[j]
             values += _ratio_series(name, labels_of(channel=channel), cell[i], cell[j])
     return values + _ratio_series(name, (), total_part, total_whole)
+
+
+def _manual_values(sums: dict[str, list[int]]) -> list[KpiValue]:
+    """Orders paid in the KPI window, and of those the ones a person handled (manual intervention)."""
+    paid = PAY_FIELDS.index("paid")
+    values = _cell_ratios(sums, "manual_intervention", "manual", "paid")
+    total = 0
+    for channel, cell in sorted(sums.items()):
+        if cell[paid]:
+            values.append(KpiValue("paid_orders", labels_of(channel=channel), float(cell[paid])))
+            total += cell[paid]
+    return values + [KpiValue("paid_orders", (), float(total))]
+
+
+def _hop_series(labels, counted: int, reached: int) -> list[KpiValue]:
+    out = [
+        KpiValue("hop_sync_orders", labels, float(counted)),
+        KpiValue("hop_sync_unreached_orders", labels, float(counted - reached)),
+    ]
+    if counted:
+        out.append(KpiValue("hop_sync_success_ratio", labels, reached / counted))
+    return out
 
 
 def _return_series(labels, broken: int, active: int) -> list[KpiValue]:

@@ -25,7 +25,7 @@ from pydantic import (
 
 from collectors.mapping import MappingConfig
 from metrics.catalog import KPI_BY_NAME
-from store.lifecycle import RANK
+from store.lifecycle import HOPS, RANK
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config.toml"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -118,6 +118,19 @@ class KpiConfig(Strict):
     dwell_window: Duration = timedelta(hours=1)  # dwell percentiles over orders that left a state in it
     order_grace: Duration = timedelta(minutes=10)  # a payment with no channel order after this is lost
     callback_delay_limit: Duration = timedelta(seconds=8)  # a payment notify later than this is "late"
+    tracking_sla: Duration = timedelta(hours=4)  # shipped -> the first carrier scan (hop shipped_tracking)
+    writeback_sla: Duration = timedelta(minutes=15)  # shipped in the WMS -> shown shipped by the channel
+    # Hops judged by the per-hop sync ratio; unset: each hop whose source roles have an enabled source.
+    hops: tuple[str, ...] | None = None
+
+    @field_validator("hops")
+    @classmethod
+    def _hops(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        bad = sorted(set(value or ()) - set(HOPS))
+        if bad:
+            raise ValueError(f"unknown hop(s) {bad}; use {list(HOPS)}")
+        return value
+
     stuck_timeouts: dict[str, Duration] = Field(default_factory=dict)
     # Extra windows of the payment-family KPIs, each exported as window="<as written>": up to the KPI
     # window less the SLA/grace from per-minute cells with exact edges; longer ones in whole hours
@@ -428,6 +441,15 @@ class Config(Strict):
     alerts: AlertsConfig = AlertsConfig()
     dashboard: DashboardConfig = DashboardConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
+
+    @model_validator(mode="after")
+    def _default_hops(self) -> Config:
+        """`kpi.hops` unset: the hops whose source roles all have an enabled source."""
+        if self.kpi.hops is None:
+            roles = {src.effective_role for src in self.sources.values() if src.enabled}
+            hops = tuple(h for h, needs in HOPS.items() if set(needs) <= roles)
+            object.__setattr__(self, "kpi", self.kpi.model_copy(update={"hops": hops}))
+        return self
 
 
 class ConfigError(Exception):

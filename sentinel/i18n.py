@@ -276,6 +276,12 @@ STRINGS: dict[str, tuple[str, str]] = {
     "kpi.return_break_ratio": ("", "Return break ratio"),
     "kpi.return_break_orders": ("", "Returns stuck over 24 h"),
     "kpi.return_active_orders": ("", "Active returns"),
+    "kpi.hop_sync_success_ratio": ("", "Sync success ratio per hop"),
+    "kpi.hop_sync_orders": ("", "Orders due past each hop"),
+    "kpi.hop_sync_unreached_orders": ("", "Orders not past each hop"),
+    "kpi.manual_intervention_ratio": ("", "Manual intervention ratio"),
+    "kpi.manual_intervention_orders": ("", "Orders handled by a person"),
+    "kpi.paid_orders": ("", "Paid orders"),
 }  # fmt: skip
 
 

@@ -62,6 +62,14 @@ class SimWorld:
         out["sources.erp.enabled"] = self.world.scenario.erp
         out["sources.kuaidi100.path"] = str(self.tracking.path)
         out["sources.kuaidi100.enabled"] = self.world.scenario.tracking
+        # The hops this world has (its return orders come from the ERP database even without the
+        # ERP's order flow, so the roles alone would over-claim the ERP hops).
+        hops = ["status_writeback"]
+        if self.world.scenario.erp:
+            hops[:0] = ["channel_erp", "erp_wms"]
+        if self.world.scenario.tracking:
+            hops.append("shipped_tracking")
+        out["kpi.hops"] = hops
         out["alerts.routes.ops.url"] = self.wecom.url
         out["alerts.routes.ops.key"] = DEMO_ROBOT_KEY
         return out

@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 from metrics.kpi import (
     DWELL_BUCKET_MS,
+    ERP_REACHED,
     FAILURE_REASONS,
+    MINUTE_MS,
     OPEN_RETURNS,
     RETURN_BREAK_AFTER,
     SHORT_WINDOWS,
@@ -21,7 +23,7 @@ from metrics.kpi import (
 )
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
 from sim.payments import delivery_times, paid_amount, received_at
-from store.lifecycle import EXITS, FORWARD, RANK, RETURNS, TERMINAL, WMS_REACHED
+from store.lifecycle import EXITS, FORWARD, HOPS, RANK, RETURNS, TERMINAL, WMS_REACHED
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -85,6 +87,9 @@ def kpi_truth(
     order_grace: timedelta = timedelta(minutes=10),
     callback_limit: timedelta = timedelta(seconds=8),
     windows: dict[str, timedelta] = SHORT_WINDOWS,
+    tracking_sla: timedelta = timedelta(hours=4),
+    writeback_sla: timedelta = timedelta(minutes=15),
+    hops: tuple[str, ...] | None = None,
 ) -> dict[Key, float]:
     """Every KPI series the engine computes from orders, keyed like Snapshot: (kpi, labels)."""
     out: dict[Key, float] = {}
@@ -99,7 +104,21 @@ def kpi_truth(
     dwell: dict[str, list[float]] = defaultdict(list)
     judged: dict[str, int] = defaultdict(int)  # stays ended in the dwell window or overstayed in it
     failed: dict[tuple[str, str], int] = defaultdict(int)  # (state, reason) -> stays
+    hop_sync: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # (hop, labels) -> counted, reached
+    manual: dict[tuple, list[int]] = defaultdict(
+        lambda: [0, 0]
+    )  # labels -> paid in window, handled by a person
+    hops = tuple(HOPS) if hops is None else tuple(h for h in HOPS if h in hops)
     start = now - window
+    # Hops judged by the minute their start falls in: whole minutes from the window's start to the
+    # last one ending at or before now - the hop's SLA.
+    now_ms, start_ms = int(now.timestamp() * 1000), int(start.timestamp() * 1000)
+    first_minute = -(-start_ms // MINUTE_MS)
+
+    def in_minutes(at: datetime, sla: timedelta) -> bool:
+        last = (now_ms - int(sla.total_seconds() * 1000) + 1) // MINUTE_MS - 1
+        return first_minute <= int(at.timestamp() * 1000) // MINUTE_MS <= last
+
     # The KPI window (no label), then the other windows ending where each family can judge.
     # Windows up to the KPI window start `width` before each range's end; longer ones at the start
     # of the hour `width` before the hour the range ends in.
@@ -137,6 +156,41 @@ def kpi_truth(
                 returns[key][1] += broken
         paid = ev.get("paid")
         ended = "cancelled" in ev or "closed" in ev
+        keys = ((), (("channel", order.channel),))
+        erp_reached = any(s in ev for s in ERP_REACHED)
+        if paid is not None and start <= paid <= now:
+            handled = order.manual is not None and order.erp_pulled_at <= now
+            for key in keys:
+                manual[key][0] += 1
+                manual[key][1] += handled
+        hop_checks = (
+            (
+                "channel_erp",
+                paid is not None and start <= paid <= now - sla and not (ended and not erp_reached),
+                erp_reached,
+            ),
+            (
+                "erp_wms",
+                "erp_accepted" in ev and in_minutes(ev["erp_accepted"], sla) and not (ended and not reached),
+                reached,
+            ),
+            (
+                "shipped_tracking",
+                "shipped" in ev and in_minutes(ev["shipped"], tracking_sla),
+                order.pushed_by(now),
+            ),
+            # shipped per the WMS; the channel shows it shipped (or later) once it has shipped
+            (
+                "status_writeback",
+                "shipped" in ev and order.in_wms and in_minutes(ev["shipped"], writeback_sla),
+                order.in_channel,
+            ),
+        )
+        for hop, counted, passed in hop_checks:
+            if hop in hops and counted:
+                for key in keys:
+                    hop_sync[(hop, key)][0] += 1
+                    hop_sync[(hop, key)][1] += passed
         for extra, sync_low, recent_low, settled_low in spans:
             keys = (extra, tuple(sorted((*extra, ("channel", order.channel)))))
             if paid is not None and sync_low <= paid <= now - sla and not (ended and not reached):
@@ -183,6 +237,20 @@ def kpi_truth(
         out[("order_loss_orders", key)] = lost
         if payments:
             out[("order_loss_ratio", key)] = lost / payments
+    for hop in hops:  # the engine always gives each hop's total, zeros included
+        hop_sync.setdefault((hop, ()), [0, 0])
+    for (hop, key), (counted, passed) in hop_sync.items():
+        labels = tuple(sorted((*key, ("hop", hop))))
+        out[("hop_sync_orders", labels)] = counted
+        out[("hop_sync_unreached_orders", labels)] = counted - passed
+        if counted:
+            out[("hop_sync_success_ratio", labels)] = passed / counted
+    manual.setdefault((), [0, 0])
+    for key, (paid_n, handled) in manual.items():
+        out[("paid_orders", key)] = paid_n
+        out[("manual_intervention_orders", key)] = handled
+        if paid_n:
+            out[("manual_intervention_ratio", key)] = handled / paid_n
     returns.setdefault((), [0, 0])
     for key, (active, broken) in returns.items():
         out[("return_break_orders", key)] = broken

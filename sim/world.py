@@ -438,6 +438,26 @@ def _add_tracking(sc: Scenario, orders: list[SimOrder]) -> None:
             order.events["in_transit"] = pickup
 
 
+def stop_tracking(order: SimOrder, at: datetime, *, undelivered: bool = True) -> None:
+    """Fault hook: the carrier's scans of `order` stop at `at` (e.g. a hub that stops scanning).
+    Scans after `at` and the pushes that would have carried them go; with `undelivered` the parcel
+    is not delivered either (no delivered, no return path)."""
+    kept = tuple(scan for scan in order.scans if scan[0] <= at)
+    if kept:
+        last = kept[-1][0]
+        first_after = next((p for p in order.track_pushes if p >= last), None)
+        order.track_pushes = tuple(
+            p for p in order.track_pushes if first_after is not None and p <= first_after
+        )
+    else:
+        order.track_pushes = ()
+        order.events.pop("in_transit", None)
+    order.scans = kept
+    if undelivered:
+        for state in ("delivered", *RETURNS):
+            order.events.pop(state, None)
+
+
 class World:
     """Ground truth of one simulated run: orders, their true timelines and injected faults."""
 

@@ -59,6 +59,15 @@ STATE_LABELS_ZH = {
 }
 
 
+# Per-hop sync (PRODUCT.md): each hop and the source roles it needs; a hop is judged only where
+# sources of those roles are configured (config `kpi.hops`, by default from the enabled sources).
+HOPS = {
+    "channel_erp": ("erp",),  # paid -> the ERP accepted it (or anything later)
+    "erp_wms": ("erp", "wms"),  # accepted by the ERP -> the WMS received it
+    "shipped_tracking": ("carrier",),  # shipped -> a carrier scan
+    "status_writeback": ("channel", "wms"),  # shipped in the WMS -> the channel shows it shipped
+}
+
 # Source roles (config `sources.*.role`) as bits of orders.seen_roles.
 ROLE_BITS = {"channel": 1, "payment": 2, "erp": 4, "wms": 8, "carrier": 16, "cs": 32}
 OTHER_ROLE_BIT = 64  # a source with no role the store was told of

@@ -63,6 +63,8 @@ orders = Table(
     Column("amount_fen", BigInteger),  # the order's amount, from the first non-payment source that gives it
     Column("paid_amount_fen", BigInteger),  # what the payment notify says was paid
     Column("callback_delay_ms", BigInteger),  # the first payment notify's time after the payment
+    Column("manual_at", EpochMs),  # a record showed a person handling the order (mapping `manual`), first at
+    Column("channel_shipped_at", EpochMs),  # a channel source first showed it shipped (or later): write-back
     *[Column(d, String(64)) for d in DIMENSIONS],
     Column("first_seen_at", EpochMs, nullable=False),
     Column("seen_roles", Integer, nullable=False),  # bit set of the source roles that showed it (ROLE_BITS)

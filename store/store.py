@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, lite
 from collectors.errors import SourceError
 from collectors.types import DIMENSIONS, Batch, Observation, Quarantined
 from store.lifecycle import (
+    EXITS,
     OPEN_STATES,
     OTHER_ROLE_BIT,
     RANK,
@@ -66,6 +67,9 @@ _ROLES, _DUPS = _ORDER_COLS.index("seen_roles"), _ORDER_COLS.index("duplicate_re
 _PAID_AMOUNT = _ORDER_COLS.index("paid_amount_fen")
 _CALLBACK_DELAY = _ORDER_COLS.index("callback_delay_ms")
 _PAYMENT_ROLE = ROLE_BITS["payment"]
+_MANUAL, _CHANNEL_SHIPPED = _ORDER_COLS.index("manual_at"), _ORDER_COLS.index("channel_shipped_at")
+_CHANNEL_ROLE = ROLE_BITS["channel"]
+_SHIPPED_OR_LATER = frozenset(s for s in STATES if RANK[s] >= RANK["shipped"] and s not in EXITS)
 _OPEN = frozenset(OPEN_STATES)
 _STATE_DIMS_OF = itemgetter(
     *(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
@@ -388,6 +392,13 @@ class Store:
                             row[dim_pos[dim]] = value
                 if o.notified_at is not None and state == "paid" and row[_CALLBACK_DELAY] is None:
                     row[_CALLBACK_DELAY] = to_ms(o.notified_at) - at
+                if o.manual_at is not None:
+                    manual = to_ms(o.manual_at)
+                    if row[_MANUAL] is None or manual < row[_MANUAL]:
+                        row[_MANUAL] = manual
+                if role == _CHANNEL_ROLE and o.state in _SHIPPED_OR_LATER:
+                    if row[_CHANNEL_SHIPPED] is None or at < row[_CHANNEL_SHIPPED]:
+                        row[_CHANNEL_SHIPPED] = at
                 if o.amount_fen is not None:
                     at_pos = _PAID_AMOUNT if role == _PAYMENT_ROLE else _AMOUNT
                     if row[at_pos] is None:

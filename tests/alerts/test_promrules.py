@@ -41,6 +41,10 @@ def test_expressions_of_the_project_rules():
         ' and fulfillment_state_orders{state!="",channel="",warehouse="",carrier="",province="",city="",cs_group=""} >= 20',
         "return_break_high": 'fulfillment_return_break_ratio{channel!=""} > 0.008'
         ' and fulfillment_return_active_orders{channel!=""} >= 10',
+        "hop_sync_low": 'fulfillment_hop_sync_success_ratio{hop!="",channel=""} < 0.9995'
+        ' and fulfillment_hop_sync_orders{hop!="",channel=""} >= 20',
+        "manual_intervention_high": 'fulfillment_manual_intervention_ratio{channel=""} > 0.035'
+        ' and fulfillment_paid_orders{channel=""} >= 200',
     }
 
 
@@ -116,7 +120,7 @@ def test_promtool_accepts_the_rules_of_the_project_config(tmp_path):
     path.write_text(render_rules(load_config(DEFAULT_PATH, env={})), encoding="utf-8")
     proc = promtool("check", "rules", path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 3 rules found" in proc.stdout
+    assert "SUCCESS: 5 rules found" in proc.stdout
 
 
 @needs_promtool

@@ -285,6 +285,18 @@ fulfillment_stuck_orders{channel="jd",state="paid"} 3.0
 # TYPE fulfillment_late_callback_ratio gauge
 # HELP fulfillment_late_callback_orders Payments in the KPI window whose notify came later than the callback delay limit after paying.
 # TYPE fulfillment_late_callback_orders gauge
+# HELP fulfillment_hop_sync_success_ratio Per hop, orders that entered it in the KPI window at least the hop's SLA ago and got past it, over those orders.
+# TYPE fulfillment_hop_sync_success_ratio gauge
+# HELP fulfillment_hop_sync_orders Per hop, orders that entered it in the KPI window at least the hop's SLA ago (the hop sync ratio's denominator).
+# TYPE fulfillment_hop_sync_orders gauge
+# HELP fulfillment_hop_sync_unreached_orders Per hop, orders that entered it in the KPI window at least the hop's SLA ago and have not got past it.
+# TYPE fulfillment_hop_sync_unreached_orders gauge
+# HELP fulfillment_manual_intervention_ratio Orders paid in the KPI window that a person handled (an ERP/WMS record shows a manual action), over orders paid.
+# TYPE fulfillment_manual_intervention_ratio gauge
+# HELP fulfillment_manual_intervention_orders Orders paid in the KPI window that a person handled (an ERP/WMS record shows a manual action).
+# TYPE fulfillment_manual_intervention_orders gauge
+# HELP fulfillment_paid_orders Orders paid in the KPI window.
+# TYPE fulfillment_paid_orders gauge
 # HELP fulfillment_source_up 1 when the last poll of the source succeeded, 0 otherwise.
 # TYPE fulfillment_source_up gauge
 fulfillment_source_up{source="tmall_api"} 1.0

@@ -22,7 +22,8 @@ ENGINE_KPIS = {
     "order_loss_ratio", "order_loss_orders", "order_loss_paid_orders",
     "amount_mismatch_ratio", "amount_mismatch_orders", "late_callback_ratio", "late_callback_orders", "return_break_ratio",
     "return_break_orders", "return_active_orders", "dwell_failure_ratio", "dwell_failure_orders",
-    "dwell_judged_orders",
+    "dwell_judged_orders", "hop_sync_success_ratio", "hop_sync_orders",
+    "hop_sync_unreached_orders", "manual_intervention_ratio", "manual_intervention_orders", "paid_orders",
 }  # fmt: skip
 
 
@@ -49,6 +50,8 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
     dwell_seen, repeats_seen, breaks_seen, mismatches_seen, late_seen, hour_seen = [], [], [], [], [], []
     week_seen = []  # orders paid in the rolling week past the SLA
     failed_seen = []  # (paid stays that timed out, created stays cancelled) in the dwell window
+    manual_seen = []
+    assert set(kpi.hops) == {"channel_erp", "erp_wms", "shipped_tracking", "status_writeback"}
     try:
         for at in CHECKPOINTS:
             target = replay.world.end if at is None else replay.world.start + at
@@ -70,6 +73,9 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
                 order_grace=kpi.order_grace,
                 callback_limit=kpi.callback_delay_limit,
                 windows=kpi.window_widths,
+                tracking_sla=kpi.tracking_sla,
+                writeback_sla=kpi.writeback_sla,
+                hops=kpi.hops,
             )
             got = {(v.kpi, v.labels): v.value for v in snapshot.values if v.kpi in ENGINE_KPIS}
             assert set(got) == set(truth), (now, set(got) ^ set(truth))
@@ -87,6 +93,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
                 )
             )
             breaks_seen.append(truth[("return_break_orders", ())])
+            manual_seen.append(truth[("manual_intervention_orders", ())])
             # The incremental refresh above and a full computation from the store agree exactly.
             full = KpiEngine.from_config(replay.service.engine, kpi).compute(now)
             assert {(v.kpi, v.labels): v.value for v in full.values} == {
@@ -120,5 +127,13 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
         assert truth[("order_loss_orders", (("channel", "youzan"),))] == 6  # lost by the order service
         assert breaks_seen[-1] > 0 and truth[("return_active_orders", ())] > 100  # stalled returns
         assert len({dict(k[1]).get("channel") for k in truth} - {None}) == 5
+        # Every hop had orders to judge; the JD orders the WMS never received fail the ERP -> WMS hop.
+        for hop in kpi.hops:
+            assert truth[("hop_sync_orders", (("hop", hop),))] > 500
+        assert truth[("hop_sync_unreached_orders", (("channel", "jd"), ("hop", "erp_wms")))] == 60
+        assert truth[("hop_sync_unreached_orders", (("channel", "youzan"), ("hop", "channel_erp")))] == 6
+        assert truth[("hop_sync_success_ratio", (("hop", "shipped_tracking"),))] == 1.0
+        assert min(manual_seen) > 5  # question orders a person handled in the ERP, ~2 %
+        assert truth[("manual_intervention_ratio", ())] < 0.035
     finally:
         replay.close()

@@ -207,3 +207,19 @@ def test_config_requires_a_salt_for_signed_pushes():
 
     with pytest.raises(ConfigError, match="credentials.salt"):
         _config(**{"sources.kuaidi100.credentials.salt": ""})
+
+
+def test_stop_tracking_keeps_the_scans_and_pushes_before_the_stall(scenario):
+    from sim.world import stop_tracking
+
+    world = World.generate(scenario)
+    order = next(o for o in world.orders if len(o.scans) >= 3)
+    cut = order.scans[1][0]
+    stop_tracking(order, cut)
+    assert [s[0] for s in order.scans] == [
+        s[0] for s in World.generate(scenario).orders[world.orders.index(order)].scans[:2]
+    ]
+    assert order.track_pushes and order.track_pushes[-1] >= cut
+    assert "delivered" not in order.events and "in_transit" in order.events
+    stop_tracking(order, order.events["shipped"])
+    assert order.scans == () and order.track_pushes == () and "in_transit" not in order.events

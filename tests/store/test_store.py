@@ -178,3 +178,36 @@ def test_ingest_many_writes_pages_together_with_their_cursors(store):
     with store.engine.connect() as conn:
         assert kept == {(r.state, r.dim, r.value): r.n for r in conn.execute(select(state_counts)) if r.n}
     assert kept[("paid", "", "")] == 1 and kept[("wms_received", "", "")] == 1
+
+
+def test_manual_action_and_channel_shipped_keep_their_earliest_time(store_url):
+    engine = make_engine(store_url)
+    init_schema(engine)
+    store = Store(engine, CHANNELS, "Asia/Shanghai", roles={"tmall": "channel", "wms": "wms", "erp": "erp"})
+    try:
+        raw = "3912345678901234568"
+        at = T0 + timedelta(minutes=5)
+        store.ingest(Batch("wms", [obs(raw, "shipped", 30, source="wms")]), T0)
+        store.ingest(Batch("erp", [obs(raw, "paid", 1, source="erp", manual_at=at)]), T0)
+        row = order(store, store.global_id("tmall", raw))
+        assert row["manual_at"] == at and row["channel_shipped_at"] is None  # the WMS is not the channel
+        later = Observation(
+            "erp",
+            f"{raw}|erp_accepted|manual",
+            "tmall",
+            raw,
+            "erp_accepted",
+            T0,
+            manual_at=at + timedelta(minutes=9),
+        )
+        store.ingest(Batch("erp", [later, obs(raw, "delivered", 99, source="tmall")]), T0)
+        store.ingest(Batch("tmall", [obs(raw, "shipped", 31)]), T0)  # shown shipped, before delivered
+        row = order(store, store.global_id("tmall", raw))
+        assert row["manual_at"] == at
+        assert row["channel_shipped_at"] == T0 + timedelta(minutes=31)
+        paid_only = "3912345678901234569"
+        store.ingest(Batch("tmall", [obs(paid_only, "paid", 2), obs(paid_only, "cancelled", 3)]), T0)
+        row = order(store, store.global_id("tmall", paid_only))
+        assert row["manual_at"] is None and row["channel_shipped_at"] is None
+    finally:
+        engine.dispose()
