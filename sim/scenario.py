@@ -212,6 +212,19 @@ class DuplicateFault(Fault):
     copies: int = Field(default=1, ge=1, le=5)
 
 
+@fault_kind("manual_review")
+class ManualReviewFault(Fault):
+    """A person has to handle more orders (e.g. a risk rule flags them, stock sync breaks): `ratio`
+    of the matching orders paid in [after, until) become ERP question orders (worlds with an ERP)."""
+
+    kind: Literal["manual_review"] = "manual_review"
+    match: FaultMatch = FaultMatch()
+    after: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    ratio: float = Field(gt=0, le=1)
+    question: str = "疑似风险订单"  # the question type the ERP records
+
+
 @fault_kind("stall")
 class StallFault(Fault):
     """Returns stop in `state`: of the matching returns that enter it in [after, until), `ratio` (or

@@ -17,6 +17,7 @@ from sim.scenario import (
     DropFault,
     DuplicateFault,
     Fault,
+    ManualReviewFault,
     PriceChangeFault,
     Scenario,
     ScenarioError,
@@ -221,6 +222,24 @@ def duplicate_notifies(
             order.tags.add("duplicate_callback")
             hit += 1
     return {"duplicate_callback": hit}
+
+
+@applies("manual_review")
+def manual_review(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Matching orders the ERP accepts, paid in the window, are held as question orders first."""
+    assert isinstance(fault, ManualReviewFault)
+    hit = 0
+    for order in _paid_in_window(fault, orders):
+        accepted = order.events.get("erp_accepted")
+        if accepted is None or order.manual is not None or rng.random() >= fault.ratio:
+            continue
+        paid = order.events["paid"]
+        order.manual = fault.question
+        order.erp_pulled_at = paid + timedelta(seconds=max(1, int((accepted - paid).total_seconds()) // 4))
+        order.erp_pulled_at = min(order.erp_pulled_at, accepted)
+        order.tags.add("manual_review")
+        hit += 1
+    return {"manual_review": hit}
 
 
 @applies("stall")

@@ -223,3 +223,30 @@ def test_stop_tracking_keeps_the_scans_and_pushes_before_the_stall(scenario):
     assert "delivered" not in order.events and "in_transit" in order.events
     stop_tracking(order, order.events["shipped"])
     assert order.scans == () and order.track_pushes == () and "in_transit" not in order.events
+
+
+def test_manual_review_fault_raises_the_question_orders(scenario):
+    after = scenario.start + timedelta(hours=10)
+    faulty = scenario.model_copy(
+        update={
+            "faults": parse_scenario(
+                {
+                    "name": "x",
+                    "start": scenario.start.isoformat(),
+                    "duration": "1h",
+                    "orders": 1,
+                    "paid": 0,
+                    "faults": [{"kind": "manual_review", "after": after.isoformat(), "ratio": 0.3}],
+                }
+            ).faults
+        }
+    )
+    world, clean = World.generate(faulty), World.generate(scenario)
+    hit = [o for o in world.orders if "manual_review" in o.tags]
+    assert world.fault_counts["manual_review"] == len(hit) > 10
+    for o in hit:
+        assert o.events["paid"] >= after and o.manual == "疑似风险订单"
+        assert o.erp_pulled_at <= o.events["erp_accepted"]
+    ratio = sum(1 for o in world.orders if o.manual) / sum(1 for o in world.orders if "paid" in o.events)
+    base = sum(1 for o in clean.orders if o.manual) / sum(1 for o in clean.orders if "paid" in o.events)
+    assert ratio > base + 0.05  # well past the 3.5 % threshold
