@@ -132,6 +132,7 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             assert truth[("hop_sync_orders", (("hop", hop),))] > 500
         assert truth[("hop_sync_unreached_orders", (("channel", "jd"), ("hop", "erp_wms")))] == 60
         assert truth[("hop_sync_unreached_orders", (("channel", "youzan"), ("hop", "channel_erp")))] == 6
+        assert truth[("hop_sync_unreached_orders", (("channel", "tmall"), ("hop", "channel_erp")))] == 10
         assert truth[("hop_sync_success_ratio", (("hop", "shipped_tracking"),))] == 1.0
         assert min(manual_seen) > 5  # question orders a person handled in the ERP, ~2 %
         assert truth[("manual_intervention_ratio", ())] < 0.035
