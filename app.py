@@ -9,10 +9,10 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from sentinel import audit
-from sentinel.auth import authenticate
+from sentinel.auth import USER_KEY, authenticate
 from sentinel.config import ConfigError, load_config
 from sentinel.i18n import LANG_NAMES, LANGS, SESSION_KEY, t
-from sentinel.ui import CONTEXT_KEY, USER_KEY, DashboardContext
+from sentinel.ui import CONTEXT_KEY, DashboardContext
 from store.db import init_schema, make_engine
 
 MAX_FAILED_LOGINS = 5  # per browser session; then the form is locked until the session ends

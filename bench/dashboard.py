@@ -93,8 +93,7 @@ def render_times(runs: int) -> tuple[dict[str, float], dict[str, float]]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from sentinel.auth import User
-    from sentinel.ui import USER_KEY
+    from sentinel.auth import USER_KEY, User
 
     cold: dict[str, list[float]] = {p: [] for p in PAGES}
     warm: dict[str, list[float]] = {p: [] for p in PAGES}

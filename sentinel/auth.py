@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 ROLES = ("viewer", "operator", "admin")
+USER_KEY = "sentinel_user"  # st.session_state key of the logged-in User (server side only)
 _RANK = {role: i for i, role in enumerate(ROLES)}
 # scrypt cost: ~50 ms per check on this kind of machine, 16 MiB memory.
 _N, _R, _P = 2**14, 8, 1

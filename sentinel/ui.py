@@ -19,12 +19,11 @@ from metrics.cube import Cube, status_cube
 from metrics.queries import Overview, load_overview
 from metrics.snapshot import Snapshot
 from sentinel import audit
-from sentinel.auth import User, require
+from sentinel.auth import USER_KEY, User, require
 from sentinel.config import Config
 from sentinel.i18n import t
 
 CONTEXT_KEY = "sentinel_ctx"  # st.session_state key of the DashboardContext (set by app.py)
-USER_KEY = "sentinel_user"  # st.session_state key of the logged-in User (server side only)
 TTL = 5  # seconds a cached read is reused: below the live refresh interval
 
 

@@ -14,9 +14,8 @@ from streamlit.testing.v1 import AppTest
 from collectors.types import Batch, Observation, Quarantined
 from metrics.kpi import KpiEngine
 from metrics.snapshot import save_snapshot
-from sentinel.auth import User, hash_password
+from sentinel.auth import USER_KEY, User, hash_password
 from sentinel.config import load_config
-from sentinel.ui import USER_KEY
 from store.db import init_schema, make_engine
 from store.schema import alerts, outbox
 from store.store import ChannelIdentity, Store

@@ -13,10 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from metrics.catalog import KPIS
 from metrics.snapshot import KpiValue, Snapshot, labels_of, save_snapshot
-from sentinel.auth import User
+from sentinel.auth import USER_KEY, User
 from sentinel.config import load_config
 from sentinel.i18n import SESSION_KEY, STRINGS, duration, kpi_title, t
-from sentinel.ui import USER_KEY
 from store.db import init_schema, make_engine
 from store.schema import alerts, source_health
 

@@ -54,6 +54,8 @@ def test_demo_serves_the_dashboard_and_metrics(tmp_path):
             assert time.monotonic() < deadline, "".join(lines)
         printed = "".join(lines)
         assert f"dashboard: http://127.0.0.1:{dash}" in printed
+        for role in ("viewer", "operator", "admin"):  # a fresh password per demo run, hashes to the dashboard
+            assert re.search(rf"login {role}\s+password \S{{12}}", printed), printed
         metrics_url = re.search(r"/metrics:\s+(\S+)", printed).group(1)
         exposition = _wait_for(metrics_url, deadline).text
         assert "fulfillment_sync_success_ratio" in exposition
