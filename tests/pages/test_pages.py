@@ -187,3 +187,12 @@ def test_filters_survive_the_next_run(world):
     assert at.selectbox(key="cube_dim").value == "province"
     assert at.selectbox(key="cube_pick_bucket").value == "02-12 09:00"
     assert "浙江省 · 02-12 09:00 · 已付款：6 单" in texts(at)
+
+
+def test_csv_export_is_for_operators_and_audited(world):
+    assert not app("viewer", "cube").download_button  # viewers read, they do not take data away
+    at = app("operator", "cube")
+    at.download_button(key="cube_export").click().run()
+    engine = make_engine(load_config().service.store_url)
+    entry = audit.recent(engine)[0]
+    assert (entry["user"], entry["action"], entry["detail"]["rows"]) == ("operator", "export", 6)
