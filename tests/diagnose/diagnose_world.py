@@ -43,6 +43,7 @@ class World:
         stop_at: str | None = None,
         erp: bool = False,
         created: datetime | None = None,
+        transit: tuple[str, datetime] | None = None,
     ) -> str:
         raw = RAW[channel].format(10**11 + i)
         self.raw_ids.append(raw)
@@ -109,6 +110,19 @@ class World:
                 self.add("wms", Observation("wms", f"{raw}|{state}", channel, raw, state, at, wdims, amount))
                 if state == stop_at:
                     break
+        if transit is not None:  # (carrier, last scan): shipped, then in transit until that scan
+            carrier, scanned = transit
+            tdims = {"carrier": carrier, "city": "广州"}
+            self.add(
+                "wms",
+                Observation(
+                    "wms", f"{raw}|shipped", channel, raw, "shipped", paid + timedelta(minutes=20), tdims
+                ),
+            )
+            self.add(
+                "kuaidi",
+                Observation("kuaidi", f"{raw}|in_transit", channel, raw, "in_transit", scanned, tdims),
+            )
         return raw
 
     def write(self, store: Store, now: datetime) -> None:

@@ -214,3 +214,21 @@ def test_rule_hits_name_the_rules_that_would_fire_and_their_orders(store, config
     assert would["sync_ratio_low"]["labels"] == {} and would["sync_ratio_low"]["orders"] == 40
     assert set(hits.orders) == {gid(store, "tmall", raw) for raw in gap}
     assert "sync_ratio_low" in hits.title
+
+
+def test_tracking_stall_names_the_carrier(store, config):
+    timeouts = {**config.kpi.stuck_timeouts, "shipped": timedelta(hours=4), "in_transit": timedelta(hours=4)}
+    config = config.model_copy(update={"kpi": config.kpi.model_copy(update={"stuck_timeouts": timeouts})})
+    world = World()
+    for i in range(150):
+        stalled = i % 3 == 0
+        carrier = "ZTO" if stalled else ("SF" if i % 2 else "YTO")
+        last_scan = T0 + timedelta(hours=1) if stalled else T0 + timedelta(hours=7, minutes=i % 50)
+        world.order(i, transit=(carrier, last_scan))
+    now = T0 + timedelta(hours=8)
+    world.write(store, now)
+    top = run(store, config, now, kpi="stuck_ratio", labels={"state": "in_transit"}).causes[0]
+    assert top.cause == "tracking_stall"
+    conc = next(e for e in top.evidence if e.get("fact") == "concentration")
+    assert (conc["dimension"], conc["value"]) == ("carrier", "ZTO")
+    assert len(top.orders) == 50
