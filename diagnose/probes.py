@@ -72,6 +72,7 @@ _REACHED = tuple(_C[f"{s}_at"] for s in WMS_REACHED)
 _LATER = tuple(
     _C[f"{s}_at"] for s in ("wms_received", "picked", "packed", "shipped", "in_transit", "delivered")
 )
+_AFTER_PICK = tuple(_C[f"{s}_at"] for s in ("packed", "shipped", "in_transit", "delivered", "cancelled"))
 _TIMES = tuple(_C[c] for c in SCAN_COLUMNS if c.endswith("_at"))
 
 
@@ -139,6 +140,12 @@ _EXITED_EARLY = (
 COUNTED_JUDGED = f"paid_at <= :judged AND NOT {_EXITED_EARLY}"
 PAYMENTS_JUDGED = f"paid_at <= :graced AND (seen_roles & {_PAYMENT}) <> 0"
 ALL_PAID = "1 = 1"
+PICKED = "picked_at IS NOT NULL"
+# Picked, and packed (or past packing, or still waiting now) only after the picked timeout.
+SLOW_PACK = (
+    "(picked_at IS NOT NULL AND coalesce(packed_at, shipped_at, in_transit_at, delivered_at, cancelled_at, "
+    ":now_ms) - picked_at > :pick_ms)"
+)
 
 
 @dataclass
@@ -157,6 +164,7 @@ class Scan:
     duplicated: list[tuple] = field(default_factory=list)
     future: list[tuple] = field(default_factory=list)
     disorder: list[tuple] = field(default_factory=list)
+    slow_pack: list[tuple] = field(default_factory=list)  # picked -> packed took longer than its timeout
     where: str = ""
     params: dict = field(default_factory=dict)
 
@@ -170,7 +178,11 @@ class Scan:
             "fast_ms": int(kpi.fast_cancel.total_seconds() * 1000),
             "future": ctx.now_ms + FUTURE_SLACK_MS,
             "disorder_ms": DISORDER_MS,
+            "now_ms": ctx.now_ms,
         }
+        pick_timeout = kpi.stuck_timeouts.get("picked")
+        if pick_timeout is not None:
+            params["pick_ms"] = int(pick_timeout.total_seconds() * 1000)
         where = ["paid_at >= :since"]
         for key, value in sorted(ctx.labels.items()):
             if key in (
@@ -200,6 +212,7 @@ class Scan:
                 "duplicate_records > 0",
                 "last_event_at > :future",
                 f"({later})",
+                *([SLOW_PACK] if pick_timeout is not None else []),
             )
         )
         totals = ctx.sql.rows(
@@ -242,6 +255,10 @@ class Scan:
                 scan.future.append(r)
             elif any(r[i] is not None and r[i] < paid - DISORDER_MS for i in _LATER):
                 scan.disorder.append(r)
+            elif pick_timeout is not None and r[_C["picked_at"]] is not None:
+                after = next((r[i] for i in _AFTER_PICK if r[i] is not None), ctx.now_ms)
+                if after - r[_C["picked_at"]] > params["pick_ms"]:
+                    scan.slow_pack.append(r)
         return scan
 
     def baseline(
@@ -303,7 +320,9 @@ def over_represented(dim: str, value: str, n_bad: int, bad: int, n_base: int, ba
     n_base = max(n_base, n_bad)
     base = max(base, n_base)
     rate_in = n_bad / n_base if n_base else 0.0
-    rate_out = (bad - n_bad) / (base - n_base) if base > n_base else 0.0
+    if base <= n_base:
+        return None  # every order has this value: nothing to compare it with
+    rate_out = (bad - n_bad) / (base - n_base)
     lift = rate_in / rate_out if rate_out else float("inf")
     if n_bad / bad < 0.5 or lift < 3:
         return None
@@ -833,10 +852,49 @@ def _stuck_finding(
 
 
 def probe_pick_pack(ctx: Context) -> list[Finding]:
-    """Picked but not packed past the timeout (12 min): which warehouse."""
-    return _stuck_finding(
+    """Picked but not packed past the timeout (12 min), now (the state index) and over the KPI window
+    (packed late, a stall that has since cleared): which warehouse."""
+    findings = _stuck_finding(
         ctx, ("picked",), ("warehouse", "channel", "carrier"), "pick_pack_stall", "pick_pack_stall"
     )
+    scan = ctx.scan()
+    slow = scan.slow_pack
+    if len(slow) < MIN_ORDERS:
+        return findings
+    picked, _ = scan.baseline(ctx, PICKED, [])
+    ratio = len(slow) / picked if picked else 0.0
+    found = concentration(ctx, slow, PICKED, ("warehouse", "channel", "carrier", "hour"))
+    pick_i = _C["picked_at"]
+    waits = sorted(
+        next((r[i] for i in _AFTER_PICK if r[i] is not None), ctx.now_ms) - r[pick_i] for r in slow
+    )
+    ordered = sorted(slow, key=lambda r: r[pick_i])
+    evidence = [
+        {"fact": "slow_packing", "count": len(slow), "picked_orders": picked, "ratio": round(ratio, 4)},
+        {
+            "fact": "pack_wait",
+            "median_s": round(statistics.median(waits) / 1000),
+            "max_s": round(waits[-1] / 1000),
+        },
+        {"fact": "time_span", "from": ctx.local(ordered[0][pick_i]), "to": ctx.local(ordered[-1][pick_i])},
+        *({"fact": "concentration", **e} for e in found[:3]),
+    ]
+    score = 0.0
+    if ratio >= 0.03:
+        score = (
+            0.3 + 0.3 * _scaled(ratio, 0.3) + (0.3 if any(e["dimension"] != "hour" for e in found) else 0.0)
+        )
+    where = concentration_text(ctx, [e for e in found if e["dimension"] != "hour"], 2)
+    title = (
+        f"{ctx.span(ordered[0][pick_i], ordered[-1][pick_i])} {len(slow)} 单拣货后超时才打包"
+        f"（等待中位 {statistics.median(waits) / 60000:.0f} 分钟）" + (f"，{where}" if where else "")
+    )
+    findings.append(
+        Finding(
+            "pick_pack_stall", title, evidence, _ids(ordered), "pick_pack_stall", min(score, 0.95), len(slow)
+        )
+    )
+    return findings
 
 
 def probe_tracking(ctx: Context) -> list[Finding]:

@@ -44,6 +44,7 @@ class World:
         erp: bool = False,
         created: datetime | None = None,
         transit: tuple[str, datetime] | None = None,
+        pack_delay: timedelta = timedelta(minutes=5),
     ) -> str:
         raw = RAW[channel].format(10**11 + i)
         self.raw_ids.append(raw)
@@ -103,9 +104,10 @@ class World:
                 ),
             )
         if wms:
-            steps = [("wms_received", 5), ("picked", 10), ("packed", 15)]
-            for state, minutes in steps:
-                at = paid + timedelta(minutes=minutes) + wms_shift
+            steps = [("wms_received", timedelta(minutes=5)), ("picked", timedelta(minutes=10))]
+            steps.append(("packed", timedelta(minutes=10) + pack_delay))
+            for state, offset in steps:
+                at = paid + offset + wms_shift
                 wdims = {"warehouse": warehouse, "carrier": "SF", "sku": sku}
                 self.add("wms", Observation("wms", f"{raw}|{state}", channel, raw, state, at, wdims, amount))
                 if state == stop_at:
