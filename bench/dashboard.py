@@ -6,7 +6,8 @@ Builds the bench world (bench/world.py) through the store's write path, buyer da
 KPI snapshots over the last day (so 'vs yesterday' and the sparklines have data), a few alerts,
 quarantined records and failed sends; then runs each page with Streamlit's AppTest, the script on the
 server exactly as a browser session would run it, with the page caches cleared before every run
-(cold: every query runs). `--store PATH` keeps the built SQLite store and reuses it next time.
+(cold: every query runs; the reconciliation and diagnosis pages up to their button, whose engines
+have their own benches). `--store PATH` keeps the built SQLite store and reuses it next time.
 The naive peer: the status cube computed by loading the orders into pandas. Progress goes to stderr;
 figures to stdout, the last line one JSON object {page: seconds} (median of the cold runs).
 """
@@ -28,13 +29,13 @@ from sqlalchemy import func, insert, select
 from world import START, World
 
 from metrics.kpi import KpiEngine
-from metrics.snapshot import save_snapshot
+from metrics.snapshot import load_latest_snapshot, save_snapshot
 from sentinel.config import load_config
 from store.db import init_schema, make_engine
 from store.schema import alerts, order_pii, orders, outbox, quarantine
 from store.store import ChannelIdentity, Store
 
-PAGES = ("overview", "cube", "lifecycle", "sources", "alerts", "audit")
+PAGES = ("overview", "cube", "lifecycle", "sources", "alerts", "reconcile", "diagnose", "audit")
 BAR_S = 1.5
 
 
@@ -148,7 +149,16 @@ def main() -> int:
         if not have:
             build(url, args.orders, args.days)
         else:
-            print(f"reusing the store at {url} ({have:,} orders)", file=sys.stderr)
+            print(
+                f"reusing the store at {url} ({have:,} orders); a fresh snapshot by this code",
+                file=sys.stderr,
+            )
+            engine = make_engine(url)
+            latest = load_latest_snapshot(engine)
+            save_snapshot(
+                engine, KpiEngine.from_config(engine, load_config().kpi).compute(latest.computed_at)
+            )
+            engine.dispose()
         os.environ["SENTINEL_STORE_URL"] = url
         os.environ.pop("SENTINEL_CONFIG", None)
         cold, warm = render_times(args.runs)
