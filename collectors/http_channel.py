@@ -21,7 +21,7 @@ from collectors.errors import (
     SourceUnavailable,
 )
 from collectors.mapping import RecordMapper
-from collectors.presets import Credentials, Page, get_preset
+from collectors.presets import Credentials, Page, Preset, get_preset
 from collectors.types import Batch, Quarantined
 from sentinel.config import SourceConfig
 
@@ -39,12 +39,13 @@ class ChannelApiCollector:
         session: requests.Session | None = None,
         retry: RetryPolicy | None = None,
         mapper: RecordMapper | None = None,
+        preset: Preset | None = None,
     ) -> None:
         if not cfg.url:
             raise ValueError(f"sources.{name}.url: field required for kind 'http'")
         self.name = name
         self.cfg = cfg
-        self.preset = get_preset(cfg.preset)
+        self.preset = preset or get_preset(cfg.preset)
         self.session = session or requests.Session()
         self.retry = retry or RetryPolicy()
         self.mapper = mapper or RecordMapper(name, cfg.mapping, channel=cfg.channel)
@@ -134,7 +135,7 @@ class ChannelApiCollector:
             raise failure
         if resp.status_code == 429:
             raise RateLimited(self.name, "HTTP 429 Too Many Requests", _retry_after_header(resp))
-        if resp.status_code >= 500:
+        if resp.status_code >= 500 or (resp.status_code >= 400 and not self.preset.error_envelope):
             raise HTTPStatusError(self.name, resp.status_code, resp.reason or "")
         try:
             doc = json.loads(resp.content)
@@ -146,7 +147,7 @@ class ChannelApiCollector:
         if resp.status_code >= 400:
             raise HTTPStatusError(self.name, resp.status_code, resp.reason or "")
         log.debug(
-            "%s: page %d of %s..%s: %d of %d records",
+            "%s: page %s of %s..%s: %d of %d records",
             self.name,
             page,
             start,

@@ -9,9 +9,18 @@ from sentinel.config import SourceConfig
 
 
 def build_collector(
-    name: str, cfg: SourceConfig, *, session=None, retry: RetryPolicy | None = None
+    name: str,
+    cfg: SourceConfig,
+    *,
+    session=None,
+    retry: RetryPolicy | None = None,
+    mapper: RecordMapper | None = None,
 ) -> Collector:
-    mapper = RecordMapper(name, cfg.mapping, channel=cfg.channel)
+    mapper = mapper or RecordMapper(name, cfg.mapping, channel=cfg.channel)
+    if cfg.kind == "http" and cfg.api is not None:
+        from collectors.api_source import JsonApiCollector
+
+        return JsonApiCollector(name, cfg, session=session, retry=retry, mapper=mapper)
     if cfg.kind == "http":
         from collectors.http_channel import ChannelApiCollector
 

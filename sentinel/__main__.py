@@ -1,4 +1,4 @@
-"""`python -m sentinel check-config | serve | demo | export-rules | silence | ack | diagnose | reconcile`."""
+"""`python -m sentinel check-config | check-source | serve | demo | export-rules | silence | ack | diagnose | reconcile`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,32 @@ def check_config(path: str | None) -> int:
         f"config ok: {len(cfg.channels)} channels, {len(cfg.sources)} sources, {len(cfg.alerts.rules)} rules"
     )
     return 0
+
+
+def check_source_command(path: str | None, name: str, rows: int, at: str | None = None) -> int:
+    """Exit 0 when the page maps cleanly, 1 when records would be quarantined or statuses are
+    unmapped, 2 when the source cannot be read or is not configured."""
+    from sentinel.check_source import check_source, render
+    from sentinel.clock import SystemClock
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    if name not in cfg.sources:
+        print(f"unknown source {name!r}; configured: {', '.join(sorted(cfg.sources))}", file=sys.stderr)
+        return 2
+    now = SystemClock().now()
+    if at:
+        now = datetime.fromisoformat(at)
+        now = now if now.tzinfo else now.replace(tzinfo=ZoneInfo(cfg.service.timezone))
+    result = check_source(cfg, name, now)
+    render(result, cfg.service.timezone, sys.stdout, rows)
+    if result.error is not None:
+        return 2
+    return 0 if result.ok else 1
 
 
 def _dashboard(port: int, env: dict[str, str]) -> subprocess.Popen:
@@ -258,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     chk = sub.add_parser("check-config", help="validate config.toml; exit 0 when valid, 1 otherwise")
     chk.add_argument("--config", default=None)
+    cks = sub.add_parser(
+        "check-source",
+        help="read one page of a source and show the mapped rows, quarantine, unmapped statuses",
+    )
+    cks.add_argument("name", help="the source's name in [sources.NAME]")
+    cks.add_argument("--config", default=None)
+    cks.add_argument("--rows", type=int, default=20, help="mapped rows to print")
+    cks.add_argument("--at", default=None, help="read as if it were this ISO time (naive = service zone)")
     srv = sub.add_parser("serve", help="run the service (scheduler + /metrics) on real sources")
     srv.add_argument("--config", default=None)
     srv.add_argument("--dashboard-port", type=int, default=None)
@@ -304,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "check-source":
+        return check_source_command(args.config, args.name, args.rows, args.at)
     if args.command == "export-rules":
         from alerts.promrules import export_rules
 

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from collectors.api_config import ApiConfig
 from collectors.mapping import MappingConfig
 from metrics.catalog import KPI_BY_NAME
 from store.lifecycle import HOPS, RANK
@@ -103,6 +104,7 @@ class SourceConfig(Strict):
     initial_lookback: Duration = timedelta(hours=24)  # how far back the first poll reads
     cursor_field: str | None = None  # sql/http: record field that drives the incremental cursor
     enabled: bool = True
+    api: ApiConfig | None = None  # http without a preset: the JSON API described in config alone
     mapping: MappingConfig
 
     @property
@@ -515,8 +517,15 @@ def _cross_check(
                 problems.append(f"{where}.mapping.channel_map.{native}: unknown channel {channel!r}")
         if src.kind == "http" and not src.url:
             problems.append(f"{where}.url: field required for kind 'http'")
-        if src.kind == "http" and not src.preset:
-            problems.append(f"{where}.preset: field required for kind 'http'")
+        if src.kind == "http" and not src.preset and src.api is None:
+            problems.append(f"{where}.preset: set a preset, or describe the API in [{where}.api]")
+        if src.preset and src.api is not None:
+            problems.append(f"{where}.api: a preset already knows its API; set one of preset and api")
+        if src.api is not None and src.kind != "http":
+            problems.append(f"{where}.api: only for kind 'http'")
+        if src.api is not None:
+            for cred in sorted(src.api.credential_names() - set(src.credentials)):
+                problems.append(f"{where}.credentials.{cred}: used by the api templates but not set")
         if src.kind == "sql":
             if not src.url:
                 problems.append(f"{where}.url: field required for kind 'sql' (an SQLAlchemy URL)")

@@ -69,6 +69,7 @@ class Preset(ABC):
     page_base: int = 1  # number of the first page
     slice: timedelta = timedelta(minutes=30)  # longest modified-time window per request
     settle: timedelta = timedelta(seconds=10)  # read up to now - settle (let the platform settle)
+    error_envelope: bool = True  # 4xx bodies carry the platform's error codes: parse them first
 
     @abstractmethod
     def request(
