@@ -40,6 +40,9 @@ class ApiConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)  # fixed headers ({credential} templates allowed)
     records: str = ""  # path of the record list in the response ("" = the response is the list)
     total: str | None = None  # path of the window's total record count, if the API gives it
+    ok_path: str | None = None  # path of the envelope's status code (e.g. "status" or "code")
+    ok_values: tuple[str, ...] = ("0",)  # the codes meaning success; others are errors
+    message_path: str | None = None  # path of the error message shown with a failed code
     # paging
     paging: Literal["page", "cursor", "none"] = "page"
     page_param: str = "page"

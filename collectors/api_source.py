@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from collectors.api_config import _TEMPLATE_NAME, ApiConfig
-from collectors.errors import AuthExpired, HTTPStatusError, SchemaError
+from collectors.errors import AuthExpired, HTTPStatusError, SchemaError, SourceConfigError
 from collectors.http_channel import ChannelApiCollector
 from collectors.mapping import _MISSING, get_path
 from collectors.presets.base import BEIJING, Call, Credentials, Page, Preset, as_count, as_list, md5_sign
@@ -124,6 +124,12 @@ class ConfiguredApi(Preset):
 
     def parse(self, source: str, doc: Any) -> ApiPage:
         api = self.api
+        if api.ok_path is not None:
+            code = get_path(doc, api.ok_path)
+            if code is _MISSING or str(code) not in api.ok_values:
+                message = get_path(doc, api.message_path) if api.message_path else _MISSING
+                text = f"{api.ok_path}={'(missing)' if code is _MISSING else code}"
+                raise SourceConfigError(source, text + ("" if message is _MISSING else f" {message}"))
         records = doc if not api.records else get_path(doc, api.records)
         if records is _MISSING:
             raise SchemaError(source, "response", api.records, "records path missing in the response")

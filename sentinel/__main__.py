@@ -292,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     cks.add_argument("--config", default=None)
     cks.add_argument("--rows", type=int, default=20, help="mapped rows to print")
     cks.add_argument("--at", default=None, help="read as if it were this ISO time (naive = service zone)")
+    pre = sub.add_parser(
+        "preset", help="list the copyable source blocks, or print one to paste into config.toml"
+    )
+    pre.add_argument("name", nargs="?", default=None)
     srv = sub.add_parser("serve", help="run the service (scheduler + /metrics) on real sources")
     srv.add_argument("--config", default=None)
     srv.add_argument("--dashboard-port", type=int, default=None)
@@ -340,6 +344,18 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(args.config)
     if args.command == "check-source":
         return check_source_command(args.config, args.name, args.rows, args.at)
+    if args.command == "preset":
+        from collectors.presets import source_preset, source_presets
+
+        if args.name is None:
+            print("\n".join(source_presets()))
+            return 0
+        try:
+            print(source_preset(args.name), end="")
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        return 0
     if args.command == "export-rules":
         from alerts.promrules import export_rules
 

@@ -111,11 +111,12 @@ def _identity(
     for o in obs:
         reason = None
         if o.channel not in cfg.channels:
-            reason = ("channel", f"unknown channel {o.channel!r} (not in [channels])")
+            reason = ("channel", f"field channel: unknown channel {o.channel!r} (not in [channels])")
         elif (pattern := patterns.get(o.channel)) and not pattern.fullmatch(o.raw_order_id):
             reason = (
                 "order_id",
-                f"{o.raw_order_id!r} does not match channels.{o.channel}.id_pattern {pattern.pattern!r}",
+                f"field order_id: {o.raw_order_id!r} does not match channels.{o.channel}.id_pattern"
+                f" {pattern.pattern!r}",
             )
         if reason is None:
             kept.append(o)
@@ -145,7 +146,7 @@ def render(check: SourceCheck, zone: str, out: TextIO, rows: int = SHOWN_ROWS) -
         w(f"  {o.channel:<10} {o.raw_order_id:<26} {o.state:<14} {at:<22} {amount:>9}  {dims}\n")
     w(f"\nwould be quarantined 将被隔离 ({len(check.quarantined)}):\n")
     for q in check.quarantined:
-        w(f"  record {q.record_key}  field {q.field}: {q.reason}\n")
+        w(f"  record {q.record_key}  {q.reason}\n")
     if not check.quarantined:
         w("  none\n")
     w(f"\nstatus values seen 状态值 (path {check.status_path}):\n")

@@ -20,8 +20,20 @@ PRESETS: dict[str, Preset] = {
     for p in (TmallPreset(), JdPreset(), PddPreset(), DouyinPreset(), YouzanPreset(), JushuitanPreset())
 }
 MAPPINGS_PATH = Path(__file__).with_name("mappings.toml")
+# Whole [sources.NAME] blocks for payment logs, carrier pushes and ERP/WMS shapes, to copy and edit.
+SOURCE_PRESETS_DIR = Path(__file__).with_name("sources")
 
-__all__ = ["PRESETS", "Call", "Credentials", "Page", "Preset", "get_preset", "load_preset_mapping"]
+__all__ = [
+    "PRESETS",
+    "Call",
+    "Credentials",
+    "Page",
+    "Preset",
+    "get_preset",
+    "load_preset_mapping",
+    "source_preset",
+    "source_presets",
+]
 
 
 def get_preset(name: str | None) -> Preset:
@@ -43,3 +55,16 @@ def load_preset_mapping(channel: str) -> MappingConfig:
     if channel not in tables:
         raise ValueError(f"no default mapping for {channel!r}; known: {sorted(tables)}")
     return MappingConfig.model_validate(tables[channel])
+
+
+def source_presets() -> list[str]:
+    """Names of the copyable source blocks (collectors/presets/sources/NAME.toml)."""
+    return sorted(p.stem for p in SOURCE_PRESETS_DIR.glob("*.toml"))
+
+
+def source_preset(name: str) -> str:
+    """The text of one source block, to paste into config.toml; ValueError listing the known ones."""
+    path = SOURCE_PRESETS_DIR / f"{name}.toml"
+    if name not in source_presets():
+        raise ValueError(f"no source preset {name!r}; known: {source_presets()}")
+    return path.read_text(encoding="utf-8")
