@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import tomllib
 from datetime import UTC, datetime, timedelta
@@ -177,7 +178,8 @@ def _items(count: int) -> list[dict]:
     return [{"id": f"3912345678901234{n:03d}", "st": "P", "ts": 1770886800000 + n} for n in range(count)]
 
 
-def test_page_numbers_without_a_total_stop_at_a_short_page_and_a_query_key_authenticates():
+def test_page_numbers_without_a_total_stop_at_a_short_page_and_a_query_key_authenticates(caplog):
+    caplog.set_level(logging.DEBUG)
     items = _items(7)
 
     def answer(method, path, query, form, headers):
@@ -198,6 +200,7 @@ def test_page_numbers_without_a_total_stop_at_a_short_page_and_a_query_key_authe
         with pytest.raises(AuthExpired) as caught:
             list(build_collector("shop", wrong, retry=RetryPolicy(delays=())).poll(None, NOW))
         assert "k-wrong-key" not in str(caught.value)
+        assert "api_key=***" in caplog.text and "k-9f8e7d6c" not in caplog.text  # urllib3 logs each URL
     finally:
         server.close()
 
