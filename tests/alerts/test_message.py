@@ -147,3 +147,22 @@ def test_count_kpis_are_shown_as_integers():
     body = render("firing", config, value=639)
     assert "> 当前值：**639**（阈值 > 100）" in body
     assert "付款后未到仓订单高于阈值" in body
+
+
+def test_hop_sync_message_names_the_hop_its_unsynced_orders_and_channels():
+    config = make_config(kpi="hop_sync_success_ratio", by=["hop"], summary="")
+    hop = labels_of(hop="erp_wms")
+    snap = Snapshot(
+        NOW,
+        (
+            KpiValue("hop_sync_success_ratio", hop, 0.9),
+            KpiValue("hop_sync_orders", hop, 600),
+            KpiValue("hop_sync_unreached_orders", hop, 60),
+            KpiValue("hop_sync_unreached_orders", labels_of(hop="erp_wms", channel="jd"), 60),
+            KpiValue("hop_sync_unreached_orders", labels_of(hop="channel_erp", channel="tmall"), 7),
+        ),
+    )
+    body = render("firing", config, labels=hop, value=0.9, snapshot=snap)
+    assert "> 范围：环节 ERP→仓库" in body
+    assert "> 未同步订单：**60** 单卡在「ERP→仓库」（共 600 单）" in body
+    assert "> 影响渠道：京东 60 单" in body  # the other hop's channels are not counted
