@@ -114,12 +114,12 @@ _HOP_LOAD_SQL = (
     f"SELECT 'erp', erp_accepted_at / {MINUTE_MS}, channel, "
     f"sum(CASE WHEN {_COUNTED_SQL} THEN 1 ELSE 0 END), "
     f"sum(CASE WHEN {_COUNTED_SQL} AND {_REACHED_SQL} THEN 1 ELSE 0 END), 0, 0 FROM orders "
-    f"WHERE last_event_at >= :since AND erp_accepted_at >= :since GROUP BY erp_accepted_at / {MINUTE_MS}, channel "
+    f"WHERE erp_accepted_at >= :since GROUP BY erp_accepted_at / {MINUTE_MS}, channel "
     f"UNION ALL SELECT 'ship', shipped_at / {MINUTE_MS}, channel, count(*), "
     f"sum(CASE WHEN (seen_roles & {_CARRIER_BIT}) <> 0 THEN 1 ELSE 0 END), "
     f"sum(CASE WHEN (seen_roles & {_WMS_BIT}) <> 0 THEN 1 ELSE 0 END), "
     f"sum(CASE WHEN (seen_roles & {_WMS_BIT}) <> 0 AND channel_shipped_at IS NOT NULL THEN 1 ELSE 0 END) "
-    f"FROM orders WHERE last_event_at >= :since AND shipped_at >= :since GROUP BY shipped_at / {MINUTE_MS}, channel"
+    f"FROM orders WHERE shipped_at >= :since GROUP BY shipped_at / {MINUTE_MS}, channel"
 )
 
 

@@ -17,10 +17,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 from collectors.types import DIMENSIONS
-from store.lifecycle import STATE_DIMENSIONS, STATES, milestone_column
+from store.lifecycle import STATE_DIMENSIONS, STATES, WMS_REACHED, milestone_column
 
 
 def to_ms(moment: datetime) -> int:
@@ -75,6 +76,27 @@ orders = Table(
     Index("ix_orders_state", "state", "state_at", *STATE_DIMENSIONS),
     Index("ix_orders_paid", "paid_at"),
     Index("ix_orders_last_event", "last_event_at"),
+    # The per-hop sync cells (metrics/kpi.py): index-only range scans over the orders the ERP accepted
+    # / that shipped in the window. Partial, so orders without the milestone cost nothing to index.
+    Index(
+        "ix_orders_erp_hop",
+        "erp_accepted_at",
+        "channel",
+        "cancelled_at",
+        "closed_at",
+        *(milestone_column(s) for s in WMS_REACHED),
+        sqlite_where=text("erp_accepted_at IS NOT NULL"),
+        postgresql_where=text("erp_accepted_at IS NOT NULL"),
+    ),
+    Index(
+        "ix_orders_ship_hop",
+        "shipped_at",
+        "channel",
+        "seen_roles",
+        "channel_shipped_at",
+        sqlite_where=text("shipped_at IS NOT NULL"),
+        postgresql_where=text("shipped_at IS NOT NULL"),
+    ),
 )
 
 # Orders per open state, by one dimension at a time (dim "" = all): kept by the ingest, in the
