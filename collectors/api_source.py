@@ -8,8 +8,6 @@ or one request per window).
 from __future__ import annotations
 
 import json
-import logging
-import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -156,34 +154,12 @@ def fill(template: str, creds: Credentials) -> str:
     return _TEMPLATE_NAME.sub(lambda m: creds.get(m.group(1)), template)
 
 
-class _Redact(logging.Filter):
-    """Masks query-string keys in the HTTP library's debug lines (it logs each request's URL)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.collectors: weakref.WeakSet[ChannelApiCollector] = weakref.WeakSet()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = clean = record.getMessage()
-        for collector in list(self.collectors):
-            clean = collector._clean(clean)
-        if clean != text:
-            record.msg, record.args = clean, ()
-        return True
-
-
-_REDACT = _Redact()
-logging.getLogger("urllib3.connectionpool").addFilter(_REDACT)
-
-
 class JsonApiCollector(ChannelApiCollector):
     """Polls a JSON API described by `cfg.api`, window by window (modified since the cursor)."""
 
     def __init__(self, name: str, cfg, **kwargs: Any) -> None:
         preset = ConfiguredApi(cfg.api, cfg.mapping.timezone)
         super().__init__(name, cfg, preset=preset, **kwargs)
-        if cfg.api.auth in ("query", "sign") and (cfg.api.method == "GET" or cfg.api.body == "query"):
-            _REDACT.collectors.add(self)  # credentials travel in the URL
 
     def windows(self, cursor: str | None, now: datetime) -> list[tuple[datetime, datetime]]:
         if not self.preset.api.since_param:  # no modified-since: read it all, once per poll

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,27 @@ log = logging.getLogger("collectors.http_channel")
 MASK = "***"
 
 
+class _Redact(logging.Filter):
+    """Masks credentials in the HTTP library's debug lines: it logs each request's URL, and some
+    APIs take a token or key in the query string."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collectors: weakref.WeakSet[ChannelApiCollector] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = clean = record.getMessage()
+        for collector in list(self.collectors):
+            clean = collector._clean(clean)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_REDACT = _Redact()
+logging.getLogger("urllib3.connectionpool").addFilter(_REDACT)
+
+
 class ChannelApiCollector:
     """Polls one channel's incremental order list (by modified time) through its preset."""
 
@@ -51,6 +73,7 @@ class ChannelApiCollector:
         self.mapper = mapper or RecordMapper(name, cfg.mapping, channel=cfg.channel)
         self._creds = Credentials(name, cfg.credentials)
         self._slept = 0.0  # seconds of backoff so far in this poll: keeps request timestamps honest
+        _REDACT.collectors.add(self)
 
     def __repr__(self) -> str:
         return f"ChannelApiCollector({self.name!r}, preset={self.preset.name!r}, url={self._clean(self.cfg.url)!r})"

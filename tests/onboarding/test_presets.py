@@ -152,7 +152,7 @@ API_BLOCK = """
 kind = "http"
 channel = "tmall"
 url = "${SHOP_URL}"
-credentials = { app_key = "12345678", app_secret = "${SHOP_SECRET}", session = "sess-0001", key = "${SHOP_KEY}" }
+credentials = { app_key = "12345678", app_secret = "${SHOP_SECRET}", session = "sess-0001", access_token = "tok-0001", key = "${SHOP_KEY}" }
 page_size = 3
 [sources.shop.api]
 records = "items"
@@ -205,20 +205,26 @@ def test_page_numbers_without_a_total_stop_at_a_short_page_and_a_query_key_authe
         server.close()
 
 
-def test_taobao_signing_by_name_is_verified_by_the_server():
-    """auth = "sign", sign = "taobao": the server recomputes MD5(secret + sorted pairs + secret)."""
+@pytest.mark.parametrize("signer", ["taobao", "jd", "pdd"])
+def test_signing_by_name_is_verified_by_the_server(signer):
+    """auth = "sign": the server recomputes MD5(secret + sorted name+value pairs + secret) over the
+    platform's own gateway fields (JD: business parameters inside 360buy_param_json)."""
     secret = "s3cr3t-value"
 
     def answer(method, path, query, form, headers):
         params = dict(form or query)
         sign = params.pop("sign", "")
         text = secret + "".join(f"{k}{params[k]}" for k in sorted(params)) + secret
-        if sign != hashlib.md5(text.encode()).hexdigest().upper() or params.get("method") != "x.orders.get":
+        routed = params.get("type" if signer == "pdd" else "method")
+        if sign != hashlib.md5(text.encode()).hexdigest().upper() or routed != "x.orders.get":
             return 200, {"error_response": {"code": 25, "msg": "Invalid signature"}}
+        business = json.loads(params["360buy_param_json"]) if signer == "jd" else params
+        if "from" not in business or "p" not in business:
+            return 200, {"error_response": {"code": 40, "msg": "missing parameters"}}
         return 200, {"items": _items(2)}
 
     block = API_BLOCK.replace('auth = "query"\nauth_name = "api_key"\nauth_value = "{key}"',
-                              'auth = "sign"\nsign = "taobao"\nsign_method = "x.orders.get"\nmethod = "POST"\nbody = "form"')  # fmt: skip
+                              f'auth = "sign"\nsign = "{signer}"\nsign_method = "x.orders.get"\nmethod = "POST"\nbody = "form"')  # fmt: skip
     server = JsonServer(answer)
     try:
         env = {"SHOP_URL": server.url, "SHOP_SECRET": secret, "SHOP_KEY": "unused"}
@@ -228,5 +234,27 @@ def test_taobao_signing_by_name_is_verified_by_the_server():
         server.close()
     assert len([o for b in batches for o in b.observations]) == 2
     ((method, _, form, _),) = server.seen
-    assert method == "POST" and form["app_key"] == "12345678" and form["sign_method"] == "md5"
+    assert method == "POST" and (form.get("app_key") or form.get("client_id")) == "12345678"
     assert secret not in json.dumps(server.seen)
+
+
+YOUZAN_BLOCK = """
+[sources.mini]
+kind = "http"
+preset = "youzan"
+channel = "youzan"
+url = "http://127.0.0.1:1/api"
+credentials = { access_token = "yz-token-5566aa" }
+[sources.mini.mapping]
+order_id = "tid"
+"""
+
+
+def test_tokens_in_a_preset_url_are_masked_in_debug_lines(caplog):
+    """Youzan takes its access token in the query string; urllib3's debug line shows the URL."""
+    caplog.set_level(logging.DEBUG)
+    collector = build_collector("mini", config_with(YOUZAN_BLOCK).sources["mini"])
+    url = "/api?access_token=yz-token-5566aa"
+    logging.getLogger("urllib3.connectionpool").debug('"%s %s HTTP/1.1" 200', "POST", url)
+    assert "access_token=***" in caplog.text and "yz-token-5566aa" not in caplog.text
+    assert "yz-token-5566aa" not in repr(collector)
