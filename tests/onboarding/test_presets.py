@@ -258,3 +258,25 @@ def test_tokens_in_a_preset_url_are_masked_in_debug_lines(caplog):
     logging.getLogger("urllib3.connectionpool").debug('"%s %s HTTP/1.1" 200', "POST", url)
     assert "access_token=***" in caplog.text and "yz-token-5566aa" not in caplog.text
     assert "yz-token-5566aa" not in repr(collector)
+
+
+@pytest.mark.parametrize("channel", ["tmall", "jd", "pdd", "douyin", "youzan"])
+def test_check_source_reads_the_preset_channels_as_config_toml_ships_them(channel, tmp_path):
+    """check-source on the shipped config.toml's channel sources, against the simulated platforms:
+    the newest window's orders map cleanly (native IDs match the channels' id_pattern)."""
+    from sentinel.check_source import check_source
+    from sentinel.clock import ManualClock
+    from sentinel.config import load_config
+    from sim.channels import ChannelServer
+    from tests.collectors.test_http_channel import T0, make_orders
+
+    clock = ManualClock(T0)
+    with ChannelServer(make_orders, clock) as server:
+        env = {
+            f"{channel.upper()}_API_URL": server.url_for(channel),
+            "SENTINEL_STORE_URL": f"sqlite:///{tmp_path}/s.db",
+        }
+        result = check_source(load_config(env=env), channel, T0)
+    assert result.error is None and result.ok, (result.error, result.quarantined, result.unmapped)
+    assert result.records > 0 and result.observations and result.statuses
+    assert not (tmp_path / "s.db").exists()
