@@ -71,7 +71,7 @@ def generate(
         no_wms[chosen] = True
         roles[chosen] &= ~ROLE_BITS["wms"]
     picked = wms_at + rng.integers(300_000, 7_200_000, n)
-    packed = picked + rng.integers(60_000, 900_000, n)
+    packed = picked + rng.integers(60_000, 600_000, n)  # within the 12-minute picked timeout
     shipped = packed + rng.integers(1_800_000, 28_800_000, n)
     delivered = shipped + rng.integers(14_400_000, 129_600_000, n)
     return {

@@ -106,6 +106,27 @@ class ReadOnlySql:
                 raise ProbeTimeout(f"diagnostic SQL exceeded {self.timeout_s:g} s") from exc
             raise ProbeError(f"diagnostic SQL failed: {message.splitlines()[0]}") from exc
 
+    def scalars_many(self, sql: str, params: list[tuple]) -> list:
+        """One parameterised SELECT run once per tuple of positional `?` parameters on the driver's
+        cursor (many point lookups, none of the per-call overhead); the first column of each."""
+        if self._conn is None:
+            raise ProbeError("ReadOnlySql used outside its `with` block")
+        body = check_statement(sql)
+        if not self.sqlite:
+            body = body.replace("?", "%s")
+        cursor = self._conn.connection.driver_connection.cursor()
+        self._deadline = time.monotonic() + self.timeout_s
+        try:
+            out = []
+            for args in params:
+                cursor.execute(body, args)
+                out.append(cursor.fetchone()[0])
+            return out
+        except Exception as exc:
+            raise ProbeError(f"diagnostic SQL failed: {str(exc).splitlines()[0]}") from exc
+        finally:
+            cursor.close()
+
 
 def run_probe(
     engine: Engine, sql: str, params: Mapping[str, Any] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S

@@ -33,6 +33,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from diagnose.sql import ReadOnlySql
+from reconcile.indexes import differs_predicate, has_indexes
 from store.lifecycle import ROLE_BITS, WMS_REACHED
 from store.schema import to_ms
 
@@ -150,7 +151,19 @@ def reconcile(
     packed = " || char(31) || ".join(f"coalesce(CAST({f} AS TEXT), '')" for f in fields)
     key = "created_at"
     want_keys = any(r in DOWNSTREAM for r in roles)
-    if sql.sqlite:
+    indexed = has_indexes(sql, mask)
+    keys = None
+    if indexed:
+        # The partial index holds just the differing orders; creation-time neighbours by lookup.
+        where = "paid_at >= :since AND paid_at <= :until"
+        (count,) = sql.rows(f"SELECT count(*) FROM orders WHERE {where}", since=since_ms, until=until_ms)[0]
+        found = sql.rows(
+            f"SELECT {', '.join(fields)} FROM orders WHERE {where} AND {differs_predicate(mask)}",
+            since=since_ms,
+            until=until_ms,
+        )
+        records = [["" if v is None else str(v) for v in row] for row in found]
+    elif sql.sqlite:
         # One sequential pass (`+paid_at`: a million index lookups cost more than a scan): the count,
         # every order's (channel, creation time) key, and the differing orders packed as text.
         keys_sql = f"group_concat({key})" if want_keys else "''"
@@ -209,7 +222,14 @@ def reconcile(
             )
         )
     candidates = [p for p in pending if _downstream_missing(p[4]) and p[8] is not None]
-    near = _ms_neighbours(candidates, keys)
+    if keys is None:
+        twins = sql.scalars_many(
+            "SELECT count(*) FROM orders WHERE created_at >= ? AND created_at <= ?",
+            [(c[8] - MS_DUPLICATE_MS, c[8] + MS_DUPLICATE_MS) for c in candidates],
+        )
+        near = {c[0] for c, n in zip(candidates, twins, strict=True) if n >= 2}
+    else:
+        near = _ms_neighbours(candidates, keys)
     differences = [
         Difference(
             gid,

@@ -141,6 +141,10 @@ class Service:
         kpi = config.kpi
         self.kpis = KpiEngine.from_config(self.engine, kpi, store=self.store)
         self.snapshot: Snapshot | None = None
+        if config.reconcile.indexes:
+            from reconcile.indexes import ensure_indexes
+
+            ensure_indexes(self.engine, config.reconcile.roles)
         self._diagnoses: dict[tuple, str | None] = {}
         self._scheduler = None
         self._metrics_server = None

@@ -12,7 +12,9 @@ import pytest
 
 from collectors.mapping import MappingConfig, RecordMapper
 from collectors.types import Batch, Observation
+from diagnose.sql import ReadOnlySql
 from reconcile import reconcile, to_csv
+from reconcile.indexes import ensure_indexes, has_indexes, role_mask
 from store.db import init_schema, make_engine
 from store.store import ChannelIdentity, Store
 
@@ -65,7 +67,12 @@ def test_the_seeds_47_missing_orders_grouped_by_reason(store):
     now = T0 + timedelta(days=1)
     store.ingest_many([Batch(s, observations=o) for s, o in batches.items()], now)
 
+    scanned = reconcile(store.engine, now, roles=FOUR)
+    ensure_indexes(store.engine, FOUR)  # the opt-in indexes give the same answer without the scan
     result = reconcile(store.engine, now, roles=FOUR)
+    assert result.differences == scanned.differences and result.orders == scanned.orders
+    with ReadOnlySql(store.engine) as sql:
+        assert has_indexes(sql, role_mask(FOUR)) and not has_indexes(sql, role_mask(("channel", "wms")))
     assert result.orders == 1284
     assert len(result.differences) == 47
     assert dict(result.groups) == {"coupon_detail_missing": 23, "ms_duplicate": 19, "push_missing": 5}
