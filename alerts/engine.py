@@ -133,9 +133,13 @@ class AlertEngine:
             acked = {(a.fingerprint, a.fired_at) for a in conn.execute(select(alert_acks))}
             seen: set[str] = set()
             for rule in rules.values():
-                if rule.no_data is not None:
+                if rule.watches_sources:
                     health = health if health is not None else self._health()
-                    watched = self._silent_sources(rule, health, now)
+                    watched = (
+                        self._silent_sources(rule, health, now)
+                        if rule.no_data is not None
+                        else self._source_conditions(rule, health)
+                    )
                 else:
                     watched = [
                         (s.labels, s.value, self._condition(rule, s, snapshot))
@@ -202,6 +206,40 @@ class AlertEngine:
             silent = None if last is None else max(0.0, (now - last).total_seconds())
             down = not row.get("up") or silent is None or silent > rule.no_data.total_seconds()
             out.append((labels_of(labels), silent, down))
+        return out
+
+    def _watched_names(self, rule: RuleConfig, health: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+        if rule.sources:
+            return rule.sources
+        enabled = [n for n, s in self.config.sources.items() if s.enabled]
+        return (*enabled, *(n for n, q in self.config.queues.items() if q.enabled))
+
+    def _source_labels(self, name: str) -> Labels:
+        source = self.config.sources.get(name) or self.config.queues.get(name)
+        labels = {"source": name}
+        if source is not None and source.channel:
+            labels["channel"] = source.channel
+        return labels_of(labels)
+
+    def _source_conditions(
+        self, rule: RuleConfig, health: dict[str, dict[str, Any]]
+    ) -> list[tuple[Labels, float | None, bool]]:
+        """(labels, value, condition) per watched source for `source_metric` / `source_errors` rules:
+        the figure against the threshold, or whether the last poll failed with a listed class."""
+        out = []
+        for name in self._watched_names(rule, health):
+            row = health.get(name)
+            if row is None:
+                continue
+            if rule.source_metric is not None:
+                value = row.get(rule.source_metric)
+                if value is None:
+                    continue
+                cond = OPS[rule.op](float(value), rule.threshold)
+            else:
+                value = float(row.get("consecutive_failures") or 0)
+                cond = not row.get("up") and row.get("last_error_class") in rule.source_errors
+            out.append((self._source_labels(name), value, cond))
         return out
 
     def _step(
@@ -324,7 +362,7 @@ class AlertEngine:
             kind=kind,
             value=value,
             threshold=rule.no_data.total_seconds() if rule.no_data is not None else rule.threshold,
-            op=">" if rule.no_data is not None else rule.op,
+            op=">" if rule.no_data is not None else (rule.op or "="),
             starts_at=since,
             ends_at=now if kind == "resolved" else None,
             title=title_of(body),

@@ -53,6 +53,8 @@ def render_alert(
     since = since or now
     if rule.no_data is not None:
         return _no_data(kind, rule, labels, value, config, now, since, zone)
+    if rule.watches_sources:
+        return _source_rule(kind, rule, labels, value, config, now, since, zone)
     spec = KPI_BY_NAME.get(rule.kpi)
     title = spec.title_zh if spec else rule.kpi
     scope = _scope(labels, config)
@@ -112,6 +114,60 @@ def _no_data(
             f"> 范围：{scope}",
             f"> 状态：**{silent}**（阈值 {_duration(rule.no_data)}）",
             "> 影响：该数据源的订单不再更新，相关渠道的履约指标可能失真",
+            *_since_and_advice(kind, rule, since, now, zone),
+        ]
+    return _finish(lines, rule, labels, config, kind)
+
+
+# source_metric -> (title, how its value reads)
+SOURCE_METRIC_TEXT = {
+    "stale_seconds": ("数据源拉取受阻，数据滞后", "seconds"),
+    "lag_seconds": ("数据源数据滞后", "seconds"),
+    "lead_seconds": ("数据源时间超前（时钟或时区错误）", "seconds"),
+    "queue_messages": ("消息队列积压", "messages"),
+    "queue_consumers": ("消息队列消费者数", "consumers"),
+    "queue_oldest_age_seconds": ("消息队列最老消息等待过久", "seconds"),
+}
+
+
+def _source_figure(unit: str, value: float | None) -> str:
+    if value is None:
+        return "无数据"
+    if unit == "seconds":
+        return _duration(timedelta(seconds=value))
+    return f"{value:g} 条" if unit == "messages" else f"{value:g} 个"
+
+
+def _source_rule(
+    kind: str,
+    rule: RuleConfig,
+    labels: dict[str, str],
+    value: float | None,
+    config: Config,
+    now: datetime,
+    since: datetime,
+    zone: ZoneInfo,
+) -> str:
+    """A source or queue health rule: which source, the figure against its threshold, since when."""
+    scope = _scope(labels, config)
+    if rule.source_metric is not None:
+        title, unit = SOURCE_METRIC_TEXT[rule.source_metric]
+        state = f"**{_source_figure(unit, value)}**（阈值 {rule.op} {_source_figure(unit, rule.threshold)}）"
+    else:
+        title = f"数据源拉取失败（{'、'.join(rule.source_errors)}）"
+        state = f"**连续失败 {0 if value is None else int(value)} 次**"
+    if kind == "resolved":
+        lines = [
+            f'### <font color="info">已恢复</font> {title}',
+            f"> 范围：{scope}",
+            f"> 持续时长：{_duration(now - since)}（{_local(since, zone)} 至 {_local(now, zone)}）",
+        ]
+    else:
+        colour = SEVERITY_COLOUR.get(rule.severity, "warning")
+        lines = [
+            f'### {HEADS.get(kind, "履约告警")} <font color="{colour}">{rule.severity}</font> {title}',
+            f"> 范围：{scope}",
+            f"> 状态：{state}",
             *_since_and_advice(kind, rule, since, now, zone),
         ]
     return _finish(lines, rule, labels, config, kind)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from alerts.engine import DENOMINATOR
 from metrics.catalog import KPI_BY_NAME, KpiSpec
+from metrics.exporter import SOURCE_METRIC_NAMES
 from sentinel.config import Config, ConfigError, RuleConfig, load_config
 
 GROUP = "fulfillment-sentinel"
@@ -78,6 +79,20 @@ def rule_expr(rule: RuleConfig) -> str:
             f"fulfillment_source_up{which} == 0 or "
             f"(time() - fulfillment_source_last_success_timestamp_seconds{which}) > {stale}"
         )
+    if rule.source_metric is not None or rule.source_errors:
+        which = f"{{source=~{_quote('|'.join(rule.sources))}}}" if rule.sources else ""
+        if rule.source_metric is not None:
+            figure = SOURCE_METRIC_NAMES[rule.source_metric]
+            if figure.startswith("time() - "):
+                return f"({figure}{which}) {rule.op} {_number(rule.threshold)}"
+            return f"{figure}{which} {rule.op} {_number(rule.threshold)}"
+        classes = ",".join(
+            [f"class=~{_quote('|'.join(rule.source_errors))}"] + ([which[1:-1]] if which else [])
+        )
+        return (
+            f"fulfillment_source_up{which} == 0 and on(source) "
+            f"increase(fulfillment_source_errors_total{{{classes}}}[5m]) > 0"
+        )
     spec = KPI_BY_NAME[rule.kpi]
     series = selector(spec, rule.by, rule.match, rule.match_re)
     expr = f"{series} {rule.op} {_number(rule.threshold)}"
@@ -94,6 +109,10 @@ def _summary(rule: RuleConfig) -> str:
         return rule.summary
     if rule.no_data is not None:
         return f"数据源停止上报（超过 {prometheus_duration(rule.no_data)} 无成功拉取）"
+    if rule.source_metric is not None:
+        return f"数据源 {rule.source_metric} {rule.op} {_number(rule.threshold)}"
+    if rule.source_errors:
+        return f"数据源拉取失败（{'、'.join(rule.source_errors)}）"
     spec = KPI_BY_NAME[rule.kpi]
     direction = "低于" if rule.op in ("<", "<=") else "高于"
     return f"{spec.title_zh}{direction}阈值（{rule.op} {_number(rule.threshold)}）"

@@ -963,12 +963,16 @@ def _queue_health(ctx: Context) -> list[dict]:
         name = h["source"]
         src = ctx.config.sources.get(name)
         kind = getattr(src, "kind", "") if src else ""
-        if "queue" not in name and "mq" not in name and kind not in ("rabbitmq", "queue"):
+        watched = name in ctx.config.queues  # [queues.NAME]: the service's queue-depth monitor
+        if not watched and "queue" not in name and "mq" not in name and kind not in ("rabbitmq", "queue"):
             continue
         extra = {}
-        for key in ("depth", "consumers", "oldest_age_seconds"):
-            if key in h and h[key] is not None:
-                extra[key] = h[key]
+        # The service's health rows carry queue_messages / queue_consumers / queue_oldest_age_seconds.
+        for key, alias in (("depth", "queue_messages"), ("consumers", "queue_consumers"),
+                           ("oldest_age_seconds", "queue_oldest_age_seconds")):  # fmt: skip
+            value = h.get(key, h.get(alias))
+            if value is not None:
+                extra[key] = value
         out.append(
             {"source": name, "up": bool(h["up"]), "last_error_class": h.get("last_error_class"), **extra}
         )

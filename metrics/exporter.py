@@ -61,7 +61,24 @@ HEALTH_METRICS: tuple[MetricSpec, ...] = (
                "Records of the source that could not be mapped and went to quarantine."),
     MetricSpec("fulfillment_source_lag_seconds", "gauge", ("source",), "seconds",
                "How far the newest event read from the source lags behind the time it was read."),
+    MetricSpec("fulfillment_source_lead_seconds", "gauge", ("source",), "seconds",
+               "How far the newest event read from the source is ahead of the time it was read (a wrong clock)."),
+    MetricSpec("fulfillment_queue_messages", "gauge", ("source",), "messages",
+               "Messages waiting in a watched queue (its backlog)."),
+    MetricSpec("fulfillment_queue_consumers", "gauge", ("source",), "consumers",
+               "Consumers attached to a watched queue."),
+    MetricSpec("fulfillment_queue_oldest_message_age_seconds", "gauge", ("source",), "seconds",
+               "Age of the oldest message waiting in a watched queue (0 when it is empty)."),
 )  # fmt: skip
+# Source-rule figures (sentinel.config.SOURCE_METRICS) -> the PromQL expression exposing them.
+SOURCE_METRIC_NAMES = {
+    "stale_seconds": "time() - fulfillment_source_last_success_timestamp_seconds",
+    "lag_seconds": "fulfillment_source_lag_seconds",
+    "lead_seconds": "fulfillment_source_lead_seconds",
+    "queue_messages": "fulfillment_queue_messages",
+    "queue_consumers": "fulfillment_queue_consumers",
+    "queue_oldest_age_seconds": "fulfillment_queue_oldest_message_age_seconds",
+}
 
 SELF_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("fulfillment_snapshot_timestamp_seconds", "gauge", (), "seconds",
@@ -149,6 +166,10 @@ _HEALTH_COLUMNS = {
     "fulfillment_source_observations_total": lambda r: r.get("observations_total") or 0,
     "fulfillment_source_quarantined_total": lambda r: r.get("quarantined_total") or 0,
     "fulfillment_source_lag_seconds": lambda r: r.get("lag_seconds"),
+    "fulfillment_source_lead_seconds": lambda r: r.get("lead_seconds"),
+    "fulfillment_queue_messages": lambda r: r.get("queue_messages"),
+    "fulfillment_queue_consumers": lambda r: r.get("queue_consumers"),
+    "fulfillment_queue_oldest_message_age_seconds": lambda r: r.get("queue_oldest_age_seconds"),
 }
 
 

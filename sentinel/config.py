@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from collectors.api_config import ApiConfig
+from collectors.errors import ERROR_CLASSES
 from collectors.mapping import MappingConfig
 from metrics.catalog import KPI_BY_NAME
 from store.lifecycle import HOPS, RANK
@@ -80,6 +81,17 @@ class ChannelConfig(Strict):
         return value
 
 
+# Per-source health figures a source rule can watch (alerts/engine.py reads them from health rows):
+# seconds since the last successful poll, lag behind the source, how far its newest times are ahead of the time they were read (a wrong
+# clock), and for queues the backlog, the consumers and the oldest message's age.
+SOURCE_METRICS = (
+    "stale_seconds",
+    "lag_seconds",
+    "lead_seconds",
+    "queue_messages",
+    "queue_consumers",
+    "queue_oldest_age_seconds",
+)
 ROLE_OF_KIND = {"http": "channel", "sql": "wms", "logfile": "payment"}
 
 
@@ -207,7 +219,11 @@ class RuleConfig(Strict):
     runbook: str = ""  # what to do, shown in every message of the rule
     # "No data": fires per source that is down or has not polled successfully for this long.
     no_data: Duration | None = None
-    sources: tuple[str, ...] = ()  # no_data: the sources watched ([] = every enabled source)
+    # Source health: fires per source whose `source_metric` (SOURCE_METRICS) meets op/threshold ...
+    source_metric: Literal[SOURCE_METRICS] | None = None  # type: ignore[valid-type]
+    # ... or whose last poll failed with one of these error classes (e.g. auth_expired).
+    source_errors: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()  # source rules: the sources (or queues) watched ([] = all enabled)
     group_by: tuple[str, ...] | None = None  # label keys; alerts of one group share a digest (default: rule)
     quiet_hours: str | None = None  # "00:00-08:00" in service.timezone: messages held until it ends
     escalate_after: Duration | None = None  # firing and unacknowledged this long -> escalate_route, once
@@ -220,14 +236,26 @@ class RuleConfig(Strict):
             raise ValueError(f"{value!r} is not a time range like 00:00-08:00")
         return value
 
+    @property
+    def watches_sources(self) -> bool:
+        return self.no_data is not None or self.source_metric is not None or bool(self.source_errors)
+
     @model_validator(mode="after")
     def _kind(self) -> RuleConfig:
-        if self.no_data is None:
+        kinds = [self.no_data is not None, self.source_metric is not None, bool(self.source_errors)]
+        if sum(kinds) > 1:
+            raise ValueError("give one of no_data, source_metric and source_errors")
+        if not self.watches_sources:
             missing = [name for name in ("kpi", "op", "threshold") if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"{', '.join(missing)} required (or no_data for a source rule)")
         elif self.kpi is not None or self.by or self.match or self.match_re:
-            raise ValueError("a no_data rule watches sources: kpi, by, match and match_re do not apply")
+            raise ValueError("a source rule watches sources: kpi, by, match and match_re do not apply")
+        elif self.source_metric is not None and (self.op is None or self.threshold is None):
+            raise ValueError("a source_metric rule needs op and threshold")
+        bad = sorted(set(self.source_errors) - set(ERROR_CLASSES))
+        if bad:
+            raise ValueError(f"unknown error class(es) {bad}; known: {list(ERROR_CLASSES)}")
         if (self.escalate_after is None) != (self.escalate_route is None):
             raise ValueError("escalate_after and escalate_route go together")
         return self
@@ -438,10 +466,23 @@ class ReconcileConfig(Strict):
         return value or None
 
 
+class QueueConfig(Strict):
+    """A message queue whose backlog Sentinel watches (RabbitMQ over AMQP 0-9-1)."""
+
+    kind: Literal["amqp"] = "amqp"
+    url: SecretStr  # amqp://user:password@host:5672/vhost
+    queue: str
+    poll_interval: Duration = timedelta(seconds=30)
+    timeout: Duration = timedelta(seconds=5)
+    channel: str | None = None  # the channel whose orders it carries, if one
+    enabled: bool = True
+
+
 class Config(Strict):
     service: ServiceConfig = ServiceConfig()
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    queues: dict[str, QueueConfig] = Field(default_factory=dict)
     kpi: KpiConfig = KpiConfig()
     alerts: AlertsConfig = AlertsConfig()
     dashboard: DashboardConfig = DashboardConfig()
@@ -544,9 +585,9 @@ def _cross_check(
     for i, rule in zip(rule_index, cfg.alerts.rules, strict=True):
         where = f"alerts.rules[{i}]"
         spec = KPI_BY_NAME.get(rule.kpi) if rule.kpi is not None else None
-        if rule.no_data is not None:
+        if rule.watches_sources:
             for source in rule.sources:
-                if source not in cfg.sources:
+                if source not in cfg.sources and source not in cfg.queues:
                     problems.append(f"{where}.sources: unknown source {source!r}")
         elif spec is None:
             problems.append(f"{where}.kpi: unknown KPI {rule.kpi!r}; known: {sorted(KPI_BY_NAME)}")

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 import requests
 
+from collectors.amqp_queue import QueueMonitor, QueueSample
 from collectors.errors import RetryPolicy, SourceError
 from collectors.registry import build_collector
 from collectors.types import Batch, Collector
@@ -133,10 +134,16 @@ class Service:
             }
         )
         self.exporter = MetricsExporter(clock)
+        self.queues = {
+            name: QueueMonitor(name, q.url.get_secret_value(), q.queue, q.timeout.total_seconds())
+            for name, q in config.queues.items()
+            if q.enabled
+        }
+        self._lead: dict[str, float] = {}  # source -> seconds its newest time was ahead of the read
         if notifiers is None:
             notifiers = build_notifiers(config, clock, session=self.session)
         self.alerts = AlertEngine(
-            self.engine, config, clock, notifiers, health=self.store.health, diagnoser=self.diagnosis_line
+            self.engine, config, clock, notifiers, health=self.source_health, diagnoser=self.diagnosis_line
         )
         kpi = config.kpi
         self.kpis = KpiEngine.from_config(self.engine, kpi, store=self.store)
@@ -158,9 +165,12 @@ class Service:
         pending: list[Batch] = []
         pending_records = 0
 
+        newest: list = []
+
         def flush() -> None:
             """Write the pages read so far in one transaction (each with its cursor)."""
             nonlocal pending_records
+            newest.extend(b.max_event_at for b in pending if b.max_event_at is not None)
             for result in self.store.ingest_many(pending, self.clock.now()) if pending else []:
                 outcome.batches += 1
                 for attr in (
@@ -189,8 +199,40 @@ class Service:
             self.exporter.observe_poll(name, time.perf_counter() - started)
             return outcome
         self.store.record_poll_success(name, now)
+        if newest:
+            self._lead[name] = max(0.0, (max(newest) - now).total_seconds())
         self.exporter.observe_poll(name, time.perf_counter() - started)
         return outcome
+
+    def poll_queue(self, name: str) -> QueueSample | None:
+        """Sample a watched queue's backlog; its health row says whether the broker answered."""
+        now = self.clock.now()
+        try:
+            sample = self.queues[name].sample(now)
+        except SourceError as exc:
+            log.warning("queue %s failed [%s]: %s", name, exc.error_class, exc)
+            self.store.record_poll_failure(name, exc, now)
+            return None
+        self.store.record_poll_success(name, now)
+        return sample
+
+    def source_health(self) -> list[dict]:
+        """Source-health rows with what the service knows beside the store: seconds since the last
+        successful poll, how far a source's times run ahead of the clock, and each queue's latest
+        backlog sample."""
+        rows = self.store.health()
+        now = self.clock.now()
+        for row in rows:
+            name = row["source"]
+            last = row.get("last_success_at") or row.get("last_attempt_at")
+            if last is not None:  # how long nothing could be read (a throttled or rejected source)
+                row["stale_seconds"] = max(0.0, (now - last).total_seconds())
+            if name in self._lead:
+                row["lead_seconds"] = self._lead[name]
+            monitor = self.queues.get(name)
+            if monitor is not None and monitor.last is not None:
+                row.update(monitor.last.health())
+        return rows
 
     def poll_all(self) -> list[PollOutcome]:
         return [self.poll_source(name) for name in self.collectors]
@@ -199,7 +241,7 @@ class Service:
         snap = self.kpis.refresh(self.clock.now())
         save_snapshot(self.engine, snap)
         self.snapshot = snap
-        self.exporter.update(snap, self.store.health())
+        self.exporter.update(snap, self.source_health())
         return snap
 
     def evaluate_alerts(self) -> list:
@@ -214,6 +256,10 @@ class Service:
         jobs = [
             Job(f"poll:{name}", self.config.sources[name].poll_interval, lambda n=name: self.poll_source(n))
             for name in self.collectors
+        ]
+        jobs += [
+            Job(f"queue:{name}", self.config.queues[name].poll_interval, lambda n=name: self.poll_queue(n))
+            for name in self.queues
         ]
         jobs.append(Job("kpi", self.config.kpi.refresh_interval, self.refresh_kpis))
         jobs.append(Job("alerts", self.config.alerts.eval_interval, self.evaluate_alerts))
@@ -309,4 +355,6 @@ class Service:
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None
+        for monitor in self.queues.values():
+            monitor.close()
         self.engine.dispose()

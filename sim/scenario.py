@@ -251,8 +251,148 @@ class StallFault(Fault):
         return self.model_copy(update={"count": max(1, round(self.count * scale))})
 
 
+class _Window(Fault):
+    """A fault active in [after, until) of virtual time (None: from the start / to the end)."""
+
+    after: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        return (self.after is None or now >= self.after) and (self.until is None or now < self.until)
+
+
+class DelayMatch(FaultMatch):
+    """FaultMatch plus the warehouse / carrier / city an order goes through."""
+
+    warehouse: tuple[str, ...] = ()
+    carrier: tuple[str, ...] = ()
+    city: tuple[str, ...] = ()
+
+    def matches_order(self, order: Any) -> bool:
+        return (
+            self.matches(order.channel, order.payment_method, order.sku)
+            and (not self.warehouse or order.warehouse in self.warehouse)
+            and (not self.carrier or order.carrier in self.carrier)
+            and (not self.city or order.city in self.city)
+        )
+
+
+DELAY_HOPS = {  # hop -> the state whose entry it delays (everything after it shifts too)
+    "wms": "wms_received",
+    "pick": "picked",
+    "pack": "packed",
+    "ship": "shipped",
+    "deliver": "delivered",
+}
+
+
+@fault_kind("delay")
+class DelayFault(_Window):
+    """A hop takes `delay` ([min, max]) longer for matching orders that reach the state before it in
+    [after, until) (e.g. a warehouse's packing line stalls); every later step shifts with it."""
+
+    kind: Literal["delay"] = "delay"
+    hop: Literal["wms", "pick", "pack", "ship", "deliver"]
+    match: DelayMatch = DelayMatch()
+    delay: tuple[float, float]
+    ratio: float = Field(default=1.0, gt=0, le=1)
+
+    @field_validator("delay", mode="before")
+    @classmethod
+    def _range(cls, value: Any) -> tuple[float, float]:
+        low, high = (_seconds(v) for v in value)
+        if not 0 < low <= high:
+            raise ValueError(f"need 0 < min <= max, got [{low:g}, {high:g}]")
+        return low, high
+
+
+@fault_kind("cancel_rule")
+class CancelRuleFault(_Window):
+    """A misconfigured rule cancels `ratio` of the matching orders paid in [after, until) within
+    `within` ([min, max]) of paying; they never reach the warehouse."""
+
+    kind: Literal["cancel_rule"] = "cancel_rule"
+    match: FaultMatch = FaultMatch()
+    ratio: float = Field(gt=0, le=1)
+    within: tuple[float, float] = (3, 30)
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _range(cls, value: Any) -> tuple[float, float]:
+        low, high = (_seconds(v) for v in value)
+        if not 0 < low <= high:
+            raise ValueError(f"need 0 < min <= max, got [{low:g}, {high:g}]")
+        return low, high
+
+
+@fault_kind("clock_skew")
+class ClockSkewFault(_Window):
+    """A system writes wrong times from `after`: each time it records is off by `offset` (e.g. local
+    time labelled as UTC). `system`: the ERP/WMS database."""
+
+    kind: Literal["clock_skew"] = "clock_skew"
+    system: Literal["wms"] = "wms"
+    offset: Duration
+
+    @field_validator("offset")
+    @classmethod
+    def _nonzero(cls, value: timedelta) -> timedelta:
+        if not value:
+            raise ValueError("must not be zero")
+        return value
+
+
+SOURCE_FAULTS = ("auth_failure", "rate_limit")
+
+
+@fault_kind("auth_failure")
+class AuthFailureFault(_Window):
+    """A channel API rejects the merchant's credentials in [after, until) (a rotated API key)."""
+
+    kind: Literal["auth_failure"] = "auth_failure"
+    channel: str
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if value not in CHANNELS:
+            raise ValueError(f"unknown channel {value!r}; use {list(CHANNELS)}")
+        return value
+
+
+@fault_kind("rate_limit")
+class RateLimitFault(AuthFailureFault):
+    """A channel API throttles the merchant in [after, until): `quota` requests pass, then every
+    request is refused (with Retry-After) for `ban` seconds."""
+
+    kind: Literal["rate_limit"] = "rate_limit"  # type: ignore[assignment]
+    quota: int = Field(default=1, ge=0)
+    ban: int = Field(default=60, ge=1)
+
+
+@fault_kind("consumers_gone")
+class ConsumersGoneFault(_Window):
+    """The warehouse's consumers of the returns-approval queue scale to zero in [after, until):
+    approvals published meanwhile wait, and expire after `ttl`; a return whose approval expired
+    never reaches the warehouse (it stays approved)."""
+
+    kind: Literal["consumers_gone"] = "consumers_gone"
+    queue: Literal["returns"] = "returns"
+    ttl: Duration = timedelta(hours=1)
+
+
 class Truth(Strict):
     cause: str = "none"  # injected root cause id, e.g. "wms_push_gap"
+    # Alert rules that detect it (the first of them to fire is the detection) and rules that may
+    # also fire as its consequences; any other alert counts as a false alert.
+    expect: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _expects(self) -> Truth:
+        if self.cause != "none" and not self.expect:
+            raise ValueError("a scenario with a cause names the alert rules that must detect it (expect)")
+        return self
 
 
 class Scenario(Strict):
@@ -307,6 +447,12 @@ class Scenario(Strict):
     @property
     def end(self) -> datetime:
         return self.start + self.duration + self.settle
+
+    @property
+    def fault_start(self) -> datetime:
+        """When the first fault begins (the scenario's start if no fault says)."""
+        times = [f.after for f in self.faults if getattr(f, "after", None) is not None]
+        return min(times) if times else self.start
 
     def scaled(self, scale: float = 1.0, seed: int | None = None) -> Scenario:
         """The same scenario with orders/paid/fault counts multiplied by `scale`."""

@@ -16,6 +16,7 @@ Each step keeps its own time column, so a poll that misses a step still learns w
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -129,6 +130,7 @@ wms_refund = Table(
     Column("refund_time", LocalDateTime),
     Index("ix_wms_refund_modified", "modified"),
 )
+RETURN_STATES = tuple(state for state, _code, _column in REFUND_STEPS)
 STOCKOUT_STATES = ("wms_received", "picked", "packed", "shipped", "cancelled")
 
 
@@ -157,9 +159,15 @@ def stockout_no(index: int, order: SimOrder) -> str:
     return f"CK{local_naive(order.events['wms_received']):%Y%m%d}{index:07d}"
 
 
-def stockout_row(index: int, order: SimOrder, now: datetime) -> dict:
-    """The full `wms_stockout` row of `order` as of `now` (it must have reached the WMS)."""
-    ev = {s: t for s, t in order.events.items() if t <= now}
+def _recorded(ev: dict[str, datetime], skew: Callable[[datetime], datetime] | None) -> dict[str, datetime]:
+    return ev if skew is None else {s: skew(t) for s, t in ev.items()}
+
+
+def stockout_row(index: int, order: SimOrder, now: datetime, skew=None) -> dict:
+    """The full `wms_stockout` row of `order` as of `now` (it must have reached the WMS); `skew`
+    maps a true time to the time the WMS writes (a wrong clock)."""
+    true = {s: t for s, t in order.events.items() if t <= now}
+    ev = _recorded(true, skew)
     status = stockout_status(order, now)
     packed = "packed" in ev
     return {
@@ -184,13 +192,18 @@ def stockout_row(index: int, order: SimOrder, now: datetime) -> dict:
     }
 
 
-def refund_row(index: int, order: SimOrder, now: datetime) -> dict | None:
-    """The `wms_refund` row of `order` as of `now` (None: no return requested yet)."""
-    ev = {s: t for s, t in order.events.items() if t <= now}
+def refund_row(index: int, order: SimOrder, now: datetime, skew=None, upto: str | None = None) -> dict | None:
+    """The `wms_refund` row of `order` as of `now` (None: no return requested yet); `upto`: the
+    last return step the ERP can know of (the warehouse has not heard of the approval yet)."""
+    true = {s: t for s, t in order.events.items() if t <= now}
+    if upto is not None:
+        known = RETURN_STATES[: RETURN_STATES.index(upto) + 1]
+        true = {s: t for s, t in true.items() if s not in RETURN_STATES or s in known}
+    ev = _recorded(true, skew)
     if not order.in_wms or "return_requested" not in ev:
         return None
     row = {
-        "refund_no": f"TH{local_naive(ev['return_requested']):%Y%m%d}{index:07d}",
+        "refund_no": f"TH{local_naive(true['return_requested']):%Y%m%d}{index:07d}",
         "src_order_no": order.raw_id,
         "shop_no": SHOP_NO[order.channel],
         "warehouse_no": order.warehouse,
@@ -235,6 +248,9 @@ class WmsDatabase:
         self._refund_changes: list[tuple[datetime, int]] = []
         self._refund_times: list[datetime] = []
         self._refund_applied = 0
+        # Return orders whose approval has not reached the warehouse yet (queue path): index set.
+        self.approval_known: Callable[[int], bool] | None = None
+        self._held: set[int] = set()
 
     def __repr__(self) -> str:
         return f"WmsDatabase({self.engine.url.render_as_string(hide_password=True)})"
@@ -277,10 +293,17 @@ class WmsDatabase:
             self._refunds = {r.refund_no: int(r.process_status) for r in rows}
             return written
 
+    @staticmethod
+    def _skew(world: World):
+        if not any(getattr(f, "system", None) == "wms" for f in world.scenario.faults):
+            return None
+        return lambda moment: world.recorded_time("wms", moment)
+
     def sync(self, world: World, now: datetime) -> int:
         """Upsert stock-outs that changed up to `now`; returns the number of rows written."""
         if self._world_id != id(world):
             self._index(world)
+        skew = self._skew(world)
         if self._written is None:
             self._written = self._load_written()
         upto = bisect.bisect_right(self._times, now)
@@ -290,7 +313,7 @@ class WmsDatabase:
             order = world.orders[i]
             if stockout_status(order, now) is None:
                 continue
-            row = stockout_row(i, order, now)
+            row = stockout_row(i, order, now, skew)
             previous = self._written.get(row["stockout_no"])
             if previous == row["status"]:
                 continue
@@ -299,7 +322,7 @@ class WmsDatabase:
         for row in inserts + updates:
             self._written[row["stockout_no"]] = row["status"]
         self._applied = max(self._applied, upto)
-        return len(inserts) + len(updates) + self._sync_refunds(world, now)
+        return len(inserts) + len(updates) + self._sync_refunds(world, now, skew)
 
     def _write_rows(self, table, key: str, changed: tuple[str, ...], inserts: list, updates: list) -> None:
         """New rows inserted, moved rows updated (their `changed` columns), in one transaction."""
@@ -316,13 +339,23 @@ class WmsDatabase:
                 )
                 conn.execute(stmt, [{"b_key": r[key], **{c: r[c] for c in changed}} for r in updates])
 
-    def _sync_refunds(self, world: World, now: datetime) -> int:
-        """Upsert the return orders that moved up to `now`."""
+    def _sync_refunds(self, world: World, now: datetime, skew=None) -> int:
+        """Upsert the return orders that moved up to `now` (and those whose approval just reached
+        the warehouse)."""
         upto = bisect.bisect_right(self._refund_times, now)
-        touched = sorted({i for _, i in self._refund_changes[self._refund_applied : upto]})
+        touched = {i for _, i in self._refund_changes[self._refund_applied : upto]}
+        known = self.approval_known
+        if known is not None:
+            touched |= {i for i in self._held if known(i)}
         inserts, updates = [], []
-        for i in touched:
-            row = refund_row(i, world.orders[i], now)
+        for i in sorted(touched):
+            order = world.orders[i]
+            held = known is not None and "return_approved" in order.events and not known(i)
+            if held and order.events["return_approved"] <= now:
+                self._held.add(i)
+            else:
+                self._held.discard(i)
+            row = refund_row(i, order, now, skew, upto="return_approved" if held else None)
             if row is None or self._refunds.get(row["refund_no"]) == row["process_status"]:
                 continue
             (inserts if row["refund_no"] not in self._refunds else updates).append(row)

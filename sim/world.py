@@ -14,6 +14,12 @@ from zoneinfo import ZoneInfo
 
 from sim.model import CHANNELS, SimOrder
 from sim.scenario import (
+    DELAY_HOPS,
+    SOURCE_FAULTS,
+    CancelRuleFault,
+    ClockSkewFault,
+    ConsumersGoneFault,
+    DelayFault,
     DropFault,
     DuplicateFault,
     Fault,
@@ -273,6 +279,95 @@ def stall_returns(fault: Fault, orders: list[SimOrder], rng: random.Random, wher
     return {"return_stalled": len(hit)}
 
 
+FORWARD = ("wms_received", "picked", "packed", "shipped", "delivered")
+
+
+@applies("delay")
+def delay_hop(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Matching orders entering the state before the hop in the window take `delay` longer; every
+    later step (returns included) shifts by the same amount."""
+    assert isinstance(fault, DelayFault)
+    state = DELAY_HOPS[fault.hop]
+    before = ("paid", *FORWARD)[FORWARD.index(state)]
+    hit = 0
+    for order in orders:
+        start = order.events.get(before)
+        if (
+            start is None
+            or state not in order.events
+            or not fault.active(start)
+            or not fault.match.matches_order(order)
+            or rng.random() >= fault.ratio
+        ):
+            continue
+        extra = timedelta(seconds=round(rng.uniform(*fault.delay)))
+        first = order.events[state]
+        for name, at in list(order.events.items()):
+            if at >= first and name not in ("created", "paid", "cancelled"):
+                order.events[name] = at + extra
+        order.tags.add(f"{fault.hop}_delayed")
+        hit += 1
+    return {f"{fault.hop}_delayed": hit}
+
+
+@applies("cancel_rule")
+def cancel_rule(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """`ratio` of the matching orders paid in the window are cancelled `within` seconds of paying."""
+    assert isinstance(fault, CancelRuleFault)
+    hit = 0
+    for order in list(_paid_in_window(fault, orders)):
+        if rng.random() >= fault.ratio:
+            continue
+        paid = order.events["paid"]
+        order.events = {
+            "created": order.events["created"],
+            "paid": paid,
+            "cancelled": paid + timedelta(seconds=round(rng.uniform(*fault.within), 3)),
+        }
+        order.in_wms = False
+        order.tags.add("cancelled_by_rule")
+        hit += 1
+    return {"cancelled_by_rule": hit}
+
+
+@applies("consumers_gone")
+def consumers_gone(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Return approvals published while the queue has no consumer wait; one that waits `ttl` expires
+    and that return never reaches the warehouse (it stays approved). The others are consumed when the
+    consumers come back, so the return steps after approval cannot happen before that."""
+    assert isinstance(fault, ConsumersGoneFault)
+    lost = late = 0
+    later = RETURNS[RETURNS.index("return_approved") + 1 :]
+    for order in orders:
+        approved = order.events.get("return_approved")
+        if approved is None or not fault.active(approved):
+            continue
+        if fault.until is None or approved + fault.ttl <= fault.until:
+            for state in later:
+                order.events.pop(state, None)
+            order.tags.add("return_approval_expired")
+            lost += 1
+            continue
+        nxt = order.events.get(later[0])
+        if nxt is not None and nxt < fault.until:
+            shift = fault.until - nxt
+            for state in later:
+                if state in order.events:
+                    order.events[state] += shift
+        order.tags.add("return_approval_late")
+        late += 1
+    return {"return_approval_expired": lost, "return_approval_late": late}
+
+
+def _no_order_change(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Faults of a system, not of orders (the runner applies them on the virtual clock)."""
+    return {}
+
+
+for _kind in (*SOURCE_FAULTS, "clock_skew"):
+    FAULT_APPLIERS[_kind] = _no_order_change
+
+
 # -- generation ------------------------------------------------------------------------------
 def _pick(rng: random.Random, table: tuple[tuple[T, float], ...]) -> T:
     values = [v for v, _ in table]
@@ -516,6 +611,15 @@ class World:
             for tag, n in applier(fault, orders, rng, f"faults[{i}]").items():
                 counts[tag] = counts.get(tag, 0) + n
         return cls(sc, orders, counts)
+
+    def recorded_time(self, system: str, moment: datetime | None) -> datetime | None:
+        """The time `system` writes for the true `moment` (a clock_skew fault shifts it)."""
+        if moment is None:
+            return None
+        for fault in self.scenario.faults:
+            if isinstance(fault, ClockSkewFault) and fault.system == system and fault.active(moment):
+                return moment + fault.offset
+        return moment
 
     def orders_by_channel(self, channel: str) -> list[SimOrder]:
         return self._by_channel.get(channel, [])

@@ -335,3 +335,78 @@ def test_config_rejects_bad_new_rule_options():
 def test_series_labels_of_a_kpi_alert(clock):
     assert labels_of(channel="tmall") == (("channel", "tmall"),)
     assert KpiValue("x", (), 1.0).value == 1.0
+
+
+def test_source_rules_fire_on_an_error_class_and_on_a_health_figure(db, clock, robot):  # noqa: F811
+    from collectors.errors import AuthExpired, RateLimited
+
+    rules = [
+        {"name": "auth", "source_errors": ["auth_expired"], "severity": "P1", "route": "ops"},
+        {"name": "behind", "source_metric": "lag_seconds", "op": ">", "threshold": 600, "for": "5m",
+         "route": "ops"},
+        {"name": "backlog", "source_metric": "queue_oldest_age_seconds", "op": ">", "threshold": 1200,
+         "sources": ["returns_queue"], "route": "ops"},
+    ]  # fmt: skip
+    queue = {"url": "amqp://guest:guest@127.0.0.1:5672/%2F", "queue": "returns.approved"}
+    cfg = parse_config(
+        {
+            "channels": CHANNELS,
+            "sources": {
+                "tmall_api": {**HTTP_SOURCE, "channel": "tmall"},
+                "jd_api": {**HTTP_SOURCE, "channel": "jd"},
+            },
+            "queues": {"returns_queue": queue},
+            "alerts": {
+                "routes": {"ops": {"kind": "wecom", "url": robot.url, "key": KEY}},
+                "rules": rules,
+                "group_wait": "0s",
+                "group_interval": "0s",
+            },
+        },
+        env={},
+    )
+    store = Store(db, {}, "Asia/Shanghai")
+    extra: dict[str, dict] = {
+        "jd_api": {"lag_seconds": 30.0},
+        "returns_queue": {"queue_oldest_age_seconds": 60.0},
+    }
+
+    def health() -> list[dict]:
+        return [{**row, **extra.get(row["source"], {})} for row in store.health()]
+
+    for name in ("tmall_api", "jd_api", "returns_queue"):
+        store.record_poll_success(name, clock.now())
+    engine = AlertEngine(db, cfg, clock, {"ops": wecom(robot, clock)}, health=health)
+    assert engine.evaluate(snap(clock)) == []
+    clock.advance(60)
+    store.record_poll_failure("jd_api", RateLimited("jd_api", "throttled", 60), clock.now())
+    store.record_poll_failure("tmall_api", AuthExpired("tmall_api", "session expired"), clock.now())
+    extra["jd_api"]["lag_seconds"] = 900.0
+    extra["returns_queue"]["queue_oldest_age_seconds"] = 1500.0
+    fired = {(t.rule, t.labels, t.kind) for t in engine.evaluate(snap(clock))}
+    assert fired == {
+        ("auth", labels_of({"source": "tmall_api", "channel": "tmall"}), "firing"),  # not jd: another class
+        ("behind", labels_of({"source": "jd_api", "channel": "jd"}), "pending"),
+        ("backlog", labels_of({"source": "returns_queue"}), "firing"),
+    }
+    clock.advance(timedelta(minutes=5))
+    [lagging] = engine.evaluate(snap(clock))
+    assert (lagging.rule, lagging.kind, lagging.value) == ("behind", "firing", 900.0)
+    engine.deliver()
+    bodies = robot.contents()
+    assert any("数据源拉取失败（auth_expired）" in b and "天猫" in b for b in bodies)
+    assert any("消息队列最老消息等待过久" in b and "25 分钟" in b for b in bodies)
+    assert any("数据源数据滞后" in b and "15 分钟" in b for b in bodies)
+    store.record_poll_success("tmall_api", clock.now())
+    extra["returns_queue"]["queue_oldest_age_seconds"] = 0.0
+    resolved = {t.rule for t in engine.evaluate(snap(clock)) if t.kind == "resolved"}
+    assert resolved == {"auth", "backlog"}
+
+
+def test_a_source_rule_is_one_kind_and_names_known_error_classes():
+    with pytest.raises(Exception, match="give one of no_data, source_metric and source_errors"):
+        config("http://x", [{"name": "x", "no_data": "5m", "source_errors": ["timeout"], "route": "ops"}])
+    with pytest.raises(Exception, match="unknown error class"):
+        config("http://x", [{"name": "x", "source_errors": ["tea_time"], "route": "ops"}])
+    with pytest.raises(Exception, match="needs op and threshold"):
+        config("http://x", [{"name": "x", "source_metric": "lag_seconds", "route": "ops"}])

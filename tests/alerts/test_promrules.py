@@ -45,6 +45,21 @@ def test_expressions_of_the_project_rules():
         ' and fulfillment_hop_sync_orders{hop!="",channel=""} >= 20',
         "manual_intervention_high": 'fulfillment_manual_intervention_ratio{channel=""} > 0.035'
         ' and fulfillment_paid_orders{channel=""} >= 200',
+        "stuck_by_warehouse": 'fulfillment_stuck_ratio{state=~"paid|erp_accepted|wms_received|picked|packed|shipped|in_transit",'
+        'channel="",warehouse!="",carrier="",province="",city="",cs_group=""} > 0.1'
+        ' and fulfillment_state_orders{state=~"paid|erp_accepted|wms_received|picked|packed|shipped|in_transit",'
+        'channel="",warehouse!="",carrier="",province="",city="",cs_group=""} >= 20',
+        "order_loss": 'fulfillment_order_loss_ratio{channel="",window=""} > 0.001'
+        ' and fulfillment_order_loss_paid_orders{channel="",window=""} >= 20',
+        "duplicate_callbacks": 'fulfillment_duplicate_free_ratio{channel!="",window=""} < 0.997',
+        "fast_cancel_high": 'fulfillment_fast_cancel_ratio{channel!="",window="1h"} > 0.03',
+        "amount_mismatch": 'fulfillment_amount_mismatch_ratio{channel!="",window=""} > 0.005',
+        # source rules read the health metrics
+        "source_auth_failed": "fulfillment_source_up == 0 and on(source) "
+        'increase(fulfillment_source_errors_total{class=~"auth_expired"}[5m]) > 0',
+        "source_lag": "(time() - fulfillment_source_last_success_timestamp_seconds) > 600",
+        "source_clock_skew": "fulfillment_source_lead_seconds > 900",
+        "queue_backlog": "fulfillment_queue_oldest_message_age_seconds > 1200",
     }
 
 
@@ -120,7 +135,7 @@ def test_promtool_accepts_the_rules_of_the_project_config(tmp_path):
     path.write_text(render_rules(load_config(DEFAULT_PATH, env={})), encoding="utf-8")
     proc = promtool("check", "rules", path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 5 rules found" in proc.stdout
+    assert f"SUCCESS: {len(load_config(DEFAULT_PATH, env={}).alerts.rules)} rules found" in proc.stdout
 
 
 @needs_promtool

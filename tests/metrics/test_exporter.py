@@ -322,6 +322,14 @@ fulfillment_source_quarantined_total{source="tmall_api"} 2.0
 # HELP fulfillment_source_lag_seconds How far the newest event read from the source lags behind the time it was read.
 # TYPE fulfillment_source_lag_seconds gauge
 fulfillment_source_lag_seconds{source="tmall_api"} 4.5
+# HELP fulfillment_source_lead_seconds How far the newest event read from the source is ahead of the time it was read (a wrong clock).
+# TYPE fulfillment_source_lead_seconds gauge
+# HELP fulfillment_queue_messages Messages waiting in a watched queue (its backlog).
+# TYPE fulfillment_queue_messages gauge
+# HELP fulfillment_queue_consumers Consumers attached to a watched queue.
+# TYPE fulfillment_queue_consumers gauge
+# HELP fulfillment_queue_oldest_message_age_seconds Age of the oldest message waiting in a watched queue (0 when it is empty).
+# TYPE fulfillment_queue_oldest_message_age_seconds gauge
 # HELP fulfillment_snapshot_timestamp_seconds Unix time the exposed KPI snapshot was computed at.
 # TYPE fulfillment_snapshot_timestamp_seconds gauge
 fulfillment_snapshot_timestamp_seconds 1.7708904e+09
