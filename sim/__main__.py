@@ -29,8 +29,10 @@ def table_row(report: dict) -> tuple[str, ...]:
     detected = (
         ("yes" if not report["alerts"] else "NO (alerts)") if clean else ("yes" if v["detected"] else "NO")
     )
-    diagnosed = report.get("diagnosis") is not None
+    diagnosed = report.get("diagnosis_end") is not None
     top = v.get("top_cause") if diagnosed else None
+    if top and v.get("top_cause_at") == "end":
+        top += " (at end)"  # the diagnosis at the first alert named no cause
     if clean:
         correct = "-"
     elif not diagnosed:

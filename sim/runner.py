@@ -219,12 +219,14 @@ class Replay:
             "truth": self.world.truth(self.clock.now()),
         }
         report["verdict"] = verdict(self.world.scenario, report["alerts"])
-        if diagnosis and self.diagnosis is None:  # nothing fired: what would a click find at the end?
-            self.diagnosis = self.diagnose()
-        report["diagnosis"] = self.diagnosis if diagnosis else None
-        if report["diagnosis"] is not None:
-            top = report["diagnosis"]["causes"][0]["cause"] if report["diagnosis"]["causes"] else None
+        report["diagnosis"] = self.diagnosis if diagnosis else None  # at the first alert
+        # ... and a click at the end of the run, when the incident's evidence is complete.
+        report["diagnosis_end"] = self.diagnose() if diagnosis else None
+        if report["diagnosis_end"] is not None:
+            first = _top(report["diagnosis"])
+            top = first or _top(report["diagnosis_end"])
             report["verdict"]["top_cause"] = top
+            report["verdict"]["top_cause_at"] = "alert" if first else "end"
             report["verdict"]["correct"] = top == self.world.scenario.truth.cause
         report["wall_seconds"] = round(time.perf_counter() - wall0, 2)
         return report
@@ -259,6 +261,11 @@ class Replay:
         self.sim.close()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _top(diagnosis: dict | None) -> str | None:
+    causes = (diagnosis or {}).get("causes") or []
+    return causes[0]["cause"] if causes else None
 
 
 class _HealthView:
