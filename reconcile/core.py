@@ -223,11 +223,17 @@ def reconcile(
         )
     candidates = [p for p in pending if _downstream_missing(p[4]) and p[8] is not None]
     if keys is None:
+        # Orders created near each candidate, itself included; those of the very same millisecond
+        # left out where that is a whole second (see _ms_neighbours).
+        whole = [int(c[8] % 1000 == 0) for c in candidates]
         twins = sql.scalars_many(
-            "SELECT count(*) FROM orders WHERE created_at >= ? AND created_at <= ?",
-            [(c[8] - MS_DUPLICATE_MS, c[8] + MS_DUPLICATE_MS) for c in candidates],
+            "SELECT count(*) FROM orders WHERE created_at >= ? AND created_at <= ? AND (created_at <> ? OR ? = 0)",
+            [
+                (c[8] - MS_DUPLICATE_MS, c[8] + MS_DUPLICATE_MS, c[8], w)
+                for c, w in zip(candidates, whole, strict=True)
+            ],
         )
-        near = {c[0] for c, n in zip(candidates, twins, strict=True) if n >= 2}
+        near = {c[0] for c, n, w in zip(candidates, twins, whole, strict=True) if n - (1 - w) >= 1}
     else:
         near = _ms_neighbours(candidates, keys)
     differences = [
@@ -274,6 +280,7 @@ def _reason(present: tuple[str, ...], missing: tuple[str, ...], differs: bool, m
 
 def _ms_neighbours(candidates: list[tuple], keys: np.ndarray) -> set[str]:
     """Candidates (missing downstream) with another order created within MS_DUPLICATE_MS of them
+    (sources with whole-second times: another order 1..MS_DUPLICATE_MS ms away, never the same second)
     (the window's creation times, sorted once): what an ERP's "same creation time" de-duplication
     rule takes for a repeat, whichever shop the other order came from."""
     if not candidates:
@@ -282,7 +289,12 @@ def _ms_neighbours(candidates: list[tuple], keys: np.ndarray) -> set[str]:
     own = np.array([c[8] for c in candidates], dtype=np.int64)
     lo = np.searchsorted(keys, own - MS_DUPLICATE_MS, side="left")
     hi = np.searchsorted(keys, own + MS_DUPLICATE_MS, side="right")
-    return {c[0] for c, a, b in zip(candidates, lo, hi, strict=True) if b - a >= 2}
+    same = np.searchsorted(keys, own, side="right") - np.searchsorted(keys, own, side="left")
+    # A creation time shared to the millisecond says nothing when the source writes whole seconds
+    # (every order of that second shares it): only then is an identical time no twin.
+    whole_second = own % 1000 == 0
+    near = (hi - lo) - np.where(whole_second, same, 1)
+    return {c[0] for c, n in zip(candidates, near, strict=True) if n >= 1}
 
 
 def _int_array(text: str | None) -> np.ndarray:

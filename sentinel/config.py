@@ -454,9 +454,7 @@ class ReconcileConfig(Strict):
     route: str | None = None  # the daily report goes to this route (e.g. an email route); unset = no report
     csv_dir: str = "var/reconcile"  # where each run's differences are written as CSV
     threshold: float = 0.001  # a difference ratio above this is flagged (the seeds' 0.1 %)
-    indexes: bool = (
-        False  # keep the store indexes that spare reconcile() its full scan (reconcile/indexes.py)
-    )
+    indexes: bool = True  # keep the store indexes that spare reconcile() its full scan (reconcile/indexes.py)
 
     @field_validator("at")
     @classmethod

@@ -147,6 +147,28 @@ def test_formats_of_ids_amounts_and_times_make_no_difference(store):
     assert result.differences == []
 
 
+@pytest.mark.parametrize("indexed", [False, True])
+def test_whole_second_creation_times_are_no_millisecond_twins(store, indexed):
+    """A channel writing whole seconds gives orders of the same second the same millisecond: a
+    push gap among them is a push gap, not ERP de-duplication (the wms_push_gap false reason)."""
+    batches: dict[str, list[Observation]] = {s: [] for s in ("douyin", "pay", "erp", "wms")}
+    for i in range(30):
+        raw = f"{7_200_000_000_000_000_000 + i}"
+        created = T0 + timedelta(seconds=i // 3)  # three orders in each second, .000 each
+        paid = created + timedelta(seconds=30)
+        batches["douyin"].append(observe("douyin", raw, "paid", paid, 100, created))
+        batches["pay"].append(observe("pay", raw, "paid", paid, 100))
+        batches["erp"].append(observe("erp", raw, "erp_accepted", paid + timedelta(minutes=1), 100))
+        if i % 2:  # every other order never reaches the WMS
+            batches["wms"].append(observe("wms", raw, "wms_received", paid + timedelta(minutes=3), 100))
+    now = T0 + timedelta(hours=2)
+    store.ingest_many([Batch(s, observations=o) for s, o in batches.items()], now)
+    if indexed:
+        ensure_indexes(store.engine, FOUR)
+    result = reconcile(store.engine, now, roles=FOUR)
+    assert dict(result.groups) == {"push_missing": 15}
+
+
 def test_lost_payments_early_cancels_recent_orders_and_amounts(store):
     batches: dict[str, list[Observation]] = {s: [] for s in ("douyin", "pay", "wms")}
     for i in range(40):
