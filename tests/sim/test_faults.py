@@ -24,6 +24,7 @@ CATALOG = (
     "timezone_skew",
     "pick_pack_stall",
     "price_mismatch",
+    "field_filter_loss",
 )
 
 
