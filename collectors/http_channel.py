@@ -12,6 +12,7 @@ from typing import Any
 
 import requests
 
+import sentinel.redact  # noqa: F401  (no token in urllib3 debug logs)
 from collectors.errors import (
     HTTPStatusError,
     RateLimited,

@@ -203,9 +203,9 @@ class LogFileCollector:
                 record = self._verify(key, record)
             observations = self.mapper.map(record)
         except SchemaError as exc:
-            batch.quarantined.append(
-                Quarantined(self.name, exc.record, exc.field, exc.reason, text[:MAX_RAW])
-            )
+            # A record without an id is named by its line: two equal bad lines are two records.
+            record = key if exc.record.startswith("sha1:") else exc.record
+            batch.quarantined.append(Quarantined(self.name, record, exc.field, exc.reason, text[:MAX_RAW]))
             return
         batch.observations.extend(observations)
         for o in observations:

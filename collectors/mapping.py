@@ -196,7 +196,8 @@ class RecordMapper:
 
     def record_key(self, record: Any) -> str:
         value = get_path(record, self.mapping.order_id) if isinstance(record, dict) else _MISSING
-        if value is _MISSING or value is None or isinstance(value, (dict, list)):
+        if value is _MISSING or value is None or isinstance(value, (dict, list)) or not str(value).strip():
+            # No usable id: name the record by its content, so that two such records stay apart
             return record_fingerprint(record)
         return str(value)
 

@@ -38,12 +38,15 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if match:
+                return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    except (OverflowError, ValueError):  # NaN, or beyond what a timedelta holds
+        pass
     raise ValueError(f"{value!r} is not a duration (e.g. 30s, 15m, 4h, 1d)")
 
 

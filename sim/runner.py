@@ -158,6 +158,8 @@ class Replay:
         step: timedelta = timedelta(seconds=60),
         amqp_url: str | None = None,
         diagnose_on_alert: bool = True,
+        wms_url: str | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> None:
         self.scenario = load_scenario(name)
         self.seed, self.scale, self.step = seed, scale, step
@@ -169,10 +171,11 @@ class Replay:
             workdir = Path(self._tmp.name)
         if amqp_url is None and uses_queue(self.world):
             amqp_url = os.environ.get("SENTINEL_SIM_AMQP_URL", DEFAULT_AMQP_URL)
-        self.sim = start_world(self.world, self.clock, workdir, amqp_url=amqp_url)
-        overrides = self.sim.overrides()
-        overrides["service.store_url"] = store_url or f"sqlite:///{workdir / 'sentinel.db'}"
-        self.config = load_config(config_path or DEFAULT_PATH, overrides=overrides)
+        self.sim = start_world(self.world, self.clock, workdir, wms_url=wms_url, amqp_url=amqp_url)
+        settings = self.sim.overrides()
+        settings["service.store_url"] = store_url or f"sqlite:///{workdir / 'sentinel.db'}"
+        settings.update(overrides or {})  # e.g. a source's URL through a proxy, extra rules
+        self.config = load_config(config_path or DEFAULT_PATH, overrides=settings)
         self.transitions: list = []
         self.diagnose_on_alert = diagnose_on_alert
         self.diagnosis: dict | None = None  # taken when the first alert fires (or at the end)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from abc import ABC, abstractmethod
@@ -80,6 +81,26 @@ class Preset(ABC):
     @abstractmethod
     def parse(self, source: str, doc: Any) -> Page:
         """Records and total from a decoded response; raise the typed error of a platform error."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "parse" in cls.__dict__:
+            cls.parse = _shape_checked(cls.__dict__["parse"])
+
+
+def _shape_checked(parse):
+    """Any response of an unexpected shape (a list where an object belongs, null, ...) is a
+    SchemaError naming the response, never an AttributeError escaping the collector."""
+
+    @functools.wraps(parse)
+    def checked(self, source: str, doc: Any) -> Page:
+        try:
+            return parse(self, source, doc)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            message = f"unexpected response shape ({type(exc).__name__}: {exc})"[:300]
+            raise SchemaError(source, "response", "$", message) from None
+
+    return checked
 
 
 def bj(moment: datetime) -> str:
