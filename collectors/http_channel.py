@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-import sentinel.redact  # noqa: F401  (no token in urllib3 debug logs)
+from alerts.notifiers.base import protect
 from collectors.errors import (
     HTTPStatusError,
     RateLimited,
@@ -73,6 +73,8 @@ class ChannelApiCollector:
         self.retry = retry or RetryPolicy()
         self.mapper = mapper or RecordMapper(name, cfg.mapping, channel=cfg.channel)
         self._creds = Credentials(name, cfg.credentials)
+        for secret in self._creds.secrets():  # urllib3 logs request URLs (query tokens) at DEBUG
+            protect(secret)
         self._slept = 0.0  # seconds of backoff so far in this poll: keeps request timestamps honest
         _REDACT.collectors.add(self)
 

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 
 import requests
 
-import sentinel.redact  # noqa: F401  (no token in urllib3 debug logs)
 from collectors.amqp_queue import QueueMonitor, QueueSample
 from collectors.errors import RetryPolicy, SourceError
 from collectors.registry import build_collector

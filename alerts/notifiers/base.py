@@ -14,7 +14,6 @@ from typing import ClassVar
 import requests
 from pydantic import SecretStr
 
-import sentinel.redact  # noqa: F401  (no token in urllib3 debug logs)
 from alerts.model import Alert
 from sentinel.clock import Clock
 

@@ -62,26 +62,27 @@ def _time_text(fmt: str, moment: datetime) -> Any:
 
 
 def _set_path(record: dict, path: str, value: Any) -> None:
-    tokens = re.findall(r"([^.\[\]]+)|\[(\d+)\]", path)
+    """Set `value` at a mapping path, creating the objects and lists on the way ([-1]: the last)."""
+    tokens = re.findall(r"([^.\[\]]+)|\[(-?\d+)\]", path)
     node: Any = record
     for i, (name, index) in enumerate(tokens):
         last = i == len(tokens) - 1
-        nxt = tokens[i + 1] if not last else None
-        empty = [] if nxt is not None and nxt[1] else {}
+        empty = [] if not last and tokens[i + 1][1] else {}
         if name:
             if last:
                 node[name] = value
             else:
                 node = node.setdefault(name, empty)
+            continue
+        j = int(index)
+        while len(node) <= (j if j >= 0 else -j - 1):
+            node.append(None)
+        j = j if j >= 0 else len(node) + j
+        if last:
+            node[j] = value
         else:
-            j = int(index)
-            while len(node) <= j:
-                node.append(None)
-            if last:
-                node[j] = value
-            else:
-                node[j] = node[j] if node[j] is not None else empty
-                node = node[j]
+            node[j] = node[j] if node[j] is not None else empty
+            node = node[j]
 
 
 def mapping_paths(mapping) -> list[str]:
