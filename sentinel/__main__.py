@@ -209,6 +209,7 @@ def silence_command(args: argparse.Namespace) -> int:
     """`silence add|list|expire`: silences are stored, audited (who, why) and expire on their own."""
     from alerts.model import parse_matcher
     from alerts.silences import add_silence, expire_silence, list_silences
+    from sentinel import audit
     from sentinel.config import parse_duration
 
     cfg, engine, clock = _alert_store(args.config)
@@ -223,6 +224,9 @@ def silence_command(args: argparse.Namespace) -> int:
             silence = add_silence(
                 engine, matchers, starts, starts + parse_duration(args.duration), args.by, args.comment, now
             )
+            audit.record(engine, now, args.by, "cli", "silence", id=silence.id,
+                         matchers=[str(m) for m in silence.matchers], ends_at=silence.ends_at,
+                         comment=args.comment)  # fmt: skip
             print(f"静默 #{silence.id} 已添加：{' '.join(map(str, silence.matchers))}，"
                   f"{_local(silence.starts_at, zone)} 至 {_local(silence.ends_at, zone)}")  # fmt: skip
         elif args.action == "list":
@@ -234,6 +238,7 @@ def silence_command(args: argparse.Namespace) -> int:
                 )
         else:
             silence = expire_silence(engine, args.id, args.by, now)
+            audit.record(engine, now, args.by, "cli", "expire", id=silence.id)
             print(f"静默 #{silence.id} 已结束（{args.by}）")
     except (ValueError, LookupError) as exc:
         print(str(exc), file=sys.stderr)
@@ -246,10 +251,13 @@ def silence_command(args: argparse.Namespace) -> int:
 def ack_command(args: argparse.Namespace) -> int:
     """`ack FINGERPRINT --by NAME`: stops escalation and repeats of the alert's current episode."""
     from alerts.engine import AlertEngine
+    from sentinel import audit
 
     cfg, engine, clock = _alert_store(args.config)
     try:
         acked = AlertEngine(engine, cfg, clock, {}).ack(args.fingerprint, args.by, args.comment)
+        audit.record(engine, clock.now(), args.by, "cli", "ack", fingerprint=acked["fingerprint"],
+                     rule=acked["rule"], comment=args.comment)  # fmt: skip
     except LookupError as exc:
         print(str(exc), file=sys.stderr)
         return 2
