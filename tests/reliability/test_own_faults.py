@@ -1,7 +1,8 @@
 """Own faults: the service SIGKILLed at random points of its cycles, the store's connections cut mid-write.
 
 The killed run is compared with an undisturbed run of the same scenario on the same kind of store:
-observations, orders, cursors, KPIs, alert states and the messages the robot received must be equal.
+observations, orders, cursors, KPIs, alert states and the messages the robot received must be equal
+(a message whose send was cut by the kill is delivered at most once and marked "unconfirmed").
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def _outcome(service: Service) -> dict:
         cursor_rows = {r.source: _portable(r.value) for r in conn.execute(select(cursors))}
         bodies = [r.body for r in conn.execute(select(outbox).order_by(outbox.c.id))]
         statuses = Counter(r.status for r in conn.execute(select(outbox)))
+        in_doubt = sum(
+            1 for r in conn.execute(select(outbox)) if (r.response or "").startswith("unconfirmed")
+        )
     rows, obs = stored(service.engine)
     return {
         "rows": rows,
@@ -59,6 +63,7 @@ def _outcome(service: Service) -> dict:
         "alerts": alert_rows,
         "outbox": Counter(bodies),
         "outbox_status": statuses,
+        "in_doubt": in_doubt,
     }
 
 
@@ -182,7 +187,11 @@ def test_sigkill_at_random_points_of_cycles_twenty_times(tmp_path, store_url, st
     assert set(got["outbox_status"]) <= {"sent"}
     assert got["outbox"] == steady["outbox"]
     assert max(received.values()) == 1  # no message twice
-    assert received == steady_received  # and none lost
+    # None lost, except a send in doubt: killed after marking it "sending", the restart counts it as
+    # delivered (WeCom takes no idempotency key) and notes it "unconfirmed" (README, alerting).
+    assert not received - steady_received
+    missing = steady_received - received
+    assert sum(missing.values()) <= got["in_doubt"] <= worker.killed_in["alerts"], (missing, got["in_doubt"])
 
 
 def test_store_connections_cut_mid_write_lose_and_repeat_nothing(tmp_path, pg_url, steady):
