@@ -129,6 +129,7 @@ def main() -> int:
         lags, polls, kpi_refreshes, kpi_s = [], 0, 0, []
         seen_rows = 0  # rows written before the start of the last complete poll
         rss_start = None
+        rss_by_minute: list[float] = []  # does it level off (caches full) or keep climbing (a leak)?
         t0 = time.monotonic()
         proc.start()
         next_poll = next_kpi = t0
@@ -151,6 +152,8 @@ def main() -> int:
                 next_poll = max(next_poll + args.poll_interval, end)
                 if rss_start is None and end - t0 >= seconds / 10:
                     rss_start = rss_mb()
+                if end - t0 >= 60 * (len(rss_by_minute) + 1):
+                    rss_by_minute.append(round(rss_mb(), 1))
             if now >= next_kpi:
                 k0 = time.perf_counter()
                 service.refresh_kpis()
@@ -198,6 +201,7 @@ def main() -> int:
         "obs_per_s": round(stored_obs / elapsed, 1),
         "max_lag_s": round(max(lags, default=0), 2),
         "poll_interval_s": args.poll_interval,
+        "rss_by_minute_mb": rss_by_minute,
         "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1),
         "rss_growth_ratio": round(rss_end / rss_start - 1, 4),
