@@ -45,6 +45,14 @@ def _seconds(value: Any) -> float:
     return parse_duration(value).total_seconds()
 
 
+def _positive_range(cls, value: Any) -> tuple[float, float]:
+    """A fault's [min, max] seconds (numbers or durations), both above zero (a field validator)."""
+    low, high = (_seconds(v) for v in value)
+    if not 0 < low <= high:
+        raise ValueError(f"need 0 < min <= max, got [{low:g}, {high:g}]")
+    return low, high
+
+
 class Latency(Strict):
     """Per-hop delays in seconds as [min, max] (numbers or durations like "8m")."""
 
@@ -190,13 +198,7 @@ class SlowCallbackFault(Fault):
     until: AwareDatetime | None = None
     delay: tuple[float, float] = (10, 60)
 
-    @field_validator("delay", mode="before")
-    @classmethod
-    def _range(cls, value: Any) -> tuple[float, float]:
-        low, high = (_seconds(v) for v in value)
-        if not 0 < low <= high:
-            raise ValueError(f"need 0 < min <= max, got [{low:g}, {high:g}]")
-        return low, high
+    _range = field_validator("delay", mode="before")(_positive_range)
 
 
 @fault_kind("duplicate")
@@ -297,13 +299,7 @@ class DelayFault(_Window):
     delay: tuple[float, float]
     ratio: float = Field(default=1.0, gt=0, le=1)
 
-    @field_validator("delay", mode="before")
-    @classmethod
-    def _range(cls, value: Any) -> tuple[float, float]:
-        low, high = (_seconds(v) for v in value)
-        if not 0 < low <= high:
-            raise ValueError(f"need 0 < min <= max, got [{low:g}, {high:g}]")
-        return low, high
+    _range = field_validator("delay", mode="before")(_positive_range)
 
 
 @fault_kind("cancel_rule")
@@ -316,13 +312,7 @@ class CancelRuleFault(_Window):
     ratio: float = Field(gt=0, le=1)
     within: tuple[float, float] = (3, 30)
 
-    @field_validator("within", mode="before")
-    @classmethod
-    def _range(cls, value: Any) -> tuple[float, float]:
-        low, high = (_seconds(v) for v in value)
-        if not 0 < low <= high:
-            raise ValueError(f"need 0 < min <= max, got [{low:g}, {high:g}]")
-        return low, high
+    _range = field_validator("within", mode="before")(_positive_range)
 
 
 @fault_kind("clock_skew")
