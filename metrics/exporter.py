@@ -230,43 +230,61 @@ class _Families:
 
 @dataclass(frozen=True)
 class _State:
-    computed_at: datetime | None
     families: tuple[Metric, ...]
     body: bytes
+
+
+class _Latest:
+    """The latest snapshot and source health, rendered once, on the first scrape that needs them."""
+
+    def __init__(self, snapshot: Snapshot | None, health: Iterable[Mapping[str, Any]]) -> None:
+        self.computed_at = None if snapshot is None else snapshot.computed_at
+        self._inputs: tuple | None = (snapshot, health)
+        self._state: _State | None = None
+        self._lock = threading.Lock()
+
+    def state(self) -> _State:
+        if self._state is None:
+            with self._lock:
+                if self._state is None:
+                    self._state = _build(*self._inputs)
+                    self._inputs = None
+        return self._state
+
+
+def _build(snapshot: Snapshot | None, health: Iterable[Mapping[str, Any]]) -> _State:
+    families = kpi_families(snapshot) + health_families(health)
+    if snapshot is not None:
+        stamp = GaugeMetricFamily("fulfillment_snapshot_timestamp_seconds",
+                                  METRIC_BY_NAME["fulfillment_snapshot_timestamp_seconds"].help,
+                                  value=snapshot.computed_at.timestamp())  # fmt: skip
+        duration = GaugeMetricFamily("fulfillment_kpi_refresh_duration_seconds",
+                                     METRIC_BY_NAME["fulfillment_kpi_refresh_duration_seconds"].help,
+                                     value=snapshot.duration_seconds)  # fmt: skip
+        families += [stamp, duration]
+    return _State(tuple(families), generate_latest(_Families(families)))
 
 
 class MetricsExporter:
     """Custom Collector serving the latest snapshot; update() swaps state, collect() only reads it.
 
-    The exposition text is rendered once per update and cached; only the poll duration histogram
-    (fed between updates) and the snapshot age (scrape time) are live, so render() appends those
-    freshly (cheap) to the cached body.
+    The exposition text of a snapshot is rendered once, on the first scrape after its update (a
+    replay that nobody scrapes never renders), and cached; only the poll duration histogram (fed
+    between updates) and the snapshot age (scrape time) are live, so render() appends those freshly
+    (cheap) to the cached body.
     """
 
     def __init__(self, clock: Clock, registry: CollectorRegistry | None = None) -> None:
         self._clock = clock
         self._polls = _Histogram(_POLL)
         self._notifications: dict[tuple[str, str], int] = {}
-        self._state = self._build(None, [])
+        self._latest = _Latest(None, [])
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
-    def _build(self, snapshot: Snapshot | None, health: Iterable[Mapping[str, Any]]) -> _State:
-        families = kpi_families(snapshot) + health_families(health)
-        if snapshot is not None:
-            stamp = GaugeMetricFamily("fulfillment_snapshot_timestamp_seconds",
-                                      METRIC_BY_NAME["fulfillment_snapshot_timestamp_seconds"].help,
-                                      value=snapshot.computed_at.timestamp())  # fmt: skip
-            duration = GaugeMetricFamily("fulfillment_kpi_refresh_duration_seconds",
-                                         METRIC_BY_NAME["fulfillment_kpi_refresh_duration_seconds"].help,
-                                         value=snapshot.duration_seconds)  # fmt: skip
-            families += [stamp, duration]
-        computed_at = None if snapshot is None else snapshot.computed_at
-        return _State(computed_at, tuple(families), generate_latest(_Families(families)))
-
     def update(self, snapshot: Snapshot, health: list[dict]) -> None:
         """Swap in a new snapshot and source health (called by the KPI job, never by a scrape)."""
-        self._state = self._build(snapshot, health)  # one reference swap: scrapes see old or new
+        self._latest = _Latest(snapshot, list(health))  # one reference swap: scrapes see old or new
 
     def observe_poll(self, source: str, seconds: float) -> None:
         """Record the wall time of one poll of a source (called by the poll job, never by a scrape)."""
@@ -276,13 +294,13 @@ class MetricsExporter:
         """Swap in the outbox counts per (route, status) (called after delivery, never by a scrape)."""
         self._notifications = dict(counts)
 
-    def _live_families(self, state: _State) -> list[Metric]:
+    def _live_families(self, latest: _Latest) -> list[Metric]:
         notifications = _family(_NOTIFICATIONS)
         for (route, status), count in sorted(self._notifications.items()):
             _add(notifications, _NOTIFICATIONS, {"route": route, "status": status}, count)
         families = [self._polls.family(), notifications]
-        if state.computed_at is not None:
-            age = max(0.0, (self._clock.now() - state.computed_at).total_seconds())
+        if latest.computed_at is not None:
+            age = max(0.0, (self._clock.now() - latest.computed_at).total_seconds())
             families.append(GaugeMetricFamily(_AGE.name, _AGE.help, value=age))
         return families
 
@@ -292,14 +310,14 @@ class MetricsExporter:
             yield _family(spec)
 
     def collect(self) -> Iterator[Metric]:
-        state = self._state
-        yield from state.families
-        yield from self._live_families(state)
+        latest = self._latest
+        yield from latest.state().families
+        yield from self._live_families(latest)
 
     def render(self) -> bytes:
         """Exposition text of this exporter: the cached body plus the live families."""
-        state = self._state
-        return state.body + generate_latest(_Families(self._live_families(state)))
+        latest = self._latest
+        return latest.state().body + generate_latest(_Families(self._live_families(latest)))
 
 
 class _Handler(BaseHTTPRequestHandler):

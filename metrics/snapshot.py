@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from sqlalchemy import Engine, delete, insert, select
 
@@ -73,7 +74,7 @@ def save_snapshot(
             {
                 "snapshot_id": snap_id,
                 "kpi": v.kpi,
-                "labels": json.dumps(dict(v.labels), sort_keys=True, ensure_ascii=False),
+                "labels": _labels_json(v.labels),
                 "value": v.value,
             }
             for v in snapshot.values
@@ -95,6 +96,11 @@ def save_snapshot(
             conn.execute(delete(kpi_values).where(kpi_values.c.snapshot_id.in_(old_ids)))
             conn.execute(delete(kpi_snapshots).where(kpi_snapshots.c.id.in_(old_ids)))
     return snap_id
+
+
+@lru_cache(maxsize=50_000)  # the same few hundred series every refresh
+def _labels_json(labels: Labels) -> str:
+    return json.dumps(dict(labels), sort_keys=True, ensure_ascii=False)
 
 
 def load_latest_snapshot(engine: Engine) -> Snapshot | None:

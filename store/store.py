@@ -512,24 +512,27 @@ class Store:
         return fresh
 
     def _count_health(self, conn: Connection, batch: Batch, result: IngestResult, now: datetime) -> None:
-        row = self._health_row(conn, batch.source)
+        col = source_health.c
         values = {
-            "records_total": row["records_total"] + batch.records,
-            "observations_total": row["observations_total"] + result.new_observations,
-            "quarantined_total": row["quarantined_total"] + result.quarantined,
+            "records_total": col.records_total + batch.records,
+            "observations_total": col.observations_total + result.new_observations,
+            "quarantined_total": col.quarantined_total + result.quarantined,
         }
         if batch.max_event_at is not None:
             values["lag_seconds"] = max(0.0, (now - batch.max_event_at).total_seconds())
-        conn.execute(update(source_health).where(source_health.c.source == batch.source).values(**values))
+        self._update_health(conn, batch.source, values)
+
+    def _update_health(self, conn: Connection, source: str, values: dict) -> None:
+        """One UPDATE of the source's health row (created first when it has none yet)."""
+        statement = update(source_health).where(source_health.c.source == source).values(**values)
+        if not conn.execute(statement).rowcount:
+            self._health_row(conn, source)
+            conn.execute(statement)
 
     def record_poll_success(self, source: str, now: datetime) -> None:
         with self.engine.begin() as conn:
-            self._health_row(conn, source)
-            conn.execute(
-                update(source_health)
-                .where(source_health.c.source == source)
-                .values(up=True, last_attempt_at=now, last_success_at=now, consecutive_failures=0)
-            )
+            values = {"up": True, "last_attempt_at": now, "last_success_at": now, "consecutive_failures": 0}
+            self._update_health(conn, source, values)
 
     def record_poll_failure(self, source: str, error: SourceError, now: datetime) -> None:
         """One place turns a typed failure into health state (message is secret-free by contract)."""

@@ -70,6 +70,19 @@ class OrderIndex:
         )
         self._times = [t for t, _ in pairs]
         self._owners = [i for _, i in pairs]
+        self._views: dict[tuple, list[View]] = {}  # the pages of one poll ask for the same window
+
+    def changed(self, now: datetime, start: datetime, end: datetime, paid_only: bool) -> list[View]:
+        """Views of the orders whose modified time is in [start, end] as of `now` (remembered for
+        the last few windows: every page request of a poll reads the same one)."""
+        key = (now, start, end, paid_only)
+        views = self._views.get(key)
+        if views is None:
+            views = visible(self.candidates(start, end), now, start, end, paid_only=paid_only)
+            if len(self._views) >= 8:
+                self._views.clear()
+            self._views[key] = views
+        return list(views)
 
     @staticmethod
     def key(orders: list[SimOrder]) -> tuple:
@@ -197,7 +210,7 @@ class Context:
 
     def changed(self, start: datetime, end: datetime, *, paid_only: bool = False) -> list[View]:
         """Views of the orders whose modified time is in [start, end] as of now."""
-        return visible(self.index.candidates(start, end), self.now, start, end, paid_only=paid_only)
+        return self.index.changed(self.now, start, end, paid_only)
 
     def hidden(self, items: list) -> list:
         return items[self.hide :] if self.hide else items

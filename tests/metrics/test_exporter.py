@@ -137,14 +137,18 @@ def test_before_the_first_update_there_are_no_samples(clock, registry):
     assert samples == []
 
 
-def test_scrapes_read_the_cached_state_only(exporter, monkeypatch, clock):
-    def boom(*_a, **_k):
-        raise AssertionError("a scrape must not rebuild families")
-
-    monkeypatch.setattr(exporter_mod, "kpi_families", boom)
-    monkeypatch.setattr(exporter_mod, "health_families", boom)
+def test_a_snapshot_is_rendered_once_on_its_first_scrape_not_per_scrape(exporter, monkeypatch, clock):
+    builds = []
+    real = exporter_mod.kpi_families
+    monkeypatch.setattr(exporter_mod, "kpi_families", lambda snap: builds.append(snap) or real(snap))
+    exporter.update(SNAP, [health_row()])
+    exporter.update(SNAP, [health_row()])  # updates nobody scrapes are never rendered
+    assert builds == []
+    first = exporter.render()
     clock.advance(5)
-    assert b"fulfillment_snapshot_age_seconds 5.0" in exporter.render()
+    again = exporter.render()
+    assert builds == [SNAP]
+    assert b"fulfillment_snapshot_age_seconds 5.0" in again and again.replace(b" 5.0\n", b" 0.0\n") == first
 
 
 def test_poll_durations_form_a_cumulative_histogram_per_source(exporter, registry):
