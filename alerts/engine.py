@@ -7,6 +7,7 @@ outbox is delivered part by part with retries, and folded into one digest when a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -90,8 +91,15 @@ class DeliveryResult:
 
 def fingerprint(rule: str, labels: Labels | dict[str, str]) -> str:
     """Stable identity of one alert: a hash of the rule name and the series labels."""
+    if isinstance(labels, tuple):  # every evaluation asks again for the same series
+        return _series_fingerprint(rule, labels)
     canonical = json.dumps({"rule": rule, "labels": dict(labels)}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@functools.lru_cache(maxsize=50_000)
+def _series_fingerprint(rule: str, labels: Labels) -> str:
+    return fingerprint(rule, dict(labels))
 
 
 class AlertEngine:

@@ -11,6 +11,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, delete, insert, select
 
 from store.schema import kpi_snapshots, kpi_values
+from store.store import _driver_many, _insert_sql
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -38,9 +39,12 @@ class Snapshot:
     duration_seconds: float = 0.0
     _index: dict = field(default_factory=dict, compare=False, repr=False)
 
+    _by_kpi: dict = field(default_factory=dict, compare=False, repr=False)
+
     def __post_init__(self) -> None:
         for v in self.values:
             self._index[(v.kpi, v.labels)] = v.value
+            self._by_kpi.setdefault(v.kpi, []).append(v)
 
     def get(self, kpi: str, **labels: str) -> float | None:
         """The value of one series; no labels = the total series."""
@@ -49,11 +53,10 @@ class Snapshot:
     def series(self, kpi: str, by: Iterable[str] | None = None) -> list[KpiValue]:
         """All series of a KPI; with `by`, only those whose label keys are exactly `by`."""
         keys = None if by is None else tuple(sorted(by))
-        return [
-            v for v in self.values if v.kpi == kpi and (keys is None or tuple(k for k, _ in v.labels) == keys)
-        ]
+        return [v for v in self._by_kpi.get(kpi, ()) if keys is None or tuple(k for k, _ in v.labels) == keys]
 
 
+_VALUES_INSERT = _insert_sql(kpi_values, ["snapshot_id", "kpi", "labels", "value"])
 HOURLY_HISTORY = timedelta(hours=50)  # "same time yesterday" (the morning briefing) with slack
 
 
@@ -70,17 +73,8 @@ def save_snapshot(
                 computed_at=snapshot.computed_at, duration_seconds=snapshot.duration_seconds
             )
         ).inserted_primary_key[0]
-        rows = [
-            {
-                "snapshot_id": snap_id,
-                "kpi": v.kpi,
-                "labels": _labels_json(v.labels),
-                "value": v.value,
-            }
-            for v in snapshot.values
-        ]
-        if rows:
-            conn.execute(insert(kpi_values), rows)
+        rows = [(snap_id, v.kpi, _labels_json(v.labels), float(v.value)) for v in snapshot.values]
+        _driver_many(conn, _VALUES_INSERT, rows)  # hundreds of rows each refresh: no per-row processing
         heads = conn.execute(
             select(kpi_snapshots.c.id, kpi_snapshots.c.computed_at).order_by(kpi_snapshots.c.id.desc())
         ).all()

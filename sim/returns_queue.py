@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pika
@@ -31,7 +32,9 @@ class ReturnsQueue:
     def __init__(self, url: str, world: World, queue: str | None = None) -> None:
         self.world = world
         self.url = url
-        self.queue = queue or f"{QUEUE_PREFIX}.{world.scenario.name}.{id(self):x}"
+        self.queue = (
+            queue or f"{QUEUE_PREFIX}.{world.scenario.name}.{uuid.uuid4().hex[:12]}"
+        )  # unique across processes
         self.gone = [f for f in world.scenario.faults if isinstance(f, ConsumersGoneFault)]
         self.ttl = self.gone[0].ttl if self.gone else timedelta(hours=1)
         self._conn = pika.BlockingConnection(pika.URLParameters(url))

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from sentinel.clock import ManualClock
 from sentinel.config import DEFAULT_PATH, load_config
 from sentinel.service import Service
@@ -182,7 +184,9 @@ class Replay:
         self.service = self._new_service()
 
     def _new_service(self) -> Service:
-        service = Service(self.config, self.clock, sleep=lambda s: self.clock.advance(s))
+        session = requests.Session()
+        session.trust_env = False  # local servers only: no proxy and netrc look-up on every request
+        service = Service(self.config, self.clock, session=session, sleep=lambda s: self.clock.advance(s))
         self._jobs = service.jobs()
         return service
 
