@@ -208,8 +208,11 @@ class Replay:
             self.clock.advance(self.step)
 
     def finish(self, wall0: float, diagnosis: bool = True) -> dict:
-        """A last poll, KPI refresh and evaluation after the world has ended; the report."""
+        """A last poll (sources and queues), KPI refresh and evaluation after the world has ended;
+        the report."""
         self.service.poll_all()
+        for name in self.service.queues:  # else a step longer than source_lag's 10 min reads it stale
+            self.service.poll_queue(name)
         snapshot = self.service.refresh_kpis()
         self.transitions.extend(self.service.evaluate_alerts())
         report = {
