@@ -95,16 +95,21 @@ class MappingConfig(BaseModel):
         return value
 
 
+@lru_cache(maxsize=4096)
+def _path_steps(path: str) -> tuple[tuple[str, int], ...]:
+    """A dotted path's steps: (name, 0) for a key, ("", index) for a list item."""
+    return tuple((name, 0) if name else ("", int(index)) for name, index in _PATH_TOKEN.findall(path))
+
+
 def get_path(record: Any, path: str) -> Any:
     """Value at a dotted path, or the module's _MISSING sentinel."""
     node = record
-    for name, index in _PATH_TOKEN.findall(path):
+    for name, i in _path_steps(path):  # parsed once per path: millions of reads at peak
         if name:
             if not isinstance(node, dict) or name not in node:
                 return _MISSING
             node = node[name]
-        else:
-            i = int(index)  # negative: from the end ([-1] is the last item)
+        else:  # negative: from the end ([-1] is the last item)
             if not isinstance(node, list) or not -len(node) <= i < len(node):
                 return _MISSING
             node = node[i]

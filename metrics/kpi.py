@@ -644,31 +644,24 @@ class KpiEngine:
             for k in range(width):
                 into[k] += cell[k]
 
-        # Short ranges look their minutes up; long ones share one pass over every cell. The cells
-        # are gathered per channel and summed column by column.
-        picked: list[dict[str, list[list[int]]]] = [{} for _ in ranges]
+        # Short ranges look their minutes up; long ones share one pass over every cell.
         short = [last - first < DIRECT_MINUTES for first, last, _ in plans]
         channels = sorted({channel for _, channel in agg.pay}) if any(short) else []
-        for (first, last, _edges), cells, is_short in zip(plans, picked, short, strict=True):
+        for (first, last, _edges), total, is_short in zip(plans, sums, short, strict=True):
             if is_short:
                 for minute in range(first, last + 1):
                     for channel in channels:
                         cell = agg.pay.get((minute, channel))
                         if cell is not None:
-                            cells.setdefault(channel, []).append(cell)
+                            add(total, channel, cell)
         scanned = [
-            (first, last, cells)
-            for (first, last, _edges), cells, is_short in zip(plans, picked, short, strict=True)
-            if not is_short
+            (plan, total) for plan, total, is_short in zip(plans, sums, short, strict=True) if not is_short
         ]
         if scanned:
             for (minute, channel), cell in agg.pay.items():
-                for first, last, cells in scanned:
+                for (first, last, _edges), total in scanned:
                     if first <= minute <= last:
-                        cells.setdefault(channel, []).append(cell)
-        for cells, total in zip(picked, sums, strict=True):
-            for channel, group in cells.items():
-                add(total, channel, [sum(column) for column in zip(*group, strict=True)])
+                        add(total, channel, cell)
         sql = _PAY_RANGE_SQL
         for (_first, _last, edges), total in zip(plans, sums, strict=True):
             for low, high in edges:

@@ -6,6 +6,8 @@ the ground truth, so `truth(now)` can be compared with what the monitor computed
 
 from __future__ import annotations
 
+import functools
+import itertools
 import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -370,9 +372,14 @@ for _kind in (*SOURCE_FAULTS, "clock_skew"):
 
 # -- generation ------------------------------------------------------------------------------
 def _pick(rng: random.Random, table: tuple[tuple[T, float], ...]) -> T:
-    values = [v for v, _ in table]
-    weights = [w for _, w in table]
-    return rng.choices(values, weights=weights)[0]
+    values, cumulative = _cumulative(table)
+    return rng.choices(values, cum_weights=cumulative)[0]  # the same draw as with weights=
+
+
+@functools.cache
+def _cumulative(table: tuple, weight_at: int = -1) -> tuple[list, list[float]]:
+    """A weighted table's values and running weight totals (what choices() would sum each call)."""
+    return [row[0] for row in table], list(itertools.accumulate(row[weight_at] for row in table))
 
 
 def _latency(rng: random.Random, bounds: tuple[float, float]) -> timedelta:
@@ -419,10 +426,10 @@ def _make_order(
     while raw_id in used_ids:
         raw_id = RAW_ID_MAKERS[channel](rng, local)
     used_ids.add(raw_id)
-    sku, price, _ = rng.choices(SKUS, weights=[w for *_, w in SKUS])[0]
+    sku, price, _ = rng.choices(SKUS, cum_weights=_cumulative(SKUS)[1])[0]
     qty = _pick(rng, QUANTITIES)
     amount = max(price * qty // 2, price * qty - _pick(rng, DISCOUNTS_FEN))
-    province, cities, _, warehouse = rng.choices(REGIONS, weights=[r[2] for r in REGIONS])[0]
+    province, cities, _, warehouse = rng.choices(REGIONS, cum_weights=_cumulative(REGIONS, 2)[1])[0]
     carrier = _pick(rng, CARRIER_MIX.get(channel, CARRIER_MIX["*"]))
     order = SimOrder(
         channel=channel,
