@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -131,7 +131,13 @@ class Store:
         self.zone = ZoneInfo(timezone)
         self._patterns = {name: re.compile(c.id_pattern) for name, c in self.channels.items() if c.id_pattern}
         self._lock = threading.RLock()
-        self._ids = _IdCache(ID_CACHE_SIZE)
+        self._ids = _Recent(ID_CACHE_SIZE)  # (channel, raw id) -> global id, committed
+        # global id -> (orders row, bits of the (source, state) pairs delivered), as committed: the
+        # store is the orders' only writer, so recent orders need no read back.
+        self._orders = _Recent(ORDER_CACHE_SIZE)
+        self._pending: dict[str, tuple[tuple | None, int]] = {}  # the open transaction's, not yet committed
+        self._before: dict[str, tuple | None] = {}  # the rows the open transaction changes, as they were
+        self._fact_bits: dict[tuple[str, str], int] = {}  # (source, state) -> its bit in `delivered`
         self._subscribers: list[Callable[[list[OrderChange]], None]] = []
         self._changes: list[OrderChange] = []
 
@@ -177,12 +183,18 @@ class Store:
         cursor: fewer commits rewrite the pages of recent orders fewer times. All or nothing."""
         results = [IngestResult(records=b.records) for b in batches]
         with self._lock:
-            self._changes = []
+            self._changes, self._pending, self._before = [], {}, {}
             ids: dict[tuple[str, str], str] = {}
-            with self.engine.begin() as conn:
-                for batch, result in zip(batches, results, strict=True):
-                    ids.update(self._write(conn, batch, result, now))
-            self._ids.remember(ids)  # only once committed: a rolled-back ID must not be reused
+            try:
+                with self.engine.begin() as conn:
+                    for batch, result in zip(batches, results, strict=True):
+                        ids.update(self._write(conn, batch, result, now))
+                    self._write_orders(conn, now)
+                # Only once committed: a rolled-back ID or order state must not be reused.
+                self._ids.update(ids)
+                self._orders.update(self._pending)
+            finally:
+                self._pending, self._before = {}, {}
             changes, self._changes = self._changes, []
             if changes:
                 for callback in self._subscribers:
@@ -193,10 +205,10 @@ class Store:
         """The whole batch in the caller's transaction; returns the global IDs it resolved."""
         valid, rejected = self._validate_identity(batch.observations)
         ids, fresh = self._resolve_ids(conn, valid)
-        new, repeats = self._insert_observations(conn, valid, ids, fresh, now)
+        new, repeats, entries = self._insert_observations(conn, valid, ids, fresh, now)
         result.new_observations = len(new)
         result.duplicate_observations = len(valid) - len(new)
-        result.orders_touched = self._merge_orders(conn, new, fresh, repeats, now)
+        result.orders_touched = self._fold(new, entries, repeats, now)
         write_pii(conn, valid, ids, now)
         result.quarantined = self._insert_quarantine(conn, [*batch.quarantined, *rejected], now)
         if batch.cursor is not None:
@@ -241,11 +253,13 @@ class Store:
             wanted.setdefault((o.channel, o.raw_order_id), o)
         if not wanted:
             return {}, set()
-        known = {k: self._ids[k] for k in wanted if k in self._ids}
-        unknown: dict[str, list[str]] = {}
-        for channel, raw_id in wanted:
-            if (channel, raw_id) not in known:
-                unknown.setdefault(channel, []).append(raw_id)
+        known, unknown, cached = {}, {}, self._ids.get
+        for key in wanted:
+            gid = cached(key)
+            if gid is None:
+                unknown.setdefault(key[0], []).append(key[1])
+            else:
+                known[key] = gid
         for channel, raw in unknown.items():  # (channel, raw id) is the key: one index range each
             for chunk in _chunks(sorted(raw), 500):
                 sql = f"SELECT raw_order_id, global_id FROM order_ids WHERE channel = ? AND raw_order_id IN ({', '.join('?' * len(chunk))})"
@@ -285,6 +299,39 @@ class Store:
             )
         return known, {known[key] for key in fresh}
 
+    def _entries(self, conn: Connection, gids: Iterable[str]) -> dict[str, tuple[tuple | None, int]]:
+        """(orders row, delivered bits) of existing orders: this transaction's, the cache's, or read
+        (one orders read and one observations range per order, for the orders not seen lately)."""
+        pending, cached = self._pending, self._orders.get
+        found, missing = {}, []
+        for gid in gids:
+            entry = pending.get(gid) or cached(gid)
+            if entry is None:
+                missing.append(gid)
+            else:
+                found[gid] = entry
+        if not missing:
+            return found
+        rows, bits = {}, dict.fromkeys(missing, 0)
+        for chunk in _chunks(sorted(missing), 500):
+            marks = ", ".join("?" * len(chunk))
+            for row in _driver_rows(
+                conn, f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE global_id IN ({marks})", chunk
+            ):
+                rows[row[0]] = row
+            sql = f"SELECT global_id, source, state FROM observations WHERE global_id IN ({marks})"
+            for gid, source, state in _driver_rows(conn, sql, chunk):
+                bits[gid] |= self._fact_bit(source, state)
+        for gid in missing:
+            found[gid] = (rows.get(gid), bits[gid])
+        return found
+
+    def _fact_bit(self, source: str, state: str) -> int:
+        bit = self._fact_bits.get((source, state))
+        if bit is None:
+            bit = self._fact_bits[(source, state)] = 1 << len(self._fact_bits)
+        return bit
+
     def _insert_observations(
         self,
         conn: Connection,
@@ -292,70 +339,65 @@ class Store:
         ids: dict[tuple[str, str], str],
         fresh: set[str],
         now: datetime,
-    ) -> tuple[list[tuple[str, Observation, int]], Counter]:
+    ) -> tuple[list[tuple[str, Observation, int]], Counter, dict[str, tuple[tuple | None, int]]]:
         """Insert the observations not stored yet. Returns them (the batch's new facts, as
-        (global id, observation, epoch ms)) and, per order, how many of them repeat a state the
-        same source had already delivered. Orders created by this batch have nothing to look up."""
+        (global id, observation, epoch ms)), per order how many of them repeat a state the same
+        source had already delivered, and the orders' entries before the batch. Orders created
+        by this batch have nothing to look up; the others' records are inserted unless present."""
         by_key: dict[tuple[str, str, str], Observation] = {}
         for o in obs:
             by_key.setdefault((ids[(o.channel, o.raw_order_id)], o.source, o.record_key), o)
-        existing: set[tuple[str, str, str]] = set()
-        delivered: set[tuple[str, str, str]] = set()  # (global id, source, state)
-        by_source: dict[str, set[str]] = {}
-        for gid, source, _ in by_key:
-            if gid not in fresh:
-                by_source.setdefault(source, set()).add(gid)
-        for source, gids in by_source.items():  # only this source's records: one short range per order
-            for chunk in _chunks(sorted(gids), 500):
-                sql = f"SELECT global_id, record_key, state FROM observations WHERE source = ? AND global_id IN ({', '.join('?' * len(chunk))})"
-                for gid, record_key, state in _driver_rows(conn, sql, [source, *chunk]):
-                    existing.add((gid, source, record_key))
-                    delivered.add((gid, source, state))
-        new, rows, repeats = [], [], Counter()
+        entries = self._entries(conn, {key[0] for key in by_key if key[0] not in fresh})
         now_ms = to_ms(now)
-        for key, o in by_key.items():
-            if key in existing:
+        rows = [
+            (gid, source, record_key, o.state, int(o.at.timestamp() * 1000), now_ms)
+            for (gid, source, record_key), o in by_key.items()
+        ]
+        _driver_many(conn, _OBS_INSERT, [r for r in rows if r[0] in fresh])
+        stored = _insert_returning(conn, [r for r in rows if r[0] not in fresh])
+        new, repeats, delivered, fact_bit = [], Counter(), {}, self._fact_bit
+        for row, o in zip(rows, by_key.values(), strict=True):
+            gid = row[0]
+            if gid not in fresh and row[:3] not in stored:
                 continue
-            gid, source, record_key = key
-            at = int(o.at.timestamp() * 1000)
-            new.append((gid, o, at))
-            rows.append((gid, source, record_key, o.state, at, now_ms))
-            fact = (gid, source, o.state)
-            if fact in delivered:
+            new.append((gid, o, row[4]))
+            bits = delivered.get(gid)
+            if bits is None:
+                bits = entries[gid][1] if gid in entries else 0
+            bit = fact_bit(o.source, o.state)
+            if bits & bit:
                 repeats[gid] += 1
-            delivered.add(fact)
-        _driver_many(conn, _OBS_INSERT, rows)
-        return new, repeats
+            delivered[gid] = bits | bit
+        for gid, bits in delivered.items():
+            if gid in entries:
+                entries[gid] = (entries[gid][0], bits)
+            else:
+                entries[gid] = (None, bits)
+        return new, repeats, entries
 
-    def _merge_orders(
+    def _fold(
         self,
-        conn: Connection,
         new: list[tuple[str, Observation, int]],
-        fresh: set[str],
+        entries: dict[str, tuple[tuple | None, int]],
         repeats: Counter,
         now: datetime,
     ) -> int:
-        """Fold observations into one row per order: earliest time per milestone, highest state."""
+        """Fold a batch's new observations into its orders' rows in memory (earliest time per
+        milestone, highest state): they become the transaction's pending rows, written once at its
+        end however many batches touched them. Returns the number of orders touched."""
+        pending, before_txn = self._pending, self._before
+        pending.update(entries)
         if not new:
             return 0
         touched: dict[str, list[tuple[int, Observation]]] = {}
         for gid, o, at in new:
             touched.setdefault(gid, []).append((at, o))
-        current: dict[str, tuple] = {}
-        for chunk in _chunks(sorted(gid for gid in touched if gid not in fresh), 500):
-            sql = f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE global_id IN ({', '.join('?' * len(chunk))})"
-            for row in _driver_rows(conn, sql, chunk):
-                current[row[0]] = row
         now_ms = to_ms(now)
         role_bits, positions, dim_pos, rank = self._role_bits, _POS, _DIM_POS, RANK
-        inserts, updates, changes = (
-            [],
-            {},
-            self._changes,
-        )  # the transaction's changes so far, and this batch's
-        first_change, updated = len(changes), 0
         for gid, items in touched.items():
-            before = current.get(gid)
+            before, bits = entries[gid]
+            if gid not in before_txn:
+                before_txn[gid] = before
             if before is None:
                 first = items[0][1]
                 row = [None] * len(_ORDER_COLS)
@@ -409,23 +451,33 @@ class Store:
             row[_STATE], row[_RANK], row[_STATE_AT] = best, rank[best], row[positions[best]]
             if before is None:
                 row[_UPDATED] = now_ms
-                after = tuple(row)
+            pending[gid] = (tuple(row), bits)
+        return len(touched)
+
+    def _write_orders(self, conn: Connection, now: datetime) -> None:
+        """Write the transaction's changed orders rows (only their changed columns) and move them
+        between the open-state counts; their (before, after) rows go to the subscribers."""
+        now_ms, pending, changes = to_ms(now), self._pending, self._changes
+        inserts, updates = [], {}
+        for gid, before in self._before.items():
+            after = pending[gid][0]
+            if before is None:
                 inserts.append(after)
                 changes.append((None, after))
                 continue
-            row[_UPDATED] = before[_UPDATED]
-            changed = tuple(compress(_ALL_POS, map(ne, row, before)))
+            changed = tuple(compress(_ALL_POS, map(ne, after, before)))
             if changed:
+                row = list(after)
                 row[_UPDATED] = now_ms
                 changed += (_UPDATED,)
                 updates.setdefault(changed, []).append((*[row[i] for i in changed], gid))
-                changes.append((before, tuple(row)))
-                updated += 1
+                after = tuple(row)
+                pending[gid] = (after, pending[gid][1])
+                changes.append((before, after))
         _driver_many(conn, _ORDER_INSERT, inserts)
         for changed, rows in updates.items():  # only the changed columns: untouched indexes stay untouched
             _driver_many(conn, _order_update_sql(changed), rows)
-        self._count_states(conn, changes[first_change:])
-        return len(inserts) + updated
+        self._count_states(conn, changes)
 
     @staticmethod
     def _count_states(conn: Connection, changes: list[OrderChange]) -> None:
@@ -569,22 +621,39 @@ class Store:
             conn.execute(insert(table).values(**key, **values))
 
 
-ID_CACHE_SIZE = 200_000  # (channel, raw id) -> global id of recently seen orders; ~50 MB at most
+ID_CACHE_SIZE = 200_000  # (channel, raw id) -> global id of recently seen orders
+ORDER_CACHE_SIZE = 100_000  # recently written orders rows (and their delivered facts)
 
 
-class _IdCache(OrderedDict):
-    """A bounded LRU of committed identity mappings (they never change once written)."""
+class _Recent:
+    """A bounded map that keeps what was used lately: two generations; a hit in the old one moves
+    to the young one, and when the young one is full the old one is dropped (cheaper than an LRU)."""
 
     def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
+        self.half = max(1, size // 2)
+        self.young: dict = {}
+        self.old: dict = {}
 
-    def remember(self, ids: Mapping[tuple[str, str], str]) -> None:
-        for key, gid in ids.items():
-            self[key] = gid
-            self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
+    def get(self, key):
+        value = self.young.get(key)
+        if value is None:
+            value = self.old.pop(key, None)
+            if value is not None:
+                self._put(key, value)
+        return value
+
+    def update(self, items: Mapping) -> None:
+        for key, value in items.items():
+            self._put(key, value)
+
+    def _put(self, key, value) -> None:
+        young = self.young
+        young[key] = value
+        if len(young) >= self.half:
+            self.old, self.young = young, {}
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
 
 
 def _placeholder(conn: Connection) -> str:
@@ -609,6 +678,22 @@ def _driver_many(conn: Connection, sql: str, rows: list[tuple]) -> None:
             cursor.executemany(sql.replace("?", _placeholder(conn)), rows)
         finally:
             cursor.close()
+
+
+_RETURNING_ROWS = 500  # observations per multi-row INSERT ... RETURNING (6 parameters each)
+
+
+def _insert_returning(conn: Connection, rows: list[tuple]) -> set[tuple]:
+    """Insert observation rows unless present; the (global id, source, record key) of those inserted."""
+    stored: set[tuple] = set()
+    for chunk in _chunks(rows, _RETURNING_ROWS):
+        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+        sql = (
+            f"INSERT INTO observations (global_id, source, record_key, state, at, ingested_at) VALUES {values} "
+            "ON CONFLICT (global_id, source, record_key) DO NOTHING RETURNING global_id, source, record_key"
+        )
+        stored.update(map(tuple, _driver_rows(conn, sql, [v for row in chunk for v in row])))
+    return stored
 
 
 def _chunks(items: list, size: int):
