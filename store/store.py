@@ -17,7 +17,7 @@ from operator import itemgetter, ne
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, literal, select, update
 
 from collectors.errors import SourceError
 from collectors.types import DIMENSIONS, Batch, Observation, Quarantined
@@ -116,7 +116,8 @@ def fingerprint(text: str) -> str:
 
 
 class Store:
-    """One writer per process: `ingest` calls are serialised by a lock."""
+    """The one writer of a store: `ingest` calls are serialised by a lock, and recent orders rows
+    are kept in memory as committed (a second process writing the same store is not supported)."""
 
     def __init__(
         self,
@@ -205,10 +206,10 @@ class Store:
         """The whole batch in the caller's transaction; returns the global IDs it resolved."""
         valid, rejected = self._validate_identity(batch.observations)
         ids, fresh = self._resolve_ids(conn, valid)
-        new, repeats, entries = self._insert_observations(conn, valid, ids, fresh, now)
-        result.new_observations = len(new)
-        result.duplicate_observations = len(valid) - len(new)
-        result.orders_touched = self._fold(new, entries, repeats, now)
+        touched, repeats, entries = self._insert_observations(conn, valid, ids, fresh, now)
+        result.new_observations = sum(map(len, touched.values()))
+        result.duplicate_observations = len(valid) - result.new_observations
+        result.orders_touched = self._fold(touched, entries, repeats, now)
         write_pii(conn, valid, ids, now)
         result.quarantined = self._insert_quarantine(conn, [*batch.quarantined, *rejected], now)
         if batch.cursor is not None:
@@ -285,18 +286,13 @@ class Store:
             for i, key in enumerate(sorted(keys, key=lambda k: (wanted[k].created_at or wanted[k].at, k[1]))):
                 gid = f"{prefix}_{start + i + 1:06d}"
                 known[key] = gid
-                mapping_rows.append({"channel": key[0], "raw_order_id": key[1], "global_id": gid})
-            (seq_upd if prefix in last else seq_new).append({"p": prefix, "s": start + len(keys)})
-        conn.execute(insert(order_ids), mapping_rows)
-        if seq_new:
-            conn.execute(insert(id_sequences), [{"prefix": r["p"], "last_seq": r["s"]} for r in seq_new])
-        if seq_upd:
-            conn.execute(
-                update(id_sequences)
-                .where(id_sequences.c.prefix == bindparam("p"))
-                .values(last_seq=bindparam("s")),
-                seq_upd,
-            )
+                mapping_rows.append((key[0], key[1], gid))
+            (seq_upd if prefix in last else seq_new).append((start + len(keys), prefix))
+        _driver_many(
+            conn, "INSERT INTO order_ids (channel, raw_order_id, global_id) VALUES (?, ?, ?)", mapping_rows
+        )
+        _driver_many(conn, "INSERT INTO id_sequences (last_seq, prefix) VALUES (?, ?)", seq_new)
+        _driver_many(conn, "UPDATE id_sequences SET last_seq = ? WHERE prefix = ?", seq_upd)
         return known, {known[key] for key in fresh}
 
     def _entries(self, conn: Connection, gids: Iterable[str]) -> dict[str, tuple[tuple | None, int]]:
@@ -339,9 +335,9 @@ class Store:
         ids: dict[tuple[str, str], str],
         fresh: set[str],
         now: datetime,
-    ) -> tuple[list[tuple[str, Observation, int]], Counter, dict[str, tuple[tuple | None, int]]]:
-        """Insert the observations not stored yet. Returns them (the batch's new facts, as
-        (global id, observation, epoch ms)), per order how many of them repeat a state the same
+    ) -> tuple[dict[str, list[tuple[int, Observation]]], Counter, dict[str, tuple[tuple | None, int]]]:
+        """Insert the observations not stored yet. Returns them (the batch's new facts, per order
+        as (epoch ms, observation)), per order how many of them repeat a state the same
         source had already delivered, and the orders' entries before the batch. Orders created
         by this batch have nothing to look up; the others' records are inserted unless present."""
         by_key: dict[tuple[str, str, str], Observation] = {}
@@ -355,12 +351,16 @@ class Store:
         ]
         _driver_many(conn, _OBS_INSERT, [r for r in rows if r[0] in fresh])
         stored = _insert_returning(conn, [r for r in rows if r[0] not in fresh])
-        new, repeats, delivered, fact_bit = [], Counter(), {}, self._fact_bit
+        touched, repeats, delivered, fact_bit = {}, Counter(), {}, self._fact_bit
         for row, o in zip(rows, by_key.values(), strict=True):
             gid = row[0]
             if gid not in fresh and row[:3] not in stored:
                 continue
-            new.append((gid, o, row[4]))
+            items = touched.get(gid)
+            if items is None:
+                touched[gid] = [(row[4], o)]
+            else:
+                items.append((row[4], o))
             bits = delivered.get(gid)
             if bits is None:
                 bits = entries[gid][1] if gid in entries else 0
@@ -373,11 +373,11 @@ class Store:
                 entries[gid] = (entries[gid][0], bits)
             else:
                 entries[gid] = (None, bits)
-        return new, repeats, entries
+        return touched, repeats, entries
 
     def _fold(
         self,
-        new: list[tuple[str, Observation, int]],
+        touched: dict[str, list[tuple[int, Observation]]],
         entries: dict[str, tuple[tuple | None, int]],
         repeats: Counter,
         now: datetime,
@@ -387,11 +387,6 @@ class Store:
         end however many batches touched them. Returns the number of orders touched."""
         pending, before_txn = self._pending, self._before
         pending.update(entries)
-        if not new:
-            return 0
-        touched: dict[str, list[tuple[int, Observation]]] = {}
-        for gid, o, at in new:
-            touched.setdefault(gid, []).append((at, o))
         now_ms = to_ms(now)
         role_bits, positions, dim_pos, rank = self._role_bits, _POS, _DIM_POS, RANK
         for gid, items in touched.items():
@@ -622,7 +617,7 @@ class Store:
 
 
 ID_CACHE_SIZE = 200_000  # (channel, raw id) -> global id of recently seen orders
-ORDER_CACHE_SIZE = 100_000  # recently written orders rows (and their delivered facts)
+ORDER_CACHE_SIZE = 50_000  # recently written orders rows and their delivered facts (~0.6 KB each)
 
 
 class _Recent:
