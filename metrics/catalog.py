@@ -285,7 +285,7 @@ KPIS += (
 KPIS += (
     KpiSpec(
         "hop_sync_success_ratio",
-        ("hop", "channel"),
+        ("hop", "channel", "window"),
         "fulfillment_hop_sync_success_ratio",
         "ratio",
         "Per hop, orders that entered it in the KPI window at least the hop's SLA ago and got past it, over those orders.",
@@ -294,7 +294,7 @@ KPIS += (
     ),
     KpiSpec(
         "hop_sync_orders",
-        ("hop", "channel"),
+        ("hop", "channel", "window"),
         "fulfillment_hop_sync_orders",
         "orders",
         "Per hop, orders that entered it in the KPI window at least the hop's SLA ago (the hop sync ratio's denominator).",
@@ -303,7 +303,7 @@ KPIS += (
     ),
     KpiSpec(
         "hop_sync_unreached_orders",
-        ("hop", "channel"),
+        ("hop", "channel", "window"),
         "fulfillment_hop_sync_unreached_orders",
         "orders",
         "Per hop, orders that entered it in the KPI window at least the hop's SLA ago and have not got past it.",
@@ -312,7 +312,7 @@ KPIS += (
     ),
     KpiSpec(
         "manual_intervention_ratio",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_manual_intervention_ratio",
         "ratio",
         "Orders paid in the KPI window that a person handled (an ERP/WMS record shows a manual action), over orders paid.",
@@ -321,7 +321,7 @@ KPIS += (
     ),
     KpiSpec(
         "manual_intervention_orders",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_manual_intervention_orders",
         "orders",
         "Orders paid in the KPI window that a person handled (an ERP/WMS record shows a manual action).",
@@ -330,7 +330,7 @@ KPIS += (
     ),
     KpiSpec(
         "paid_orders",
-        ("channel",),
+        ("channel", "window"),
         "fulfillment_paid_orders",
         "orders",
         "Orders paid in the KPI window.",

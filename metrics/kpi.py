@@ -64,6 +64,7 @@ RETURN_BREAK_AFTER = timedelta(hours=24)
 SHORT_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1)}  # the default
 HOUR_MS = 3_600_000
 DIRECT_MINUTES = 180  # ranges shorter than this look their minute cells up instead of scanning all
+_NEVER_MS = 1 << 62  # an open upper bound for the cell loads
 PENDING_LIMIT = 500_000  # changes held between refreshes; beyond this the next refresh is a full one
 
 _COL = {c: i for i, c in enumerate(ORDER_COLUMNS)}
@@ -110,17 +111,26 @@ _PAY_COLUMNS = (
 # shipped per the WMS, of those shown shipped by a channel). Minute cells, so these hops judge the
 # orders whose hop started in whole minutes of the window (like the dwell window's whole buckets).
 HOP_CELLS = {"erp": ("counted", "reached"), "ship": ("shipped", "tracked", "by_wms", "written_back")}
-_HOP_LOAD_SQL = (
-    f"SELECT 'erp', erp_accepted_at / {MINUTE_MS}, channel, "
-    f"sum(CASE WHEN {_COUNTED_SQL} THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN {_COUNTED_SQL} AND {_REACHED_SQL} THEN 1 ELSE 0 END), 0, 0 FROM orders "
-    f"WHERE erp_accepted_at >= :since GROUP BY erp_accepted_at / {MINUTE_MS}, channel "
-    f"UNION ALL SELECT 'ship', shipped_at / {MINUTE_MS}, channel, count(*), "
-    f"sum(CASE WHEN (seen_roles & {_CARRIER_BIT}) <> 0 THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN (seen_roles & {_WMS_BIT}) <> 0 THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN (seen_roles & {_WMS_BIT}) <> 0 AND channel_shipped_at IS NOT NULL THEN 1 ELSE 0 END) "
-    f"FROM orders WHERE shipped_at >= :since GROUP BY shipped_at / {MINUTE_MS}, channel"
-)
+
+
+def _hop_load_sql(unit: int) -> str:
+    """Hop cells per `unit` (minute or hour) of the hop's start and channel, from :since to :until."""
+    return (
+        f"SELECT 'erp', erp_accepted_at / {unit}, channel, "
+        f"sum(CASE WHEN {_COUNTED_SQL} THEN 1 ELSE 0 END), "
+        f"sum(CASE WHEN {_COUNTED_SQL} AND {_REACHED_SQL} THEN 1 ELSE 0 END), 0, 0 FROM orders "
+        f"WHERE erp_accepted_at >= :since AND erp_accepted_at < :until GROUP BY erp_accepted_at / {unit}, channel "
+        f"UNION ALL SELECT 'ship', shipped_at / {unit}, channel, count(*), "
+        f"sum(CASE WHEN (seen_roles & {_CARRIER_BIT}) <> 0 THEN 1 ELSE 0 END), "
+        f"sum(CASE WHEN (seen_roles & {_WMS_BIT}) <> 0 THEN 1 ELSE 0 END), "
+        f"sum(CASE WHEN (seen_roles & {_WMS_BIT}) <> 0 AND channel_shipped_at IS NOT NULL THEN 1 ELSE 0 END) "
+        f"FROM orders WHERE shipped_at >= :since AND shipped_at < :until GROUP BY shipped_at / {unit}, channel"
+    )
+
+
+_HOP_LOAD_SQL, _HOP_HOUR_SQL = _hop_load_sql(MINUTE_MS), _hop_load_sql(HOUR_MS)
+# The hops judged from hop cells: (cell family, counted field, got-past field) per hop.
+CELL_HOPS = {"erp_wms": ("erp", 0, 1), "shipped_tracking": ("ship", 0, 1), "status_writeback": ("ship", 2, 3)}
 
 
 # -- dwell resolution ---------------------------------------------------------------------------
@@ -263,6 +273,8 @@ class _Aggregates:
         self.hours: dict[tuple[int, str], list[int]] = {}  # (hour, channel) -> the same, for the long windows
         self.keep_hours = False  # set when there are long windows
         self.hops: dict[tuple[str, int, str], list[int]] = {}  # (family, minute, channel) -> HOP_CELLS counts
+        self.hop_hours: dict[tuple[str, int, str], list[int]] = {}  # (family, hour, channel) -> the same
+        self.channels: set[str] = set()  # every channel a cell has been made for
         self.dwell = ring
         self.timeouts_ms = timeouts_ms  # dwell states with a timeout: a stay this long failed
         self.fast_ms = fast_ms
@@ -349,11 +361,16 @@ class _Aggregates:
         if old_hops != new_hops:
             for entries, sign in ((old_hops, -1), (new_hops, 1)):
                 for key, counts in entries:
-                    cell = self.hops.get(key)
-                    if cell is None:
-                        cell = self.hops[key] = [0] * len(HOP_CELLS[key[0]])
-                    for i, n in enumerate(counts):
-                        cell[i] += sign * n
+                    keys = [(self.hops, key)]
+                    if self.keep_hours:
+                        keys.append((self.hop_hours, (key[0], key[1] // 60, key[2])))
+                    for cells, at in keys:
+                        cell = cells.get(at)
+                        if cell is None:
+                            cell = cells[at] = [0] * len(HOP_CELLS[key[0]])
+                            self.channels.add(key[2])
+                        for i, n in enumerate(counts):
+                            cell[i] += sign * n
         if old_pay != new_pay:
             for entry, sign in ((old_pay, -1), (new_pay, 1)):
                 if entry is not None:
@@ -365,6 +382,7 @@ class _Aggregates:
                         cell = cells.get(key)
                         if cell is None:
                             cell = cells[key] = [0] * len(PAY_FIELDS)
+                            self.channels.add(channel)
                         for i, n in enumerate(counts):
                             cell[i] += sign * n
         if old_dwell != new_dwell:
@@ -382,6 +400,8 @@ class _Aggregates:
             del self.hours[key]
         for key in [k for k in self.hops if k[1] < oldest_minute]:
             del self.hops[key]
+        for key in [k for k in self.hop_hours if k[1] < oldest_hour]:
+            del self.hop_hours[key]
 
 
 class KpiEngine:
@@ -531,8 +551,27 @@ class KpiEngine:
                 conn, sql, since=oldest_hour * HOUR_MS, cut=cut, fast_ms=self._fast_ms, late_ms=self._late_ms
             ):
                 agg.hours[(int(hour), channel)] = [int(x or 0) for x in cell]
-        for family, minute, channel, *cell in _rows(conn, _HOP_LOAD_SQL, since=oldest_minute * MINUTE_MS):
-            agg.hops[(family, int(minute), channel)] = [int(x or 0) for x in cell[: len(HOP_CELLS[family])]]
+        for family, minute, channel, *cell in _rows(
+            conn, _HOP_LOAD_SQL, since=oldest_minute * MINUTE_MS, until=_NEVER_MS
+        ):
+            counts = agg.hops[(family, int(minute), channel)] = [
+                int(x or 0) for x in cell[: len(HOP_CELLS[family])]
+            ]
+            if agg.keep_hours and minute * MINUTE_MS >= cut:
+                hour = agg.hop_hours.setdefault((family, int(minute) // 60, channel), [0] * len(counts))
+                for i, n in enumerate(counts):
+                    hour[i] += n
+        if self._most_hours:
+            for family, hour, channel, *cell in _rows(
+                conn, _HOP_HOUR_SQL, since=oldest_hour * HOUR_MS, until=cut
+            ):
+                agg.hop_hours[(family, int(hour), channel)] = [
+                    int(x or 0) for x in cell[: len(HOP_CELLS[family])]
+                ]
+        agg.channels.update(k[1] for k in agg.pay)
+        agg.channels.update(k[1] for k in agg.hours)
+        agg.channels.update(k[2] for k in agg.hops)
+        agg.channels.update(k[2] for k in agg.hop_hours)
         low_ms, high_ms = ring.low * DWELL_BUCKET_MS, (ring.low + ring.size) * DWELL_BUCKET_MS
         parts = []
         for state in DWELL_STATES:
@@ -562,11 +601,38 @@ class KpiEngine:
             now_ms - int(self.order_grace.total_seconds() * 1000),
         )
 
+    def _hop_ends(self, now_ms: int) -> dict[str, int]:
+        """Where the hops judged from hop cells end: their SLA ago."""
+        slas = {
+            "erp_wms": self.sla,
+            "shipped_tracking": self.tracking_sla,
+            "status_writeback": self.writeback_sla,
+        }
+        return {hop: now_ms - int(slas[hop].total_seconds() * 1000) for hop in CELL_HOPS if hop in self.hops}
+
+    def _hop_span(self, now_ms: int, end: int, window: str | None) -> tuple[int, int, tuple[int, int] | None]:
+        """The whole minutes [first, last] of hop starts a hop ending at `end` judges, and the whole
+        hours (first, last) taken from hour cells: in the KPI window, from its first whole minute;
+        in a short window, its width in minutes; in a long one, from the start of the hour `width`
+        before the end's hour (those hours from hour cells)."""
+        last = (end + 1) // MINUTE_MS - 1  # the last minute ending at or before the end
+        if window is None:
+            return -(-(now_ms - self._window_ms) // MINUTE_MS), last, None
+        if window in self._long_hours:
+            end_hour = end // HOUR_MS
+            return end_hour * 60, last, (end_hour - self._long_hours[window], end_hour - 1)
+        return last - int(self.windows[window] / timedelta(minutes=1)) + 1, last, None
+
     def _oldest_cells(self, now_ms: int) -> tuple[int, int]:
         """The oldest minute and hour cell any window needs: minutes from the KPI window's start (or
-        the last partial hour of a long window, if earlier), hours over the long windows."""
-        first_end_hour = min(self._ends(now_ms)) // HOUR_MS
+        the last partial hour of a long window, or a short hop window, if earlier), hours over the
+        long windows."""
+        hop_ends = self._hop_ends(now_ms).values()
+        first_end_hour = min(*self._ends(now_ms), *hop_ends) // HOUR_MS
         oldest_minute = min(now_ms - self._window_ms, first_end_hour * HOUR_MS) // MINUTE_MS
+        for end in hop_ends:
+            for name in self.windows:
+                oldest_minute = min(oldest_minute, self._hop_span(now_ms, end, name)[0])
         return oldest_minute, first_end_hour - self._most_hours
 
     # -- values -----------------------------------------------------------------------------------
@@ -599,10 +665,12 @@ class KpiEngine:
             else:
                 span = int(width.total_seconds() * 1000)
                 sums = self._pay_sums(conn, agg, *[(end - span, end) for end in ends])
-            values += [
-                KpiValue(v.kpi, labels_of(dict(v.labels), window=name), v.value)
-                for v in _payment_values(*sums)
-            ]
+            windowed = (
+                _payment_values(*sums)
+                + _manual_values(sums[1])
+                + self._hop_values(agg, sums[0], now_ms, name)
+            )
+            values += [KpiValue(v.kpi, labels_of(dict(v.labels), window=name), v.value) for v in windowed]
         return values
 
     def _hour_sums(self, conn, agg: _Aggregates, ends, hours: int) -> list[dict[str, list[int]]]:
@@ -646,7 +714,7 @@ class KpiEngine:
 
         # Short ranges look their minutes up; long ones share one pass over every cell.
         short = [last - first < DIRECT_MINUTES for first, last, _ in plans]
-        channels = sorted({channel for _, channel in agg.pay}) if any(short) else []
+        channels = agg.channels if any(short) else ()
         for (first, last, _edges), total, is_short in zip(plans, sums, short, strict=True):
             if is_short:
                 for minute in range(first, last + 1):
@@ -675,41 +743,43 @@ class KpiEngine:
                         into[k] += int(x or 0)
         return sums
 
-    def _hop_values(self, agg: _Aggregates, synced: dict[str, list[int]], now_ms: int) -> list[KpiValue]:
-        """Per-hop sync: of the orders whose hop started in the KPI window at least the hop's SLA
-        ago, how many got past it. channel_erp by payment time (exact, from the payment cells); the
-        others by the whole minutes of their start (the ERP's acceptance, shipping) in that range."""
-        start = now_ms - self._window_ms
-        first = -(-start // MINUTE_MS)  # whole minutes from the window's start ...
-
-        def last(sla: timedelta) -> int:  # ... to the last one ending at or before now - SLA
-            return (now_ms - int(sla.total_seconds() * 1000) + 1) // MINUTE_MS - 1
-
-        per_hop: dict[str, dict[str, list[int]]] = {}
+    def _hop_values(
+        self, agg: _Aggregates, synced: dict[str, list[int]], now_ms: int, window: str | None = None
+    ) -> list[KpiValue]:
+        """Per-hop sync: of the orders whose hop started in the window at least the hop's SLA ago,
+        how many got past it. channel_erp by payment time (exact, from the payment cells of the sync
+        range); the others by the whole minutes of their start (the ERP's acceptance, shipping),
+        see _hop_span."""
+        per_hop: dict[str, dict[str, list[int]]] = {hop: {} for hop in self.hops}
         if "channel_erp" in self.hops:
             i, j = PAY_FIELDS.index("erp_counted"), PAY_FIELDS.index("erp_reached")
             per_hop["channel_erp"] = {ch: [cell[i], cell[j]] for ch, cell in synced.items()}
-        ranges = {
-            "erp_wms": ("erp", last(self.sla), 0, 1),
-            "shipped_tracking": ("ship", last(self.tracking_sla), 0, 1),
-            "status_writeback": ("ship", last(self.writeback_sla), 2, 3),
-        }
-        by_family: dict[str, list[tuple[dict[str, list[int]], int, int, int]]] = {}
-        for hop, (family, upto, whole, part) in ranges.items():
-            if hop in self.hops:
-                by_family.setdefault(family, []).append((per_hop.setdefault(hop, {}), upto, whole, part))
-        for (family, minute, channel), cell in agg.hops.items():  # one pass over the cells
-            for sums, upto, whole, part in by_family.get(family, ()):
-                if first <= minute <= upto:
-                    into = sums.get(channel)
-                    if into is None:
-                        into = sums[channel] = [0, 0]
-                    into[0] += cell[whole]
-                    into[1] += cell[part]
+        scanned = []  # long minute spans share one pass over the minute cells
+        for hop, end in self._hop_ends(now_ms).items():
+            family, whole, part = CELL_HOPS[hop]
+            first, last, hours = self._hop_span(now_ms, end, window)
+            sums = per_hop[hop]
+            if last - first < DIRECT_MINUTES:
+                for minute in range(first, last + 1):
+                    for channel in agg.channels:
+                        cell = agg.hops.get((family, minute, channel))
+                        if cell is not None:
+                            _add_pair(sums, channel, cell[whole], cell[part])
+            else:
+                scanned.append((family, first, last, whole, part, sums))
+            if hours is not None:
+                for (cell_family, hour, channel), cell in agg.hop_hours.items():
+                    if cell_family == family and hours[0] <= hour <= hours[1]:
+                        _add_pair(sums, channel, cell[whole], cell[part])
+        if scanned:
+            for (family, minute, channel), cell in agg.hops.items():
+                for cell_family, first, last, whole, part, sums in scanned:
+                    if cell_family == family and first <= minute <= last:
+                        _add_pair(sums, channel, cell[whole], cell[part])
         values: list[KpiValue] = []
         for hop in self.hops:
             total = [0, 0]
-            for channel, (counted, reached) in sorted(per_hop.get(hop, {}).items()):
+            for channel, (counted, reached) in sorted(per_hop[hop].items()):
                 if counted:
                     total[0], total[1] = total[0] + counted, total[1] + reached
                     values += _hop_series(labels_of(hop=hop, channel=channel), counted, reached)
@@ -903,6 +973,14 @@ def _manual_values(sums: dict[str, list[int]]) -> list[KpiValue]:
             values.append(KpiValue("paid_orders", labels_of(channel=channel), float(cell[paid])))
             total += cell[paid]
     return values + [KpiValue("paid_orders", (), float(total))]
+
+
+def _add_pair(sums: dict[str, list[int]], channel: str, counted: int, reached: int) -> None:
+    into = sums.get(channel)
+    if into is None:
+        into = sums[channel] = [0, 0]
+    into[0] += counted
+    into[1] += reached
 
 
 def _hop_series(labels, counted: int, reached: int) -> list[KpiValue]:

@@ -112,12 +112,21 @@ def kpi_truth(
     start = now - window
     # Hops judged by the minute their start falls in: whole minutes from the window's start to the
     # last one ending at or before now - the hop's SLA.
+    # In a short window, its width in whole minutes ending there; in a long one, from the start of
+    # the hour `width` before the hour the range ends in.
     now_ms, start_ms = int(now.timestamp() * 1000), int(start.timestamp() * 1000)
-    first_minute = -(-start_ms // MINUTE_MS)
 
-    def in_minutes(at: datetime, sla: timedelta) -> bool:
-        last = (now_ms - int(sla.total_seconds() * 1000) + 1) // MINUTE_MS - 1
-        return first_minute <= int(at.timestamp() * 1000) // MINUTE_MS <= last
+    def minute_span(sla: timedelta, width: timedelta | None) -> tuple[int, int]:
+        end_ms = now_ms - int(sla.total_seconds() * 1000)
+        last = (end_ms + 1) // MINUTE_MS - 1
+        if width is None:
+            return -(-start_ms // MINUTE_MS), last
+        if width > window:
+            return (end_ms // 3_600_000 - int(width / timedelta(hours=1))) * 60, last
+        return last - int(width / timedelta(minutes=1)) + 1, last
+
+    def in_minutes(at: datetime, span: tuple[int, int]) -> bool:
+        return span[0] <= int(at.timestamp() * 1000) // MINUTE_MS <= span[1]
 
     # The KPI window (no label), then the other windows ending where each family can judge.
     # Windows up to the KPI window start `width` before each range's end; longer ones at the start
@@ -127,6 +136,17 @@ def kpi_truth(
         ((("window", name),), *((_hour_start(end) if width > window else end) - width for end in ends))
         for name, width in windows.items()
     ]
+    hop_spans = {
+        extra: {
+            hop: minute_span(sla_of, width)
+            for hop, sla_of in (
+                ("erp_wms", sla),
+                ("shipped_tracking", tracking_sla),
+                ("status_writeback", writeback_sla),
+            )
+        }
+        for extra, width in [((), None), *(((("window", name),), width) for name, width in windows.items())]
+    }
     tallies = (cancels, duplicates, mismatches, callbacks)
     # Dwell: orders that left the state in the dwell window's whole 5-minute buckets, at the engine's resolution.
     now_bucket = int(now.timestamp() * 1000) // DWELL_BUCKET_MS
@@ -156,43 +176,47 @@ def kpi_truth(
                 returns[key][1] += broken
         paid = ev.get("paid")
         ended = "cancelled" in ev or "closed" in ev
-        keys = ((), (("channel", order.channel),))
         erp_reached = any(s in ev for s in ERP_REACHED)
-        if paid is not None and start <= paid <= now:
-            handled = order.manual is not None and order.erp_pulled_at <= now
-            for key in keys:
-                manual[key][0] += 1
-                manual[key][1] += handled
-        hop_checks = (
-            (
-                "channel_erp",
-                paid is not None and start <= paid <= now - sla and not (ended and not erp_reached),
-                erp_reached,
-            ),
-            (
-                "erp_wms",
-                "erp_accepted" in ev and in_minutes(ev["erp_accepted"], sla) and not (ended and not reached),
-                reached,
-            ),
-            (
-                "shipped_tracking",
-                "shipped" in ev and in_minutes(ev["shipped"], tracking_sla),
-                order.pushed_by(now),
-            ),
-            # shipped per the WMS; the channel shows it shipped (or later) once it has shipped
-            (
-                "status_writeback",
-                "shipped" in ev and order.in_wms and in_minutes(ev["shipped"], writeback_sla),
-                order.in_channel,
-            ),
-        )
-        for hop, counted, passed in hop_checks:
-            if hop in hops and counted:
-                for key in keys:
-                    hop_sync[(hop, key)][0] += 1
-                    hop_sync[(hop, key)][1] += passed
         for extra, sync_low, recent_low, settled_low in spans:
             keys = (extra, tuple(sorted((*extra, ("channel", order.channel)))))
+            if paid is not None and recent_low <= paid <= now:
+                handled = order.manual is not None and order.erp_pulled_at <= now
+                for key in keys:
+                    manual[key][0] += 1
+                    manual[key][1] += handled
+            minutes = hop_spans[extra]
+            hop_checks = (
+                (
+                    "channel_erp",
+                    paid is not None and sync_low <= paid <= now - sla and not (ended and not erp_reached),
+                    erp_reached,
+                ),
+                (
+                    "erp_wms",
+                    "erp_accepted" in ev
+                    and in_minutes(ev["erp_accepted"], minutes["erp_wms"])
+                    and not (ended and not reached),
+                    reached,
+                ),
+                (
+                    "shipped_tracking",
+                    "shipped" in ev and in_minutes(ev["shipped"], minutes["shipped_tracking"]),
+                    order.pushed_by(now),
+                ),
+                # shipped per the WMS; the channel shows it shipped (or later) once it has shipped
+                (
+                    "status_writeback",
+                    "shipped" in ev
+                    and order.in_wms
+                    and in_minutes(ev["shipped"], minutes["status_writeback"]),
+                    order.in_channel,
+                ),
+            )
+            for hop, counted, passed in hop_checks:
+                if hop in hops and counted:
+                    for key in keys:
+                        hop_sync[(hop, key)][0] += 1
+                        hop_sync[(hop, key)][1] += passed
             if paid is not None and sync_low <= paid <= now - sla and not (ended and not reached):
                 for key in keys:
                     sync[key][0] += 1
@@ -237,15 +261,17 @@ def kpi_truth(
         out[("order_loss_orders", key)] = lost
         if payments:
             out[("order_loss_ratio", key)] = lost / payments
-    for hop in hops:  # the engine always gives each hop's total, zeros included
-        hop_sync.setdefault((hop, ()), [0, 0])
+    for hop in hops:  # the engine always gives each hop's total in each window, zeros included
+        for extra, *_ in spans:
+            hop_sync.setdefault((hop, extra), [0, 0])
     for (hop, key), (counted, passed) in hop_sync.items():
         labels = tuple(sorted((*key, ("hop", hop))))
         out[("hop_sync_orders", labels)] = counted
         out[("hop_sync_unreached_orders", labels)] = counted - passed
         if counted:
             out[("hop_sync_success_ratio", labels)] = passed / counted
-    manual.setdefault((), [0, 0])
+    for extra, *_ in spans:
+        manual.setdefault(extra, [0, 0])
     for key, (paid_n, handled) in manual.items():
         out[("paid_orders", key)] = paid_n
         out[("manual_intervention_orders", key)] = handled

@@ -41,10 +41,10 @@ def test_expressions_of_the_project_rules():
         ' and fulfillment_state_orders{state!="",channel="",warehouse="",carrier="",province="",city="",cs_group=""} >= 20',
         "return_break_high": 'fulfillment_return_break_ratio{channel!=""} > 0.008'
         ' and fulfillment_return_active_orders{channel!=""} >= 10',
-        "hop_sync_low": 'fulfillment_hop_sync_success_ratio{hop!="",channel=""} < 0.9995'
-        ' and fulfillment_hop_sync_orders{hop!="",channel=""} >= 20',
-        "manual_intervention_high": 'fulfillment_manual_intervention_ratio{channel=""} > 0.035'
-        ' and fulfillment_paid_orders{channel=""} >= 200',
+        "hop_sync_low": 'fulfillment_hop_sync_success_ratio{hop!="",channel="",window=""} < 0.9995'
+        ' and fulfillment_hop_sync_orders{hop!="",channel="",window=""} >= 20',
+        "manual_intervention_high": 'fulfillment_manual_intervention_ratio{channel="",window=""} > 0.035'
+        ' and fulfillment_paid_orders{channel="",window=""} >= 200',
         "stuck_by_warehouse": 'fulfillment_stuck_ratio{state=~"paid|erp_accepted|wms_received|picked|packed|shipped|in_transit",'
         'channel="",warehouse!="",carrier="",province="",city="",cs_group=""} > 0.1'
         ' and fulfillment_state_orders{state=~"paid|erp_accepted|wms_received|picked|packed|shipped|in_transit",'

@@ -50,15 +50,17 @@ def test_refresh_equals_full_computation_through_awkward_changes(store, monkeypa
     steps = [
         # reaches the WMS; a fast cancel; a new order on another channel
         (20, [ob("1", "wms_received", 19, warehouse="WH1", city="杭州市"), ob("3", "paid", 18, "jd"),
-              ob("3", "cancelled", 18.5, "jd")]),
+              ob("3", "cancelled", 18.5, "jd"), ob("1", "erp_accepted", 10), ob("2", "erp_accepted", 19.5, "jd")]),
         # a late observation moves an order's payment earlier (across a minute and a dwell bucket)
         (25, [ob("2", "paid", -7, "jd", n=1), ob("2", "wms_received", 24, "jd", warehouse="WH2")]),
         # a skewed source writes 40 minutes ahead; a pick that will stall; a return
         (30, [ob("4", "paid", 70), ob("4", "wms_received", 71), ob("1", "picked", 29),
               ob("5", "delivered", 28), ob("5", "return_requested", 29, cs_group="cs_day")]),
         (45, []),  # time alone: the pick stalls, the paid-only order goes stuck
-        (75, [ob("2", "picked", 74, "jd"), ob("2", "packed", 74.5, "jd")]),  # the skewed events come due
+        (75, [ob("2", "picked", 74, "jd"), ob("2", "packed", 74.5, "jd"),  # the skewed events come due
+              ob("1", "packed", 72), ob("1", "shipped", 73)]),
         (200, [ob("6", "paid", 199)]),  # the first orders fall out of the 2 h window
+        (300, [ob("6", "erp_accepted", 199.5)]),  # late news: the ERP took 6 long ago; not in the WMS
         # two days on, an old order reaches the WMS: only the hour cells of the 7 d window hold it
         (2 * 24 * 60, [ob("6", "wms_received", 2 * 24 * 60 - 1)]),
         (8 * 24 * 60, []),  # and a week later even those have gone
@@ -73,11 +75,13 @@ def test_refresh_equals_full_computation_through_awkward_changes(store, monkeypa
         assert got == expected, (minutes, set(got.items()) ^ set(expected.items()))
 
     assert len(loads) == 1  # every later refresh patched the aggregates from the change feed
-    at75 = seen[75]  # paid dwell: 3 cancelled after 30 s, 4 after 60 s, 1 after 18 min, 2 after 31 min
+    at75 = seen[
+        75
+    ]  # paid dwell: 3 cancelled after 30 s, 4 after 60 s, 1 after 9 min, 2 after 26.5 min (the ERP)
     assert at75.get("dwell_orders", state="paid") == 4
     assert (at75.get("dwell_p50_seconds", state="paid"), at75.get("dwell_p95_seconds", state="paid")) == (
         60,
-        1860,
+        1590,
     )
     assert seen[45].get("stuck_orders", state="picked") == 1  # picked at 29, 12 min timeout
     assert seen[30].get("stuck_orders", state="picked") == 0
@@ -95,6 +99,19 @@ def test_refresh_equals_full_computation_through_awkward_changes(store, monkeypa
     )
     assert two_days.get("sync_paid_orders") == 0  # nothing paid in the 2 h KPI window
     assert seen[8 * 24 * 60].get("sync_paid_orders", window="7d") == 0
+    # ERP -> WMS over the week: 1 and 2 reached the WMS after the ERP accepted them; 6 waited two
+    # days, its acceptance hour then held only by the hour cells the change feed patched
+    erp_wms = [
+        (
+            seen[m].get("hop_sync_orders", hop="erp_wms", window="7d"),
+            seen[m].get("hop_sync_unreached_orders", hop="erp_wms", window="7d"),
+        )
+        for m in (200, 300, 2 * 24 * 60)
+    ]
+    assert erp_wms == [(2, 0), (3, 1), (3, 0)]  # fmt: skip
+    assert seen[300].get("hop_sync_orders", hop="erp_wms") == 1  # the 2 h KPI window holds only 6
+    assert seen[300].get("manual_intervention_orders", window="1h") == 0
+    assert seen[200].get("paid_orders", window="5m") == 1  # 6, paid a minute ago
 
 
 def test_stuck_and_sync_edges_are_exact_to_the_millisecond(store):
