@@ -55,30 +55,25 @@ DWELL_BUCKET_MS = 300_000  # dwell windows are whole 5-minute buckets of the tim
 # Return states an order can be held in (refunded ends the path) and how long before it is a break.
 OPEN_RETURNS = tuple(s for s in RETURNS if s in OPEN_STATES)
 RETURN_BREAK_AFTER = timedelta(hours=24)
-# Windows besides the KPI window (config kpi.windows): payment-family series labelled window="5m",
-# "1h", "7d", ... Short ones (up to the KPI window less the SLA/grace) cover orders paid in the last
-# 5 min / hour that can be judged (ending SLA ago for sync, grace ago for order loss, now for the
-# rest), from the same minute cells, their edges from SQL. Longer ones are whole hours, from per-hour
-# cells: orders paid from the start of the hour `width` before the hour the range ends in (that last
-# hour from minute cells and SQL).
+# Windows besides the KPI window (config kpi.windows): payment-family, per-hop sync and manual
+# intervention series labelled window="5m", "1h", "7d", ... Short ones (up to the KPI window less the
+# SLA/grace) cover orders paid in the last 5 min / hour that can be judged (ending SLA ago for sync,
+# grace ago for order loss, now for the rest). Longer ones are whole hours: orders paid from the
+# start of the hour `width` before the hour the range ends in. Any range sums whole hours from
+# per-hour cells and the whole minutes around them from per-minute cells (both patched by the change
+# feed), its partial edge minutes from SQL; hops count whole minutes of their start.
 SHORT_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1)}  # the default
 HOUR_MS = 3_600_000
-DIRECT_MINUTES = 180  # ranges shorter than this look their minute cells up instead of scanning all
 _NEVER_MS = 1 << 62  # an open upper bound for the cell loads
 PENDING_LIMIT = 500_000  # changes held between refreshes; beyond this the next refresh is a full one
 
 _COL = {c: i for i, c in enumerate(ORDER_COLUMNS)}
 _REACHED_SQL = "(" + " OR ".join(f"{milestone_column(s)} IS NOT NULL" for s in WMS_REACHED) + ")"
 _COUNTED_SQL = f"NOT ((cancelled_at IS NOT NULL OR closed_at IS NOT NULL) AND NOT {_REACHED_SQL})"
-_FAST_SQL = "(cancelled_at IS NOT NULL AND cancelled_at - paid_at <= :fast_ms)"
 _PAYMENT_BIT, _CHANNEL_BIT = ROLE_BITS["payment"], ROLE_BITS["channel"]
 _CARRIER_BIT, _WMS_BIT = ROLE_BITS["carrier"], ROLE_BITS["wms"]
 # Reached the ERP: accepted by it, or anything later on the forward path (channel -> ERP hop).
 ERP_REACHED = FORWARD[FORWARD.index("erp_accepted") :]
-_ERP_REACHED_SQL = "(" + " OR ".join(f"{milestone_column(s)} IS NOT NULL" for s in ERP_REACHED) + ")"
-_ERP_COUNTED_SQL = f"NOT ((cancelled_at IS NOT NULL OR closed_at IS NOT NULL) AND NOT {_ERP_REACHED_SQL})"
-_BY_PAYMENT_SQL = f"(seen_roles & {_PAYMENT_BIT}) <> 0"
-_LOST_SQL = f"({_BY_PAYMENT_SQL} AND (seen_roles & {_CHANNEL_BIT}) = 0)"
 # What each payment cell counts (per minute of paid_at and channel), in SQL and in _Aggregates.contributions.
 PAY_FIELDS = (
     "paid",
@@ -94,18 +89,33 @@ PAY_FIELDS = (
     "erp_reached",
     "manual",
 )
-_MISMATCH_SQL = "(paid_amount_fen IS NOT NULL AND amount_fen IS NOT NULL AND paid_amount_fen <> amount_fen)"
-_PAY_COLUMNS = (
-    f"count(*), sum(CASE WHEN {_COUNTED_SQL} THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN {_COUNTED_SQL} AND {_REACHED_SQL} THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN {_FAST_SQL} THEN 1 ELSE 0 END), sum(duplicate_records), "
-    f"sum(CASE WHEN {_BY_PAYMENT_SQL} THEN 1 ELSE 0 END), sum(CASE WHEN {_LOST_SQL} THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN {_MISMATCH_SQL} THEN 1 ELSE 0 END), "
-    "sum(CASE WHEN callback_delay_ms > :late_ms THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN {_ERP_COUNTED_SQL} THEN 1 ELSE 0 END), "
-    f"sum(CASE WHEN {_ERP_COUNTED_SQL} AND {_ERP_REACHED_SQL} THEN 1 ELSE 0 END), "
-    "sum(CASE WHEN manual_at IS NOT NULL THEN 1 ELSE 0 END)"
+# Each order's flags once (an inner select), then the payment cell's sums in PAY_FIELDS order.
+_REACHED_ANY = "COALESCE(" + ", ".join(milestone_column(s) for s in WMS_REACHED) + ") IS NOT NULL"
+_ERP_REACHED_ANY = "COALESCE(" + ", ".join(milestone_column(s) for s in ERP_REACHED) + ") IS NOT NULL"
+_PAY_FLAGS = (
+    f"{_REACHED_ANY} AS r, {_ERP_REACHED_ANY} AS er, COALESCE(cancelled_at, closed_at) IS NOT NULL AS e, "
+    "cancelled_at - paid_at <= :fast_ms AS f, duplicate_records AS d, seen_roles AS sr, "
+    "paid_amount_fen <> amount_fen AS mm, callback_delay_ms > :late_ms AS lc, manual_at IS NOT NULL AS m"
 )
+_PAY_SUMS = (
+    "count(*), sum(CASE WHEN r OR NOT e THEN 1 ELSE 0 END), sum(CASE WHEN r THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN f THEN 1 ELSE 0 END), sum(d), "
+    f"sum(CASE WHEN (sr & {_PAYMENT_BIT}) <> 0 THEN 1 ELSE 0 END), "
+    f"sum(CASE WHEN (sr & {_PAYMENT_BIT}) <> 0 AND (sr & {_CHANNEL_BIT}) = 0 THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN mm THEN 1 ELSE 0 END), sum(CASE WHEN lc THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN er OR NOT e THEN 1 ELSE 0 END), sum(CASE WHEN er THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN m THEN 1 ELSE 0 END)"
+)
+
+
+def _pay_sql(unit: int | None, where: str) -> str:
+    """Payment cells of the orders `where` selects, per `unit` (minute or hour) of paid_at and
+    channel, or per channel alone (unit None)."""
+    keys = "channel" if unit is None else f"paid_at / {unit} AS k, channel"
+    group = "channel" if unit is None else "k, channel"
+    return f"SELECT {group}, {_PAY_SUMS} FROM (SELECT {keys}, {_PAY_FLAGS} FROM orders WHERE {where}) t GROUP BY {group}"
+
+
 # Hop cells: per minute of the time a hop starts (the ERP's acceptance, shipping) and channel, what
 # the hops after it count. erp: (counted, reached the WMS); ship: (shipped, with a carrier scan,
 # shipped per the WMS, of those shown shipped by a channel). Minute cells, so these hops judge the
@@ -270,8 +280,8 @@ class _Aggregates:
 
     def __init__(self, ring: _DwellRing, fast_ms: int, late_ms: int, timeouts_ms: dict[str, int]) -> None:
         self.pay: dict[tuple[int, str], list[int]] = {}  # (minute, channel) -> counts in PAY_FIELDS order
-        self.hours: dict[tuple[int, str], list[int]] = {}  # (hour, channel) -> the same, for the long windows
-        self.keep_hours = False  # set when there are long windows
+        self.hours: dict[tuple[int, str], list[int]] = {}  # (hour, channel) -> the same, summed
+        self.pruned: tuple[int, int] | None = None  # the hours prune_pay last kept cells from
         self.hops: dict[tuple[str, int, str], list[int]] = {}  # (family, minute, channel) -> HOP_CELLS counts
         self.hop_hours: dict[tuple[str, int, str], list[int]] = {}  # (family, hour, channel) -> the same
         self.channels: set[str] = set()  # every channel a cell has been made for
@@ -361,10 +371,7 @@ class _Aggregates:
         if old_hops != new_hops:
             for entries, sign in ((old_hops, -1), (new_hops, 1)):
                 for key, counts in entries:
-                    keys = [(self.hops, key)]
-                    if self.keep_hours:
-                        keys.append((self.hop_hours, (key[0], key[1] // 60, key[2])))
-                    for cells, at in keys:
+                    for cells, at in ((self.hops, key), (self.hop_hours, (key[0], key[1] // 60, key[2]))):
                         cell = cells.get(at)
                         if cell is None:
                             cell = cells[at] = [0] * len(HOP_CELLS[key[0]])
@@ -375,10 +382,7 @@ class _Aggregates:
             for entry, sign in ((old_pay, -1), (new_pay, 1)):
                 if entry is not None:
                     (minute, channel), counts = entry
-                    keys = [(self.pay, entry[0])]
-                    if self.keep_hours:
-                        keys.append((self.hours, (minute // 60, channel)))
-                    for cells, key in keys:
+                    for cells, key in ((self.pay, entry[0]), (self.hours, (minute // 60, channel))):
                         cell = cells.get(key)
                         if cell is None:
                             cell = cells[key] = [0] * len(PAY_FIELDS)
@@ -394,6 +398,11 @@ class _Aggregates:
                     self.dwell.add(*entry, 1)
 
     def prune_pay(self, oldest_minute: int, oldest_hour: int) -> None:
+        """Drop the cells older than any range needs, once an hour (cells a little older are harmless:
+        no range reaches them; changes to old orders make such cells too)."""
+        if self.pruned == (oldest_minute // 60, oldest_hour):
+            return
+        self.pruned = (oldest_minute // 60, oldest_hour)
         for key in [k for k in self.pay if k[0] < oldest_minute]:
             del self.pay[key]
         for key in [k for k in self.hours if k[0] < oldest_hour]:
@@ -525,28 +534,22 @@ class KpiEngine:
         now_bucket = now_ms // DWELL_BUCKET_MS
         ring = _DwellRing(self._window_buckets, now_bucket - self._window_buckets + 1)
         agg = _Aggregates(ring, self._fast_ms, self._late_ms, self._dwell_timeouts_ms)
-        agg.keep_hours = bool(self._most_hours)
         oldest_minute, oldest_hour = self._oldest_cells(now_ms)
-        sql = (
-            f"SELECT paid_at / {MINUTE_MS}, channel, {_PAY_COLUMNS} FROM orders "
-            f"WHERE paid_at >= :since GROUP BY paid_at / {MINUTE_MS}, channel"
-        )
-        cut = (oldest_minute * MINUTE_MS // HOUR_MS + 1) * HOUR_MS  # hours from here: summed minute cells
+        sql = _pay_sql(MINUTE_MS, "paid_at >= :since")
+        cut = -(-oldest_minute // 60) * HOUR_MS  # hours from here: summed minute cells; before: SQL by hour
         for minute, channel, *cell in _rows(
             conn, sql, since=oldest_minute * MINUTE_MS, fast_ms=self._fast_ms, late_ms=self._late_ms
         ):
             counts = agg.pay[(int(minute), channel)] = [int(x or 0) for x in cell]
-            if agg.keep_hours and minute * MINUTE_MS >= cut:
+            if minute * MINUTE_MS >= cut:
                 hour = agg.hours.setdefault(
                     (int(minute) * MINUTE_MS // HOUR_MS, channel), [0] * len(PAY_FIELDS)
                 )
                 for i, n in enumerate(counts):
                     hour[i] += n
-        if self._most_hours:  # older hours (and the one the minute cells start in): one pass by hour
-            sql = (
-                f"SELECT paid_at / {HOUR_MS}, channel, {_PAY_COLUMNS} FROM orders "
-                f"WHERE paid_at >= :since AND paid_at < :cut GROUP BY paid_at / {HOUR_MS}, channel"
-            )
+        if oldest_hour * HOUR_MS < cut:  # the long windows' older hours: one pass by hour
+            # Most of the table: read in table order (`+paid_at` keeps SQLite off the index).
+            sql = _pay_sql(HOUR_MS, "+paid_at >= :since AND +paid_at < :cut")
             for hour, channel, *cell in _rows(
                 conn, sql, since=oldest_hour * HOUR_MS, cut=cut, fast_ms=self._fast_ms, late_ms=self._late_ms
             ):
@@ -557,11 +560,11 @@ class KpiEngine:
             counts = agg.hops[(family, int(minute), channel)] = [
                 int(x or 0) for x in cell[: len(HOP_CELLS[family])]
             ]
-            if agg.keep_hours and minute * MINUTE_MS >= cut:
+            if minute * MINUTE_MS >= cut:
                 hour = agg.hop_hours.setdefault((family, int(minute) // 60, channel), [0] * len(counts))
                 for i, n in enumerate(counts):
                     hour[i] += n
-        if self._most_hours:
+        if oldest_hour * HOUR_MS < cut:
             for family, hour, channel, *cell in _rows(
                 conn, _HOP_HOUR_SQL, since=oldest_hour * HOUR_MS, until=cut
             ):
@@ -610,30 +613,29 @@ class KpiEngine:
         }
         return {hop: now_ms - int(slas[hop].total_seconds() * 1000) for hop in CELL_HOPS if hop in self.hops}
 
-    def _hop_span(self, now_ms: int, end: int, window: str | None) -> tuple[int, int, tuple[int, int] | None]:
-        """The whole minutes [first, last] of hop starts a hop ending at `end` judges, and the whole
-        hours (first, last) taken from hour cells: in the KPI window, from its first whole minute;
-        in a short window, its width in minutes; in a long one, from the start of the hour `width`
-        before the end's hour (those hours from hour cells)."""
+    def _hop_span(self, now_ms: int, end: int, window: str | None) -> tuple[int, int]:
+        """The whole minutes [first, last] of hop starts a hop ending at `end` judges: in the KPI
+        window, from its first whole minute; in a short window, its width in minutes; in a long one,
+        from the start of the hour `width` before the end's hour."""
         last = (end + 1) // MINUTE_MS - 1  # the last minute ending at or before the end
         if window is None:
-            return -(-(now_ms - self._window_ms) // MINUTE_MS), last, None
+            return -(-(now_ms - self._window_ms) // MINUTE_MS), last
         if window in self._long_hours:
-            end_hour = end // HOUR_MS
-            return end_hour * 60, last, (end_hour - self._long_hours[window], end_hour - 1)
-        return last - int(self.windows[window] / timedelta(minutes=1)) + 1, last, None
+            return (end // HOUR_MS - self._long_hours[window]) * 60, last
+        return last - int(self.windows[window] / timedelta(minutes=1)) + 1, last
 
     def _oldest_cells(self, now_ms: int) -> tuple[int, int]:
         """The oldest minute and hour cell any window needs: minutes from the KPI window's start (or
-        the last partial hour of a long window, or a short hop window, if earlier), hours over the
-        long windows."""
+        the last partial hour of a long window, or a short hop window, if earlier), hours from the
+        first whole one of those minutes (or the long windows' first)."""
         hop_ends = self._hop_ends(now_ms).values()
         first_end_hour = min(*self._ends(now_ms), *hop_ends) // HOUR_MS
         oldest_minute = min(now_ms - self._window_ms, first_end_hour * HOUR_MS) // MINUTE_MS
         for end in hop_ends:
             for name in self.windows:
-                oldest_minute = min(oldest_minute, self._hop_span(now_ms, end, name)[0])
-        return oldest_minute, first_end_hour - self._most_hours
+                if name not in self._long_hours:
+                    oldest_minute = min(oldest_minute, self._hop_span(now_ms, end, name)[0])
+        return oldest_minute, min(first_end_hour - self._most_hours, -(-oldest_minute // 60))
 
     # -- values -----------------------------------------------------------------------------------
     def _values(self, conn, agg: _Aggregates, now: datetime) -> list[KpiValue]:
@@ -660,8 +662,9 @@ class KpiEngine:
         )
         ends = self._ends(now_ms)
         for name, width in self.windows.items():
-            if name in self._long_hours:
-                sums = self._hour_sums(conn, agg, ends, self._long_hours[name])
+            if name in self._long_hours:  # from the start of the hour `width` before each end's hour
+                hours = self._long_hours[name]
+                sums = self._pay_sums(conn, agg, *[((end // HOUR_MS - hours) * HOUR_MS, end) for end in ends])
             else:
                 span = int(width.total_seconds() * 1000)
                 sums = self._pay_sums(conn, agg, *[(end - span, end) for end in ends])
@@ -673,74 +676,33 @@ class KpiEngine:
             values += [KpiValue(v.kpi, labels_of(dict(v.labels), window=name), v.value) for v in windowed]
         return values
 
-    def _hour_sums(self, conn, agg: _Aggregates, ends, hours: int) -> list[dict[str, list[int]]]:
-        """Payment cells summed per channel over paid_at from the start of the hour `hours` before
-        each end's hour to the end: whole hours from the hour cells, the end's own hour from the
-        minute cells and SQL."""
-        sums = self._pay_sums(conn, agg, *[(end // HOUR_MS * HOUR_MS, end) for end in ends])
-        for end, total in zip(ends, sums, strict=True):
-            last = end // HOUR_MS - 1
-            for (hour, channel), cell in agg.hours.items():
-                if last - hours < hour <= last:
-                    into = total.get(channel)
-                    if into is None:
-                        into = total[channel] = [0] * len(PAY_FIELDS)
-                    for k, n in enumerate(cell):
-                        into[k] += n
-        return sums
-
     def _pay_sums(self, conn, agg: _Aggregates, *ranges: tuple[int, int]) -> list[dict[str, list[int]]]:
         """Payment cells summed per channel over paid_at in each [low, high] (ms, inclusive): whole
-        minutes from the aggregates (one pass for all ranges), partial edge minutes from SQL."""
+        hours from the hour cells, whole minutes around them from the minute cells, the partial
+        edge minutes from SQL (one statement for all ranges)."""
         sums: list[dict[str, list[int]]] = [{} for _ in ranges]
-        plans = []
-        for low, high in ranges:
+        parts, owners, params = [], [], {"fast_ms": self._fast_ms, "late_ms": self._late_ms}
+        for owner, (low, high) in enumerate(ranges):
             first = -(-low // MINUTE_MS)  # the first minute starting at or after low
             last = (high + 1) // MINUTE_MS - 1  # the last minute ending at or before high
             if high < low:
-                plans.append((1, 0, []))
-            elif first > last:
-                plans.append((first, last, [(low, high)]))
+                continue
+            if first > last:
+                edges = [(low, high)]
             else:
-                plans.append((first, last, [(low, first * MINUTE_MS - 1), ((last + 1) * MINUTE_MS, high)]))
-        width = len(PAY_FIELDS)
-
-        def add(total: dict[str, list[int]], channel: str, cell: list[int]) -> None:
-            into = total.get(channel)
-            if into is None:
-                into = total[channel] = [0] * width
-            for k in range(width):
-                into[k] += cell[k]
-
-        # Short ranges look their minutes up; long ones share one pass over every cell.
-        short = [last - first < DIRECT_MINUTES for first, last, _ in plans]
-        channels = agg.channels if any(short) else ()
-        for (first, last, _edges), total, is_short in zip(plans, sums, short, strict=True):
-            if is_short:
-                for minute in range(first, last + 1):
-                    for channel in channels:
-                        cell = agg.pay.get((minute, channel))
-                        if cell is not None:
-                            add(total, channel, cell)
-        scanned = [
-            (plan, total) for plan, total, is_short in zip(plans, sums, short, strict=True) if not is_short
-        ]
-        if scanned:
-            for (minute, channel), cell in agg.pay.items():
-                for (first, last, _edges), total in scanned:
-                    if first <= minute <= last:
-                        add(total, channel, cell)
-        sql = _PAY_RANGE_SQL
-        for (_first, _last, edges), total in zip(plans, sums, strict=True):
-            for low, high in edges:
-                if low > high:
-                    continue
-                for channel, *cell in _rows(
-                    conn, sql, low=low, high=high, fast_ms=self._fast_ms, late_ms=self._late_ms
-                ):
-                    into = total.setdefault(channel, [0] * width)
-                    for k, x in enumerate(cell):
-                        into[k] += int(x or 0)
+                edges = [(low, first * MINUTE_MS - 1), ((last + 1) * MINUTE_MS, high)]
+                _sum_span(sums[owner], agg.pay, agg.hours, (), first, last, agg.channels)
+            for edge_low, edge_high in edges:
+                if edge_low <= edge_high:
+                    k = len(parts)
+                    parts.append(
+                        f"SELECT {k} AS part, * FROM ({_pay_sql(None, f'paid_at >= :low{k} AND paid_at <= :high{k}')}) e{k}"
+                    )
+                    owners.append(owner)
+                    params.update({f"low{k}": edge_low, f"high{k}": edge_high})
+        if parts:
+            for part, channel, *cell in _rows(conn, " UNION ALL ".join(parts), **params):
+                _add_cell(sums[owners[part]], channel, [int(x or 0) for x in cell])
         return sums
 
     def _hop_values(
@@ -754,28 +716,13 @@ class KpiEngine:
         if "channel_erp" in self.hops:
             i, j = PAY_FIELDS.index("erp_counted"), PAY_FIELDS.index("erp_reached")
             per_hop["channel_erp"] = {ch: [cell[i], cell[j]] for ch, cell in synced.items()}
-        scanned = []  # long minute spans share one pass over the minute cells
         for hop, end in self._hop_ends(now_ms).items():
             family, whole, part = CELL_HOPS[hop]
-            first, last, hours = self._hop_span(now_ms, end, window)
-            sums = per_hop[hop]
-            if last - first < DIRECT_MINUTES:
-                for minute in range(first, last + 1):
-                    for channel in agg.channels:
-                        cell = agg.hops.get((family, minute, channel))
-                        if cell is not None:
-                            _add_pair(sums, channel, cell[whole], cell[part])
-            else:
-                scanned.append((family, first, last, whole, part, sums))
-            if hours is not None:
-                for (cell_family, hour, channel), cell in agg.hop_hours.items():
-                    if cell_family == family and hours[0] <= hour <= hours[1]:
-                        _add_pair(sums, channel, cell[whole], cell[part])
-        if scanned:
-            for (family, minute, channel), cell in agg.hops.items():
-                for cell_family, first, last, whole, part, sums in scanned:
-                    if cell_family == family and first <= minute <= last:
-                        _add_pair(sums, channel, cell[whole], cell[part])
+            counts: dict[str, list[int]] = {}
+            _sum_span(
+                counts, agg.hops, agg.hop_hours, (family,), *self._hop_span(now_ms, end, window), agg.channels
+            )
+            per_hop[hop] = {channel: [cell[whole], cell[part]] for channel, cell in counts.items()}
         values: list[KpiValue] = []
         for hop in self.hops:
             total = [0, 0]
@@ -906,9 +853,35 @@ def _rows(conn, sql: str, **params) -> list[tuple]:
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
 
-_PAY_RANGE_SQL = (
-    f"SELECT channel, {_PAY_COLUMNS} FROM orders WHERE paid_at >= :low AND paid_at <= :high GROUP BY channel"
-)
+def _sum_span(
+    total: dict[str, list[int]], minutes: dict, hours: dict, prefix: tuple, first: int, last: int, channels
+) -> None:
+    """Add the cells of the whole minutes [first, last] per channel into `total`: whole hours from
+    the hour cells, the minutes around them from the minute cells (keys: prefix + (time, channel))."""
+    first_hour, last_hour = -(-first // 60), (last + 1) // 60 - 1
+    if first_hour > last_hour:
+        spans = ((minutes, first, last + 1),)
+    else:
+        spans = (
+            (minutes, first, first_hour * 60),
+            (hours, first_hour, last_hour + 1),
+            (minutes, (last_hour + 1) * 60, last + 1),
+        )
+    for cells, low, high in spans:
+        for at in range(low, high):
+            for channel in channels:
+                cell = cells.get((*prefix, at, channel))
+                if cell is not None:
+                    _add_cell(total, channel, cell)
+
+
+def _add_cell(total: dict[str, list[int]], channel: str, cell: list[int]) -> None:
+    into = total.get(channel)
+    if into is None:
+        total[channel] = list(cell)
+    else:
+        for k, n in enumerate(cell):
+            into[k] += n
 
 
 def _payment_values(synced: dict, recent: dict, settled: dict) -> list[KpiValue]:
@@ -973,14 +946,6 @@ def _manual_values(sums: dict[str, list[int]]) -> list[KpiValue]:
             values.append(KpiValue("paid_orders", labels_of(channel=channel), float(cell[paid])))
             total += cell[paid]
     return values + [KpiValue("paid_orders", (), float(total))]
-
-
-def _add_pair(sums: dict[str, list[int]], channel: str, counted: int, reached: int) -> None:
-    into = sums.get(channel)
-    if into is None:
-        into = sums[channel] = [0, 0]
-    into[0] += counted
-    into[1] += reached
 
 
 def _hop_series(labels, counted: int, reached: int) -> list[KpiValue]:
