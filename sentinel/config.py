@@ -8,7 +8,7 @@ import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -67,7 +67,10 @@ class ServiceConfig(Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        ZoneInfo(value)
+        try:
+            ZoneInfo(value)
+        except ZoneInfoNotFoundError:  # a KeyError, which pydantic would not report as a problem
+            raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
 
@@ -149,9 +152,9 @@ class KpiConfig(Strict):
         return value
 
     stuck_timeouts: dict[str, Duration] = Field(default_factory=dict)
-    # Extra windows of the payment-family KPIs, each exported as window="<as written>": up to the KPI
-    # window less the SLA/grace from per-minute cells with exact edges; longer ones in whole hours
-    # from per-hour cells (one more pass over their orders at each full refresh).
+    # Extra windows of the payment-family, per-hop sync and manual intervention KPIs, each exported
+    # as window="<as written>": up to the KPI window less the SLA/grace with exact edges; longer
+    # ones in whole hours (one more pass over their orders at each full refresh).
     windows: list[str] = Field(default_factory=lambda: ["5m", "1h"])
 
     @property

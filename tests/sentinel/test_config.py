@@ -150,3 +150,9 @@ def test_kpi_windows_short_from_minutes_long_in_whole_hours():
     assert any("'1435m' must be at most" in p for p in problems(broken(kpi={"windows": ["1435m"]})))
     assert any("whole hours" in p for p in problems(broken(kpi={"windows": ["1441m"]})))
     assert any("kpi.windows" in p for p in problems(broken(kpi={"windows": ["soon"]})))
+
+
+def test_unknown_time_zone_is_a_problem_with_its_key():
+    assert problems(broken(service={"timezone": "0"})) == [
+        "service.timezone: Value error, unknown time zone '0'"
+    ]
