@@ -83,7 +83,13 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             repeats_seen.append(truth[("duplicate_records", ())])
             mismatches_seen.append(truth[("amount_mismatch_orders", ())])
             late_seen.append(truth[("late_callback_orders", ())])
-            hour_seen.append(truth[("sync_paid_orders", (("window", "1h"),))])
+            hour_seen.append(
+                min(
+                    truth[("sync_paid_orders", (("window", "1h"),))],
+                    *(truth[("hop_sync_orders", (("hop", h), ("window", "1h")))] for h in kpi.hops),
+                    truth[("paid_orders", (("window", "1h"),))],
+                )
+            )
             failed_seen.append(
                 (
                     truth[("dwell_failure_orders", (("reason", "timeout"), ("state", "paid")))],
@@ -110,15 +116,21 @@ def test_engine_equals_ground_truth_through_two_days(store_url, tmp_path):
             got_week = {(v.kpi, v.labels): v.value for v in weekly.values if ("window", "7d") in v.labels}
             assert set(got_week) == set(week_truth), (now, set(got_week) ^ set(week_truth))
             assert got_week == pytest.approx(week_truth, rel=1e-12)
-            week_seen.append(week_truth[("sync_paid_orders", (("window", "7d"),))])
+            week_seen.append(
+                min(
+                    week_truth[(kpi_name, (*hop, ("window", "7d")))] / truth[(kpi_name, hop)]
+                    for kpi_name, hop in [("sync_paid_orders", ()), ("paid_orders", ())]
+                    + [("hop_sync_orders", (("hop", h),)) for h in kpi.hops]
+                )
+            )
         # The world had something to measure: stuck JD orders, dwell times, all five channels.
         # accepted by the ERP, never received by the WMS
         assert truth[("stuck_orders", (("channel", "jd"), ("state", "erp_accepted")))] == 60
         assert max(dwell_seen) > 20
         assert max(t for t, _ in failed_seen) > 5 and max(c for _, c in failed_seen) > 0  # dwell failures
         assert max(repeats_seen) > 5  # resent payment notifies on the first afternoon
-        assert max(hour_seen) > 10  # the short windows had orders to judge
-        assert week_seen[-1] > 1.5 * truth[("sync_paid_orders", ())]  # the week holds both days
+        assert max(hour_seen) > 10  # the short windows had orders to judge, at every hop too
+        assert week_seen[-1] > 1.5  # the week holds both days (payments and every hop)
         assert max(late_seen) > 3  # payment notifies 10-40 s late on the first morning
         assert max(mismatches_seen) > 3  # hoodies paid at the live-stream price on the first evening
         assert truth[("order_loss_orders", (("channel", "youzan"),))] == 6  # lost by the order service
