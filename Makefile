@@ -24,7 +24,7 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 test: setup lint check-config
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist worksteal  # two workers: the replays keep both cores busy
 
 clean:
 	rm -rf var .pytest_cache
