@@ -37,6 +37,9 @@ class MappingConfig(BaseModel):
     status: str | None = None
     status_map: dict[str, str] = Field(default_factory=dict)
     status_time: str | None = None
+    # The time of the record's latest progress in its status (e.g. Kuaidi100's newest scan), for a
+    # status that can last long while news keeps coming: stuck is then measured from it.
+    progress_time: str | None = None
     times: dict[str, str] = Field(default_factory=dict)
     channel: str | None = None
     channel_map: dict[str, str] = Field(default_factory=dict)
@@ -250,17 +253,18 @@ class RecordMapper:
             if moment is not None:
                 stamps[state] = moment
         native = self._native_status(record, key)
+        status = None  # the record's own status (the others are milestones it also shows)
         if native is not None:
-            state = m.status_map.get(native)
-            if state is None:
+            status = m.status_map.get(native)
+            if status is None:
                 raise self._fail(key, m.status, f"unmapped status value {native!r}")
-            if state != IGNORE and state not in stamps:
+            if status != IGNORE and status not in stamps:
                 if m.status_time is None:
                     raise self._fail(key, m.status or "status", "no status_time configured")
                 moment = self.parse_time(get_path(record, m.status_time), key, m.status_time)
                 if moment is None:
                     raise self._fail(key, m.status_time, "time of the current status is missing")
-                stamps[state] = moment
+                stamps[status] = moment
         if created_at is None:
             created_at = stamps.get("created")
         notified_at = None
@@ -280,6 +284,9 @@ class RecordMapper:
                     else None
                 ) or max(stamps.values(), default=None)
                 suffix += "|manual"  # a record that shows the manual action is a fact of its own
+        progress_at = None  # the progress belongs to the record's status (none when ignored)
+        if m.progress_time is not None and status is not None and status != IGNORE:
+            progress_at = self.parse_time(get_path(record, m.progress_time), key, m.progress_time)
         return [
             Observation(
                 source=self.source,
@@ -294,6 +301,7 @@ class RecordMapper:
                 notified_at=notified_at,
                 pii=pii,
                 manual_at=manual_at,
+                progress_at=progress_at if state == status else None,
             )
             for state, moment in sorted(stamps.items(), key=lambda item: RANK[item[0]])
         ]

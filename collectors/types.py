@@ -29,6 +29,9 @@ class Observation:
     notified_at: datetime | None = None  # when a payment callback about it was sent (callback delay)
     pii: dict[str, str] = field(default_factory=dict)  # PII_FIELDS -> value, as the source gave it
     manual_at: datetime | None = None  # the record shows a manual action (mapping `manual`), at this time
+    # The latest progress the record shows in `state` (mapping `progress_time`, e.g. the newest
+    # carrier scan): news without a new state. A repeated record still carries it to its order.
+    progress_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,11 @@ RANK.update({s: 200 + i for i, s in enumerate(RETURNS)})
 TERMINAL = ("delivered", "cancelled", "closed", "refunded")
 OPEN_STATES = tuple(s for s in STATES if s not in TERMINAL)
 
+# States whose stuck timeout runs from the latest progress reported in them (orders.progress_at, e.g.
+# the newest carrier scan: "no tracking update for 4 h"), or from entering them when none was; the
+# timeout limits the silence, not the stay (a parcel may travel for days), so it is no dwell timeout.
+PROGRESS_STATES = ("in_transit",)
+
 # Dimensions the state counts and stuck ratios are broken down by (one at a time).
 STATE_DIMENSIONS = ("channel", "warehouse", "carrier", "province", "city", "cs_group")
 

@@ -17,11 +17,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
     text,
 )
 
 from collectors.types import DIMENSIONS
-from store.lifecycle import STATE_DIMENSIONS, STATES, WMS_REACHED, milestone_column
+from store.lifecycle import PROGRESS_STATES, STATE_DIMENSIONS, STATES, WMS_REACHED, milestone_column
 
 
 def to_ms(moment: datetime) -> int:
@@ -66,6 +67,10 @@ orders = Table(
     Column("callback_delay_ms", BigInteger),  # the first payment notify's time after the payment
     Column("manual_at", EpochMs),  # a record showed a person handling the order (mapping `manual`), first at
     Column("channel_shipped_at", EpochMs),  # a channel source first showed it shipped (or later): write-back
+    # The newest progress reported in the current state (mapping `progress_time`, e.g. the newest
+    # carrier scan) when later than entering it; reset when the state changes. PROGRESS_STATES are
+    # stuck from COALESCE(progress_at, state_at).
+    Column("progress_at", EpochMs),
     *[Column(d, String(64)) for d in DIMENSIONS],
     Column("first_seen_at", EpochMs, nullable=False),
     Column("seen_roles", Integer, nullable=False),  # bit set of the source roles that showed it (ROLE_BITS)
@@ -98,6 +103,21 @@ orders = Table(
         postgresql_where=text("shipped_at IS NOT NULL"),
     ),
 )
+
+# The stuck query of each progress state (in transit: no carrier scan for 4 h) ranges over its stuck
+# clock, COALESCE(progress_at, state_at): an index-only scan (the clock's columns ride along);
+# partial, so other states' rows and updates cost nothing here.
+for _state in PROGRESS_STATES:
+    Index(
+        f"ix_orders_{_state}_progress",
+        orders.c.state,
+        func.coalesce(orders.c.progress_at, orders.c.state_at),
+        *(orders.c[d] for d in STATE_DIMENSIONS),
+        orders.c.progress_at,
+        orders.c.state_at,
+        sqlite_where=text(f"state = '{_state}'"),
+        postgresql_where=text(f"state = '{_state}'"),
+    )
 
 # Orders per open state, by one dimension at a time (dim "" = all): kept by the ingest, in the
 # batch's transaction, so state counts never need a scan of the orders.

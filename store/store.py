@@ -68,6 +68,7 @@ _PAID_AMOUNT = _ORDER_COLS.index("paid_amount_fen")
 _CALLBACK_DELAY = _ORDER_COLS.index("callback_delay_ms")
 _PAYMENT_ROLE = ROLE_BITS["payment"]
 _MANUAL, _CHANNEL_SHIPPED = _ORDER_COLS.index("manual_at"), _ORDER_COLS.index("channel_shipped_at")
+_PROGRESS = _ORDER_COLS.index("progress_at")
 _CHANNEL_ROLE = ROLE_BITS["channel"]
 _SHIPPED_OR_LATER = frozenset(s for s in STATES if RANK[s] >= RANK["shipped"] and s not in EXITS)
 _OPEN = frozenset(OPEN_STATES)
@@ -209,7 +210,7 @@ class Store:
         touched, repeats, entries = self._insert_observations(conn, valid, ids, fresh, now)
         result.new_observations = sum(map(len, touched.values()))
         result.duplicate_observations = len(valid) - result.new_observations
-        result.orders_touched = self._fold(touched, entries, repeats, now)
+        result.orders_touched = self._fold(touched, entries, repeats, _progress(valid, ids), now)
         write_pii(conn, valid, ids, now)
         result.quarantined = self._insert_quarantine(conn, [*batch.quarantined, *rejected], now)
         if batch.cursor is not None:
@@ -380,15 +381,25 @@ class Store:
         touched: dict[str, list[tuple[int, Observation]]],
         entries: dict[str, tuple[tuple | None, int]],
         repeats: Counter,
+        progress: dict[str, dict[str, int]],
         now: datetime,
     ) -> int:
         """Fold a batch's new observations into its orders' rows in memory (earliest time per
-        milestone, highest state): they become the transaction's pending rows, written once at its
-        end however many batches touched them. Returns the number of orders touched."""
+        milestone, highest state) and the progress of all its observations, repeats included
+        (newest per state, kept for the current state): they become the transaction's pending
+        rows, written once at its end however many batches touched them. Returns the number of
+        orders touched (by new observations)."""
         pending, before_txn = self._pending, self._before
         pending.update(entries)
         now_ms = to_ms(now)
         role_bits, positions, dim_pos, rank = self._role_bits, _POS, _DIM_POS, RANK
+        for gid in progress.keys() - touched.keys():  # only repeats: no new milestone, maybe news
+            before, bits = entries[gid]
+            row = before if before is None else _with_progress(before, progress[gid])
+            if row is not before:
+                if gid not in before_txn:
+                    before_txn[gid] = before
+                pending[gid] = (row, bits)
         for gid, items in touched.items():
             before, bits = entries[gid]
             if gid not in before_txn:
@@ -443,10 +454,15 @@ class Store:
                 if best is None or rank[state] > rank[best]:
                     best = state
             row[_LAST] = last
+            if best != row[_STATE]:
+                row[_PROGRESS] = None  # the progress was the old state's
             row[_STATE], row[_RANK], row[_STATE_AT] = best, rank[best], row[positions[best]]
             if before is None:
                 row[_UPDATED] = now_ms
-            pending[gid] = (tuple(row), bits)
+            row = tuple(row)
+            if gid in progress:
+                row = _with_progress(row, progress[gid])
+            pending[gid] = (row, bits)
         return len(touched)
 
     def _write_orders(self, conn: Connection, now: datetime) -> None:
@@ -614,6 +630,30 @@ class Store:
         done = conn.execute(update(table).where(*cond).values(**values)).rowcount
         if not done:
             conn.execute(insert(table).values(**key, **values))
+
+
+def _progress(obs: list[Observation], ids: dict[tuple[str, str], str]) -> dict[str, dict[str, int]]:
+    """The newest progress (epoch ms) per order and state of a batch's observations, repeats and
+    records already stored included: a repeated push is no new fact but may be news."""
+    out: dict[str, dict[str, int]] = {}
+    for o in obs:
+        if o.progress_at is not None:
+            states = out.setdefault(ids[(o.channel, o.raw_order_id)], {})
+            at = to_ms(o.progress_at)
+            if at > states.get(o.state, at - 1):
+                states[o.state] = at
+    return out
+
+
+def _with_progress(row: tuple, progress: dict[str, int]) -> tuple:
+    """`row` with the progress reported for its current state, when newer than what it has and
+    later than entering the state (max: replays and repeats change nothing); else `row` itself."""
+    at = progress.get(row[_STATE])
+    if at is None or at <= row[_STATE_AT] or (row[_PROGRESS] is not None and at <= row[_PROGRESS]):
+        return row
+    changed = list(row)
+    changed[_PROGRESS] = at
+    return tuple(changed)
 
 
 ID_CACHE_SIZE = 200_000  # (channel, raw id) -> global id of recently seen orders

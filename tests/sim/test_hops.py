@@ -200,6 +200,17 @@ def test_tracking_pushes_are_signed_and_read_with_verification(tmp_path, world):
         if o.scans and o.scans[-1][1] == 3 and o.track_pushes[-1] >= o.scans[-1][0]
     }
     assert all(o.dims.get("carrier") for o in obs)
+    # each push's newest scan is the progress of its status (carried by that status's observation)
+    newest = {}
+    for o in obs:
+        if o.state == "in_transit" and o.progress_at is not None and o.raw_order_id not in delivered:
+            newest[o.raw_order_id] = max(newest.get(o.raw_order_id, o.progress_at), o.progress_at)
+    assert newest == {
+        o.raw_id: max(at for at, _code, _text in o.scans if at <= o.track_pushes[-1])
+        for o in world.orders
+        if o.track_pushes and o.raw_id not in delivered
+    }
+    assert all(o.progress_at == o.at for o in obs if o.state == "delivered")
 
 
 def test_config_requires_a_salt_for_signed_pushes():

@@ -224,3 +224,62 @@ def test_manual_action_and_channel_shipped_keep_their_earliest_time(store_url):
         assert row["manual_at"] is None and row["channel_shipped_at"] is None
     finally:
         engine.dispose()
+
+
+def test_progress_of_repeated_pushes_reaches_the_order_and_resets_with_the_state(store):
+    """A carrier push repeats its in-transit fact (one observation row) but brings the newest scan:
+    the order keeps the newest progress of its current state, duplicates and replays change nothing,
+    and a new state starts without one."""
+    raw, changes = "3912345678901234567", []
+    store.subscribe(changes.extend)
+
+    def push(newest: float, state: str = "in_transit") -> Observation:
+        at = 60 if state == "in_transit" else newest
+        return obs(raw, state, at, source="kd", progress_at=T0 + timedelta(minutes=newest))
+
+    store.ingest(Batch("tmall", [obs(raw, "paid", 0), obs(raw, "shipped", 30)]), T0)
+    gid = store.global_id("tmall", raw)
+    first = store.ingest(Batch("kd", [push(60)]), T0 + timedelta(hours=1))
+    assert first.new_observations == 1
+    assert order(store, gid)["progress_at"] is None  # the first scan is the state's own time
+    # two later pushes in one batch, then the same pushes again (a replay), then an older one
+    again = store.ingest(Batch("kd", [push(180), push(300)]), T0 + timedelta(hours=5))
+    assert (again.new_observations, again.duplicate_observations) == (0, 2)
+    row = order(store, gid)
+    assert (row["state"], row["state_at"], row["progress_at"]) == (
+        "in_transit",
+        T0 + timedelta(minutes=60),
+        T0 + timedelta(minutes=300),
+    )
+    assert count(store, observations) == 3
+    fed = len(changes)
+    store.ingest(Batch("kd", [push(180), push(300)]), T0 + timedelta(hours=6))
+    store.ingest(Batch("kd", [push(120)]), T0 + timedelta(hours=6))
+    assert order(store, gid) == row
+    assert len(changes) == fed  # no news, no change for the KPIs
+    # progress of another state than the current one is not the current state's
+    store.ingest(
+        Batch("kd", [obs(raw, "shipped", 30, source="kd2", progress_at=T0 + timedelta(hours=9))]), T0
+    )
+    assert order(store, gid)["progress_at"] == T0 + timedelta(minutes=300)
+    # delivered: a new state, its progress starts again (the delivered scan is its own time)
+    store.ingest(Batch("kd", [push(400, "delivered"), push(390)]), T0 + timedelta(hours=7))
+    row = order(store, gid)
+    assert (row["state"], row["progress_at"]) == ("delivered", None)
+
+
+def test_progress_in_the_batch_that_enters_the_state(store):
+    """The first push of a parcel already carrying later scans: entered and progressed at once; a
+    late push from before the newest progress is no news."""
+    raw = "3912345678901234568"
+    newest = T0 + timedelta(hours=3)
+    first = Observation("kd", f"{raw}|in_transit", "tmall", raw, "in_transit", T0, progress_at=newest)
+    store.ingest(Batch("kd", [obs(raw, "paid", -60), first]), T0 + timedelta(hours=3))
+    gid = store.global_id("tmall", raw)
+    row = order(store, gid)
+    assert (row["state"], row["state_at"], row["progress_at"]) == ("in_transit", T0, newest)
+    older = Observation(
+        "kd", f"{raw}|in_transit", "tmall", raw, "in_transit", T0, progress_at=T0 + timedelta(hours=1)
+    )
+    store.ingest(Batch("kd", [older]), T0 + timedelta(hours=4))
+    assert order(store, gid)["progress_at"] == newest
