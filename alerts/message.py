@@ -10,7 +10,7 @@ from alerts.notifiers.markup import drop_mentions
 from metrics.catalog import KPI_BY_NAME
 from metrics.snapshot import Labels, Snapshot
 from sentinel.config import Config, RuleConfig
-from store.lifecycle import STATE_LABELS_ZH
+from store.lifecycle import PROGRESS_STATES, STATE_LABELS_ZH
 
 MAX_BYTES = 3800  # well under WeCom's 4096 so a route mention or two still fits in one message
 TOP_CHANNELS = 5
@@ -238,6 +238,8 @@ def _impact(rule: RuleConfig, labels: dict[str, str], snap: Snapshot | None, con
         if stuck is not None:
             where = f"在「{_state(state)}」状态" if state else ""
             over = f"超过 {_duration(timeout)}" if timeout else "超时"
+            if timeout and state in PROGRESS_STATES:
+                over += "无物流更新"  # from the newest carrier scan, not from entering the state
             count = f"（该状态共 {int(total)} 单）" if total is not None else ""
             lines.append(f"> 停滞订单：**{int(stuck)}** 单{where}{over}{count}")
         if "channel" not in labels and state:

@@ -32,7 +32,7 @@ from sentinel.clock import ManualClock
 from sentinel.config import load_config
 from sentinel.service import GROUP_OBSERVATIONS
 from store.db import init_schema, make_engine
-from store.lifecycle import TERMINAL, WMS_REACHED, milestone_column
+from store.lifecycle import PROGRESS_STATES, TERMINAL, WMS_REACHED, milestone_column
 from store.schema import observations, orders
 from store.store import ChannelIdentity, Store
 
@@ -170,9 +170,9 @@ def naive_kpis(spec: dict) -> dict:
             put("sync_success_ratio", labels, ok / n)
     live = df[~df["state"].isin(TERMINAL)]
     cut = live["state"].map({s: now - ms for s, ms in spec["timeouts_ms"].items()})
-    cube = (
-        live.assign(stuck=live["state_at"] <= cut).groupby(["state", "channel"])["stuck"].agg(["size", "sum"])
-    )
+    # in transit: from the newest carrier scan when there is one (COALESCE(progress_at, state_at))
+    clock = live["progress_at"].where(live["state"].isin(PROGRESS_STATES), None).fillna(live["state_at"])
+    cube = live.assign(stuck=clock <= cut).groupby(["state", "channel"])["stuck"].agg(["size", "sum"])
     rows = [({"state": s, "channel": c}, row) for (s, c), row in cube.iterrows()]
     rows += [({"state": s}, row) for s, row in cube.groupby(level="state").sum().iterrows()]
     for labels, (n, stuck) in rows:

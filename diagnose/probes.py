@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from diagnose.model import Finding
 from diagnose.sql import ReadOnlySql
+from metrics.kpi import stuck_clock
 from sentinel.config import Config
 from store.lifecycle import ROLE_BITS, STATE_LABELS_ZH, WMS_REACHED
 
@@ -757,16 +758,17 @@ def probe_clock_skew(ctx: Context) -> list[Finding]:
 def _stuck_groups(
     ctx: Context, state: str, dims: tuple[str, ...]
 ) -> tuple[Counter, list[tuple], timedelta | None]:
-    """Orders held in `state` past its configured timeout: counts by dimension value (grouped in
-    SQL over the (state, state_at, dimensions) index) and the oldest ORDER_CAP of them."""
+    """Orders held in `state` past its configured timeout (from entering it, or from the latest
+    progress in a progress state: the KPI's stuck clock): counts by dimension value (grouped in SQL
+    over the state's index) and the ORDER_CAP longest held, as (global id, clock, paid_at)."""
     timeout = ctx.config.kpi.stuck_timeouts.get(state)
     if timeout is None:
         return Counter(), [], None
     cut = ctx.now_ms - int(timeout.total_seconds() * 1000)
-    cols = ", ".join(dims)
+    cols, clock = ", ".join(dims), stuck_clock(state)
     counts: Counter = Counter()
     for *values, n in ctx.sql.rows(
-        f"SELECT {cols}, count(*) FROM orders WHERE state = :state AND state_at <= :cut GROUP BY {cols}",
+        f"SELECT {cols}, count(*) FROM orders WHERE state = :state AND {clock} <= :cut GROUP BY {cols}",
         {"state": state, "cut": cut},
     ):
         counts[("", "")] += n
@@ -774,8 +776,8 @@ def _stuck_groups(
             if value:
                 counts[(dim, value)] += n
     oldest = ctx.sql.rows(
-        f"SELECT global_id, state_at, paid_at FROM orders WHERE state = :state AND state_at <= :cut "
-        f"ORDER BY state_at LIMIT {ORDER_CAP}",
+        f"SELECT global_id, {clock}, paid_at FROM orders WHERE state = :state AND {clock} <= :cut "
+        f"ORDER BY {clock} LIMIT {ORDER_CAP}",
         {"state": state, "cut": cut},
     )
     return counts, oldest, timeout

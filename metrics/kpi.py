@@ -29,6 +29,7 @@ from store.lifecycle import (
     FORWARD,
     HOPS,
     OPEN_STATES,
+    PROGRESS_STATES,
     RETURNS,
     ROLE_BITS,
     STATE_DIMENSIONS,
@@ -456,9 +457,7 @@ class KpiEngine:
         self.dwell_window = dwell_window
         self.order_grace = order_grace
         self._window_buckets = dwell_buckets(dwell_window)
-        self._dwell_timeouts_ms = {
-            s: int(self.timeouts[s].total_seconds() * 1000) for s in DWELL_STATES if s in self.timeouts
-        }
+        self._dwell_timeouts_ms = dwell_timeouts_ms(self.timeouts)
         self._store = store
         self._agg: _Aggregates | None = None
         self._pending: list[OrderChange] = []
@@ -734,7 +733,8 @@ class KpiEngine:
         return values
 
     def _stuck(self, conn, now_ms: int) -> Counter:
-        """Orders held in a state longer than its timeout, by (state, dimension, value)."""
+        """Orders held in a state longer than its timeout, by (state, dimension, value): from
+        entering it, or for PROGRESS_STATES from the latest progress in it (STUCK_CLOCK)."""
         stuck: Counter = Counter()
         if not self._stuck_timeouts:
             return stuck
@@ -742,8 +742,8 @@ class KpiEngine:
         parts, params = [], {}
         for i, (state, timeout) in enumerate(sorted(self._stuck_timeouts.items())):
             parts.append(
-                f"SELECT state, {dims}, count(*) FROM orders WHERE state = '{state}' AND state_at <= :cut{i} "
-                f"GROUP BY state, {dims}"
+                f"SELECT state, {dims}, count(*) FROM orders WHERE state = '{state}' "
+                f"AND {stuck_clock(state)} <= :cut{i} GROUP BY state, {dims}"
             )
             params[f"cut{i}"] = now_ms - int(timeout.total_seconds() * 1000)
         for state, *values, n in _rows(conn, " UNION ALL ".join(parts), **params):
@@ -833,6 +833,23 @@ class KpiEngine:
             if judged:
                 values.append(KpiValue("dwell_failure_ratio", labels, sum(by_reason[1:]) / judged))
         return values
+
+
+def stuck_clock(state: str) -> str:
+    """The SQL time an order's stay in `state` is stuck from: the latest progress reported in a
+    PROGRESS_STATE (the store keeps it only when later than entering), else entering the state.
+    Each form has its index (ix_orders_state, ix_orders_<state>_progress)."""
+    return "COALESCE(progress_at, state_at)" if state in PROGRESS_STATES else "state_at"
+
+
+def dwell_timeouts_ms(timeouts: dict[str, timedelta]) -> dict[str, int]:
+    """Dwell states whose stuck timeout also limits the stay (a stay this long failed): not the
+    PROGRESS_STATES, whose timeout limits the silence in them (a parcel travels for days)."""
+    return {
+        s: int(timeouts[s].total_seconds() * 1000)
+        for s in DWELL_STATES
+        if s in timeouts and s not in PROGRESS_STATES
+    }
 
 
 def _rows(conn, sql: str, **params) -> list[tuple]:

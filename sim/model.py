@@ -52,6 +52,13 @@ class SimOrder:
         """Whether Kuaidi100 had pushed any scan of this parcel by `now`."""
         return bool(self.track_pushes) and self.track_pushes[0] <= now
 
+    def newest_scan(self, now: datetime) -> datetime | None:
+        """The newest carrier scan Kuaidi100 had pushed by `now` (each push carries every scan so far)."""
+        pushed = [p for p in self.track_pushes if p <= now]
+        if not pushed:
+            return None
+        return max((at for at, _code, _text in self.scans if at <= pushed[-1]), default=None)
+
     def side_times(self) -> list[datetime]:
         """Moments besides `events` at which a source shows something new about the order."""
         out = list(self.track_pushes)

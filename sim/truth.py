@@ -23,7 +23,7 @@ from metrics.kpi import (
 )
 from sim.model import PAID_ONLY_CHANNELS, SimOrder
 from sim.payments import delivery_times, paid_amount, received_at
-from store.lifecycle import EXITS, FORWARD, HOPS, RANK, RETURNS, TERMINAL, WMS_REACHED
+from store.lifecycle import EXITS, FORWARD, HOPS, PROGRESS_STATES, RANK, RETURNS, TERMINAL, WMS_REACHED
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -109,6 +109,8 @@ def kpi_truth(
         lambda: [0, 0]
     )  # labels -> paid in window, handled by a person
     hops = tuple(HOPS) if hops is None else tuple(h for h in HOPS if h in hops)
+    # A progress state's timeout limits the silence in it, not the stay: no dwell timeout.
+    dwell_timeouts = {s: t for s, t in timeouts.items() if s not in PROGRESS_STATES}
     start = now - window
     # Hops judged by the minute their start falls in: whole minutes from the window's start to the
     # last one ending at or before now - the hop's SLA.
@@ -158,7 +160,10 @@ def kpi_truth(
         state = max(ev, key=RANK.__getitem__)
         reached = any(s in ev for s in WMS_REACHED)
         if state not in TERMINAL:
-            stuck = state in timeouts and ev[state] <= now - timeouts[state]
+            since = ev[state]
+            if state in PROGRESS_STATES:  # in transit: stuck from the newest carrier scan pushed
+                since = max(since, order.newest_scan(now) or since)
+            stuck = state in timeouts and since <= now - timeouts[state]
             dims = [(), (("channel", order.channel),)]
             if order.in_channel:  # the address comes with the channel's order
                 dims += [(("province", order.province),), (("city", order.city),)]
@@ -227,7 +232,7 @@ def kpi_truth(
                 for key in keys:
                     losses[key][0] += 1
                     losses[key][1] += not order.in_channel
-        _dwell_truth(ev, state, timeouts, (first_bucket, now_bucket, now), dwell, judged, failed)
+        _dwell_truth(ev, state, dwell_timeouts, (first_bucket, now_bucket, now), dwell, judged, failed)
     for (state, dim), (n, stuck) in counts.items():
         labels = tuple(sorted((*dim, ("state", state))))
         out[("state_orders", labels)] = n
@@ -292,7 +297,7 @@ def kpi_truth(
             out[("dwell_p95_seconds", labels)] = values[_rank(len(values), 0.95) - 1]
         out[("dwell_judged_orders", labels)] = judged[s]
         for reason in FAILURE_REASONS:
-            if reason != "timeout" or s in timeouts:
+            if reason != "timeout" or s in dwell_timeouts:
                 out[("dwell_failure_orders", _labels(state=s, reason=reason))] = failed[(s, reason)]
         if judged[s]:
             out[("dwell_failure_ratio", labels)] = sum(failed[(s, r)] for r in FAILURE_REASONS) / judged[s]

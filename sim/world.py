@@ -97,7 +97,9 @@ QUESTION_TYPES = ("地址异常", "库存不足", "疑似风险订单", "买家�
 # Kuaidi100 push schedule after subscribing (at shipping): first check, then one every interval.
 PUSH_FIRST = (900, 3600)
 PUSH_INTERVAL = timedelta(hours=2)
-TRUNK_SCAN = (3 * 3600, 8 * 3600)  # between two carrier scans on the way
+# Between two carrier scans on the way (hubs, trunk lines, the delivery station): under 2 h, so that
+# with Kuaidi100's 2-hourly checks a healthy track never goes 4 h without news (the in-transit timeout).
+TRUNK_SCAN = (40 * 60, 110 * 60)
 WAREHOUSE_CITY = {"WH-HZ01": "杭州市", "WH-GZ01": "广州市", "WH-CD01": "成都市", "WH-BJ01": "北京市"}
 # The return path after delivery: (state, the scenario latency that leads into it).
 RETURN_STEPS = (
@@ -540,15 +542,14 @@ def _add_tracking(sc: Scenario, orders: list[SimOrder]) -> None:
             pickup = shipped + timedelta(seconds=int((delivered - shipped).total_seconds()) // 2)
         origin = WAREHOUSE_CITY.get(order.warehouse, "")
         scans = [(pickup, 1, f"【{origin}】{order.carrier} 已揽收")]
+        out = delivered - timedelta(seconds=rng.randint(1800, 5400)) if delivered is not None else None
         t = pickup
-        last_trunk = delivered - timedelta(hours=2) if delivered is not None else sc.end
-        while True:
+        while True:  # trunk scans until the parcel goes out for delivery (or the world ends)
             t = t + _latency(rng, TRUNK_SCAN)
-            if t >= last_trunk or t > sc.end:
+            if (out is not None and t >= out) or t > sc.end:
                 break
             scans.append((t, 0, f"【{order.province}转运中心】已发出"))
         if delivered is not None:
-            out = delivered - timedelta(seconds=rng.randint(1800, 5400))
             if out > scans[-1][0]:
                 scans.append((out, 5, f"【{order.city}】快件已由快递员派送中"))
             scans.append((delivered, 3, f"【{order.city}】已签收，签收人：本人"))

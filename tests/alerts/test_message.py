@@ -33,7 +33,10 @@ def make_config(**rule_overrides):
                 "jd": {"code": "JD", "name": "京东"},
                 "pdd": {"code": "PDD", "name": "拼多多"},
             },
-            "kpi": {"sync_sla": "15m", "stuck_timeouts": {"paid": "15m", "picked": "12m"}},
+            "kpi": {
+                "sync_sla": "15m",
+                "stuck_timeouts": {"paid": "15m", "picked": "12m", "in_transit": "4h"},
+            },
             "alerts": {
                 "routes": {
                     "ops": {"kind": "wecom", "url": "http://x/send", "key": "k", "mentions": ["zhangsan"]}
@@ -110,6 +113,21 @@ def test_stuck_ratio_message_counts_orders_in_the_state_and_top_channels():
     assert "> 影响渠道：京东 45 单、天猫 5 单" in body
     assert "可能原因" not in body
     assert "kpi=stuck_ratio&state=picked" in body
+
+
+def test_in_transit_stuck_message_says_no_tracking_update():
+    config = make_config(kpi="stuck_ratio", by=["state", "city"], op=">", threshold=0.1, summary="")
+    labels = labels_of(state="in_transit", city="广州市")
+    snap = Snapshot(
+        NOW,
+        (
+            KpiValue("stuck_ratio", labels, 0.3),
+            KpiValue("stuck_orders", labels, 18),
+            KpiValue("state_orders", labels, 60),
+        ),
+    )
+    body = render("firing", config, labels=labels, value=0.3, snapshot=snap)
+    assert "> 停滞订单：**18** 单在「运输中」状态超过 4 小时无物流更新（该状态共 60 单）" in body
 
 
 def test_repeat_says_ongoing_with_current_values_and_duration():

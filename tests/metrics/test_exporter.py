@@ -241,9 +241,9 @@ fulfillment_sync_success_ratio{channel="tmall"} 0.5
 fulfillment_sync_paid_orders 4.0
 # HELP fulfillment_sync_unreached_orders Orders paid at least the SLA ago that have not reached the WMS.
 # TYPE fulfillment_sync_unreached_orders gauge
-# HELP fulfillment_stuck_ratio Orders in a state longer than its timeout, over orders in that state.
+# HELP fulfillment_stuck_ratio Orders in a state longer than its timeout (in transit: without a carrier scan), over orders in that state.
 # TYPE fulfillment_stuck_ratio gauge
-# HELP fulfillment_stuck_orders Orders in a state longer than its timeout.
+# HELP fulfillment_stuck_orders Orders in a state longer than its timeout (in transit: without a carrier scan).
 # TYPE fulfillment_stuck_orders gauge
 fulfillment_stuck_orders{state="paid"} 3.0
 fulfillment_stuck_orders{channel="jd",state="paid"} 3.0

@@ -207,3 +207,41 @@ def test_dwell_failure_ratio_and_reasons_through_refresh_and_full(store):
     # No timeout reason where the state has none; the other reasons always (a stable series set).
     assert snapshot.get("dwell_failure_orders", state="shipped", reason="timeout") is None
     assert snapshot.get("dwell_failure_orders", state="shipped", reason="returned") == 0
+
+
+def test_in_transit_is_stuck_from_its_newest_scan_through_refresh_and_full(store):
+    """In transit, the stuck clock is the newest carrier scan (repeated pushes bring it), not the
+    pickup; its timeout limits the silence, not the stay (no dwell timeout). Refresh == full."""
+    timeouts = {**TIMEOUTS, "in_transit": timedelta(hours=4)}
+
+    def push(raw: str, pickup: float, newest: float, carrier: str = "ZTO") -> Observation:
+        at, progress = T0 + timedelta(minutes=pickup), T0 + timedelta(minutes=newest)
+        return Observation("kd", f"{raw}|in_transit", "tmall", raw, "in_transit", at, {"carrier": carrier},
+                           progress_at=progress)  # fmt: skip
+
+    def both(now_minutes: float):
+        now = T0 + timedelta(minutes=now_minutes)
+        snapshot = engine.refresh(now)
+        expected = KpiEngine(
+            store.engine, WINDOW, SLA, timeouts, dwell_window=WINDOW, windows=WINDOWS
+        ).compute(now)
+        assert values(snapshot) == values(expected), now_minutes
+        return snapshot
+
+    engine = KpiEngine(store.engine, WINDOW, SLA, timeouts, store=store, dwell_window=WINDOW, windows=WINDOWS)
+    feed(store, 60, push("1", 10, 10), push("2", 20, 20, "SF"), push("3", 30, 30))
+    assert both(60).get("stuck_orders", state="in_transit") == 0
+    feed(store, 200, push("1", 10, 180), push("2", 20, 190, "SF"))  # 3's hub stops scanning
+    at = both(4 * 60 + 30)  # 4 h after 3's only scan
+    assert (at.get("stuck_orders", state="in_transit"), at.get("state_orders", state="in_transit")) == (1, 3)
+    assert at.get("stuck_orders", state="in_transit", carrier="ZTO") == 1
+    assert at.get("stuck_orders", state="in_transit", carrier="SF") == 0
+    feed(store, 400, push("1", 10, 390), push("2", 20, 180, "SF"))  # 2: a late repeat of an old push
+    at = both(4 * 60 + 190)  # 4 h after 2's newest scan; 1 scanned since
+    assert at.get("stuck_orders", state="in_transit") == 2
+    assert at.get("stuck_orders", state="in_transit", carrier="SF") == 1
+    feed(store, 440, ob("2", "delivered", 430))
+    at = both(450)  # 2 left in transit in the dwell window
+    assert (at.get("stuck_orders", state="in_transit"), at.get("state_orders", state="in_transit")) == (1, 2)
+    assert at.get("dwell_failure_orders", state="in_transit", reason="timeout") is None  # 2 travelled 7 h
+    assert at.get("dwell_failure_ratio", state="in_transit") == 0
