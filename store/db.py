@@ -1,7 +1,17 @@
-"""Engine creation (SQLite WAL by default, PostgreSQL by URL) and schema setup."""
+"""Engine creation (SQLite WAL by default, PostgreSQL by URL) and schema setup.
+
+SQLite memory: one page-cache budget for the whole process instead of one per connection. Every
+connection may cache up to SQLITE_HEAP_LIMIT_MB of pages, and SQLite's soft heap limit (process-wide:
+every pooled connection of every engine, and any other SQLite database the process opens) makes a
+connection recycle its own least recently used pages rather than allocate more once the process's
+SQLite heap reaches that budget. The pool hands out the most recently used connection first (LIFO),
+so the busy writer keeps its warm cache and the rarely needed extra connections stay cold.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -9,14 +19,21 @@ from sqlalchemy.engine import make_url
 
 from store.schema import metadata
 
+SQLITE_HEAP_LIMIT_MB = 96  # the process's SQLite heap budget, page caches included
+
 
 def make_engine(url: str, **kwargs) -> Engine:
-    """An engine for the store; SQLite gets WAL, a busy timeout and its folder created."""
+    """An engine for the store; SQLite gets WAL, a busy timeout, the shared heap budget and its
+    folder created; pools hand out the most recently used connection first."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        memory = not parsed.database or parsed.database == ":memory:"
+        if not memory:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            if "poolclass" not in kwargs:  # a file database is pooled (QueuePool)
+                kwargs.setdefault("pool_use_lifo", True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        budget_kib = SQLITE_HEAP_LIMIT_MB * 1024
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):  # noqa: ANN001
@@ -24,15 +41,47 @@ def make_engine(url: str, **kwargs) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
-            # The ingest rewrites pages of recent orders batch after batch: keep them cached (64 MB
-            # per connection at most) and checkpoint the WAL every ~40 MB rather than every 4 MB.
-            cursor.execute("PRAGMA cache_size=-65536")
+            # The ingest rewrites pages of recent orders batch after batch: one connection may cache
+            # the whole budget, but the soft heap limit caps what all of them hold together.
+            cursor.execute(f"PRAGMA cache_size=-{budget_kib}")
+            cursor.execute(f"PRAGMA soft_heap_limit={budget_kib * 1024}")
+            # Checkpoint the WAL every ~40 MB rather than every 4 MB.
             cursor.execute("PRAGMA wal_autocheckpoint=10000")
             cursor.close()
 
         return engine
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_use_lifo", True)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
 def init_schema(engine: Engine) -> None:
     metadata.create_all(engine)
+
+
+@functools.cache
+def _sqlite_library() -> ctypes.CDLL | None:
+    """The SQLite library Python's sqlite3 module runs on (for its process-wide memory figures)."""
+    try:
+        import _sqlite3
+
+        library = ctypes.CDLL(_sqlite3.__file__)  # its symbols resolve into the linked libsqlite3
+        library.sqlite3_memory_used.restype = ctypes.c_int64
+        library.sqlite3_memory_highwater.restype = ctypes.c_int64
+        library.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+        return library
+    except (ImportError, OSError, AttributeError):  # a static build without exported symbols
+        return None
+
+
+def sqlite_heap_mb() -> float | None:
+    """Bytes of heap SQLite holds in this process now (every connection, page caches included), in
+    MB; None where the library's figures cannot be read."""
+    library = _sqlite_library()
+    return None if library is None else library.sqlite3_memory_used() / (1 << 20)
+
+
+def sqlite_heap_peak_mb() -> float | None:
+    """The highest SQLite heap of this process so far, in MB (None: not readable)."""
+    library = _sqlite_library()
+    return None if library is None else library.sqlite3_memory_highwater(0) / (1 << 20)
