@@ -8,12 +8,20 @@ refreshes the KPIs every 10 s. Each poll's lag is how long the oldest row it bro
 since its commit. At the end the writer stops, the service catches up, and every row's four
 observations are checked in the store: none lost, none twice.
 
-    python bench/soak.py                  # 10 minutes at 5,000 obs/s
-    python bench/soak.py --minutes 1      # a short trial
+    python bench/soak.py                  # 3 minutes of warm-up, then 10 measured at 5,000 obs/s
+    python bench/soak.py --minutes 1      # a short trial (after the same warm-up)
+
+A warm-up (3 minutes by default, `--warmup-minutes`) runs at the same rate before the measured
+minutes: imports, caches, the order cache and SQLite's page caches fill during it, and `rss_start_mb`
+is taken when it ends, so the RSS bar judges growth at steady state rather than warming. Every minute
+one line goes to stderr: rows written, observations stored, the latest poll's lag, RSS and SQLite's
+heap (every connection's page cache included; store/db.py caps it for the whole process).
+
+    python bench/soak.py --minutes 1 --warmup-minutes 1   # a quick check of the bench itself
 
 The last line is one JSON object: obs_per_s, max_lag_s, poll_interval_s, rss_start_mb, rss_end_mb,
-rss_growth_ratio, lost, duplicated (and details). RSS start is taken after the first tenth of the
-run (imports, caches and the SQLite page cache warmed), end after the last poll.
+rss_growth_ratio, lost, duplicated (and details). obs_per_s and max_lag_s cover the whole run, the
+warm-up included; RSS start is taken at the end of the warm-up, end after the last poll.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from sentinel.clock import SystemClock  # noqa: E402
 from sentinel.config import DEFAULT_PATH, load_config  # noqa: E402
 from sentinel.service import Service  # noqa: E402
 from sim.wms import WmsDatabase  # noqa: E402
+from store.db import SQLITE_HEAP_LIMIT_MB, sqlite_heap_mb, sqlite_heap_peak_mb  # noqa: E402
 from store.schema import observations, orders  # noqa: E402
 
 OBS_PER_ROW = 4  # wms_received, picked, packed, shipped
@@ -96,15 +105,23 @@ def wms_source(url: str, poll_interval: float, overlap: str) -> dict:
     return source
 
 
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} MB"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=10.0, help="measured minutes, after the warm-up")
+    parser.add_argument(
+        "--warmup-minutes", type=float, default=3.0, help="minutes at the same rate before rss_start_mb"
+    )
     parser.add_argument("--rate", type=int, default=5000, help="observations per second")
     parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls")
     parser.add_argument("--overlap", default="5s", help="the WMS source's re-read overlap")
     parser.add_argument("--store-url", default=None, help="default: a temporary SQLite file")
     args = parser.parse_args()
-    seconds = args.minutes * 60
+    warmup = args.warmup_minutes * 60
+    seconds = warmup + args.minutes * 60  # the writer runs through both
     rows_per_s = args.rate // OBS_PER_ROW
 
     with throwaway_store(args.store_url) as store_url:
@@ -128,8 +145,17 @@ def main() -> int:
 
         lags, polls, kpi_refreshes, kpi_s = [], 0, 0, []
         seen_rows = 0  # rows written before the start of the last complete poll
-        rss_start = None
-        rss_by_minute: list[float] = []  # does it level off (caches full) or keep climbing (a leak)?
+        stored_so_far = 0
+        rss_start = heap_start = None
+        # Per minute: does it level off (caches full) or keep climbing (a leak)?
+        rss_by_minute: list[float] = []
+        heap_by_minute: list[float | None] = []
+        print(
+            f"soak: {args.warmup_minutes:g} min warm-up + {args.minutes:g} min measured at {args.rate} obs/s, "
+            f"polls every {args.poll_interval:g} s; SQLite heap budget {SQLITE_HEAP_LIMIT_MB} MB",
+            file=sys.stderr,
+            flush=True,
+        )
         t0 = time.monotonic()
         proc.start()
         next_poll = next_kpi = t0
@@ -142,6 +168,7 @@ def main() -> int:
                 outcome = service.poll_source("wms")
                 end = time.monotonic()
                 polls += 1
+                stored_so_far += outcome.totals.new_observations
                 if not outcome.ok:
                     print(f"poll failed: {outcome.error}", file=sys.stderr)
                 # The oldest row this poll brought in was committed just after the previous poll began.
@@ -150,10 +177,21 @@ def main() -> int:
                     lags.append(end - (previous[-1] if previous else t0))
                 seen_rows = before
                 next_poll = max(next_poll + args.poll_interval, end)
-                if rss_start is None and end - t0 >= seconds / 10:
-                    rss_start = rss_mb()
+                if rss_start is None and end - t0 >= warmup:
+                    rss_start, heap_start = rss_mb(), sqlite_heap_mb()
                 if end - t0 >= 60 * (len(rss_by_minute) + 1):
                     rss_by_minute.append(round(rss_mb(), 1))
+                    heap = sqlite_heap_mb()
+                    heap_by_minute.append(None if heap is None else round(heap, 1))
+                    minute = len(rss_by_minute)
+                    phase = "warm-up" if minute * 60 <= warmup else "measured"
+                    print(
+                        f"minute {minute} ({phase}): rows {before:,}, observations stored {stored_so_far:,}, "
+                        f"lag {lags[-1] if lags else 0:.2f} s, RSS {rss_by_minute[-1]:.1f} MB, "
+                        f"SQLite heap {_mb(heap)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if now >= next_kpi:
                 k0 = time.perf_counter()
                 service.refresh_kpis()
@@ -165,7 +203,7 @@ def main() -> int:
             time.sleep(max(0.0, min(next_poll, next_kpi) - time.monotonic()))
         proc.join()
         service.poll_source("wms")  # the rows committed during the last poll
-        rss_end = rss_mb()
+        rss_end, heap_end = rss_mb(), sqlite_heap_mb()
         elapsed = time.monotonic() - t0
         total_rows = done.value
         with service.engine.connect() as conn:
@@ -181,11 +219,19 @@ def main() -> int:
             ).scalar_one()
         service.stop()
         wms_path.unlink(missing_ok=True)
+    print(
+        f"end: RSS {rss_start or rss_end:.1f} -> {rss_end:.1f} MB, SQLite heap {_mb(heap_start)} -> "
+        f"{_mb(heap_end)} (peak {_mb(sqlite_heap_peak_mb())})",
+        file=sys.stderr,
+        flush=True,
+    )
 
     expected = total_rows * OBS_PER_ROW
     rss_start = rss_start or rss_end
+    peak = sqlite_heap_peak_mb()
     figures = {
         "minutes": args.minutes,
+        "warmup_minutes": args.warmup_minutes,
         "target_obs_per_s": args.rate,
         "rows_written": total_rows,
         "observations_expected": expected,
@@ -202,6 +248,8 @@ def main() -> int:
         "max_lag_s": round(max(lags, default=0), 2),
         "poll_interval_s": args.poll_interval,
         "rss_by_minute_mb": rss_by_minute,
+        "sqlite_heap_by_minute_mb": heap_by_minute,
+        "sqlite_heap_peak_mb": None if peak is None else round(peak, 1),
         "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1),
         "rss_growth_ratio": round(rss_end / rss_start - 1, 4),
