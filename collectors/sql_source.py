@@ -18,7 +18,14 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from collectors.errors import SchemaError, SourceConfigError, SourceError, SourceTimeout, SourceUnavailable
+from collectors.errors import (
+    AuthExpired,
+    SchemaError,
+    SourceConfigError,
+    SourceError,
+    SourceTimeout,
+    SourceUnavailable,
+)
 from collectors.mapping import RecordMapper
 from collectors.types import Batch, Quarantined, json_default
 from sentinel.config import SourceConfig
@@ -32,6 +39,24 @@ _MYSQL_TIMEOUTS = {
     3024,
 }  # interrupted, max_statement_time, lost during query, max_execution_time
 _PG_TIMEOUTS = {"57014"}  # query_canceled (statement_timeout)
+# A refused login: the source's password was changed, expired or its account locked. A person must
+# renew the credential; retrying would only lock the account or fill the server's log.
+_MYSQL_LOGIN_REFUSED = {
+    1045,  # access denied for user (wrong password)
+    1698,  # access denied (no password given)
+    1820,  # the password must be changed before anything else
+    1862,  # the password has expired
+    3118,  # MySQL: the account is locked
+    4151,  # MariaDB: the account is locked
+}
+# PostgreSQL class 28 (invalid_authorization_specification, invalid_password); libpq reports a
+# failed connection's refusal as text only, so these phrases name it too.
+_PG_LOGIN_REFUSED = ("28000", "28P01")
+_LOGIN_REFUSED_TEXT = (
+    "password authentication failed",
+    "is not permitted to log in",
+    "no pg_hba.conf entry",
+)
 _SQLITE_QUERY_ERRORS = ("no such table", "no such column", "near ")  # SQLite reports these as operational
 
 
@@ -190,29 +215,32 @@ class SqlCollector:
         return batch
 
     def _classify(self, exc: sa_exc.DBAPIError) -> SourceError:
-        """One place turning driver errors into typed source errors (secrets masked)."""
-        orig = exc.orig
-        message = (
-            str(orig).strip().splitlines()[0]
-            if orig is not None and str(orig).strip()
-            else type(exc).__name__
-        )
-        if self._secret:
-            message = message.replace(self._secret, "***")
-        code = getattr(orig, "args", (None,))[0] if orig is not None else None
-        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-        lowered = message.lower()
-        if (
-            sqlstate in _PG_TIMEOUTS
-            or code in _MYSQL_TIMEOUTS
-            or "timeout" in lowered
-            or "timed out" in lowered
-        ):
-            return SourceTimeout(self.name, message)
-        if isinstance(exc, sa_exc.OperationalError) or exc.connection_invalidated:
-            if code in (1054, 1146) or lowered.startswith(_SQLITE_QUERY_ERRORS):  # unknown table/column
-                return SourceConfigError(self.name, message)
-            return SourceUnavailable(self.name, message)
-        if isinstance(exc, sa_exc.ProgrammingError):
-            return SourceConfigError(self.name, message)
-        return SourceUnavailable(self.name, message)
+        return classify_db_error(self.name, exc, self._secret)
+
+
+def classify_db_error(source: str, exc: sa_exc.DBAPIError, secret: str | None = None) -> SourceError:
+    """One place turning driver errors into typed source errors (`secret` masked in the message)."""
+    orig = exc.orig
+    message = (
+        str(orig).strip().splitlines()[0] if orig is not None and str(orig).strip() else type(exc).__name__
+    )
+    if secret:
+        message = message.replace(secret, "***")
+    code = getattr(orig, "args", (None,))[0] if orig is not None else None
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    lowered = message.lower()
+    if (
+        code in _MYSQL_LOGIN_REFUSED
+        or sqlstate in _PG_LOGIN_REFUSED
+        or any(phrase in lowered for phrase in _LOGIN_REFUSED_TEXT)
+    ):
+        return AuthExpired(source, f"login refused: {message}")
+    if sqlstate in _PG_TIMEOUTS or code in _MYSQL_TIMEOUTS or "timeout" in lowered or "timed out" in lowered:
+        return SourceTimeout(source, message)
+    if isinstance(exc, sa_exc.OperationalError) or exc.connection_invalidated:
+        if code in (1054, 1146) or lowered.startswith(_SQLITE_QUERY_ERRORS):  # unknown table/column
+            return SourceConfigError(source, message)
+        return SourceUnavailable(source, message)
+    if isinstance(exc, sa_exc.ProgrammingError):
+        return SourceConfigError(source, message)
+    return SourceUnavailable(source, message)

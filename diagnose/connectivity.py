@@ -1,5 +1,5 @@
 """Live connectivity per source: DNS, TCP, TLS certificate expiry, HTTP status, credential validity
-(HTTP APIs); a `SELECT 1` (SQL sources); the file and its age (notify logs). Checks run in
+(HTTP APIs); a `SELECT 1` (SQL sources, a refused login told apart); the file and its age (notify logs). Checks run in
 parallel, each bounded by a short timeout; no credential is sent and none appears in the output."""
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
+from collectors.sql_source import classify_db_error
 from diagnose.model import Finding
 from diagnose.probes import Context
 
@@ -75,7 +77,10 @@ def check_sql(url: str, timeout: float) -> dict:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return {**out, "ok": True, "connect_ms": round((time.perf_counter() - started) * 1000, 1)}
-    except Exception as exc:  # any driver error is a failed check, named by its class
+    except DBAPIError as exc:  # named by its error class only: a driver's text may quote the login
+        error = classify_db_error("check", exc, parsed.password).error_class
+        return {**out, "ok": False, "step": "login" if error == "auth_expired" else "connect", "error": error}
+    except Exception as exc:  # any other failure is a failed check, named by its class
         return {**out, "ok": False, "step": "connect", "error": type(exc).__name__}
     finally:
         engine.dispose()
@@ -104,6 +109,16 @@ def _check(name: str, source, timeout: float, now: datetime) -> dict:
     return {"ok": True, "step": "skipped"}
 
 
+def _has_login(source) -> bool:
+    """A SQL source whose URL carries a password: its login is a credential too."""
+    if source.kind != "sql" or not source.url:
+        return False
+    try:
+        return bool(make_url(source.url).password)
+    except ArgumentError:
+        return False
+
+
 def probe_connectivity(ctx: Context) -> list[Finding]:
     """Each enabled source checked live (when ctx.live) and its credential judged from its health."""
     sources = {n: s for n, s in ctx.config.sources.items() if s.enabled}
@@ -125,7 +140,7 @@ def probe_connectivity(ctx: Context) -> list[Finding]:
         health = ctx.health_of(name) or {}
         errors = json.loads(health.get("errors_json") or "{}")
         credential = "n/a"
-        if source.credentials:
+        if source.credentials or _has_login(source):
             credential = (
                 "rejected"
                 if health.get("last_error_class") == "auth_expired"
