@@ -205,7 +205,8 @@ class LogFileCollector:
         except SchemaError as exc:
             # A record without an id is named by its line: two equal bad lines are two records.
             record = key if exc.record.startswith("sha1:") else exc.record
-            batch.quarantined.append(Quarantined(self.name, record, exc.field, exc.reason, text[:MAX_RAW]))
+            reason = f"line {line_no}: {exc.reason}"  # where to find it in the log, whatever its id
+            batch.quarantined.append(Quarantined(self.name, record, exc.field, reason, text[:MAX_RAW]))
             return
         batch.observations.extend(observations)
         for o in observations:

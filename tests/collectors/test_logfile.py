@@ -197,9 +197,10 @@ def test_garbage_and_unmappable_lines_are_quarantined(tmp_path, world):
     quarantined = [q for b in batches for q in b.quarantined]
     assert [(q.field, q.reason.split(":")[0]) for q in quarantined] == [
         ("$", "line 4 is not valid JSON"),
-        ("shop", "field shop"),
+        ("shop", "line 6"),
         ("$", "line 7 is not valid JSON"),
     ]
+    assert quarantined[1].reason.startswith("line 6: field shop: ")
     assert quarantined[0].raw == "<html>502 Bad Gateway</html>" and quarantined[0].record_key.endswith(":4")
     assert quarantined[1].record_key == "X1" and "unmapped channel value 'ebay'" in quarantined[1].reason
     assert {k.split("|")[0] for k in keys(batches)} == paid_ids(world, "alipay", world.end)
