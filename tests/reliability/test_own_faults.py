@@ -8,6 +8,7 @@ observations, orders, cursors, KPIs, alert states and the messages the robot rec
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -224,6 +225,62 @@ def test_store_connections_cut_mid_write_lose_and_repeat_nothing(tmp_path, pg_ur
         replay.close()
         admin.dispose()
     assert cuts["n"] >= 10
+    assert got["obs"] == steady["obs"] and got["rows"] == steady["rows"]
+    assert got["cursors"] == steady["cursors"]
+    assert got["kpis"] == steady["kpis"]
+    assert [a[:3] for a in got["alerts"]] == [a[:3] for a in steady["alerts"]]
+    assert max(got["outbox"].values()) == 1
+
+
+def test_store_restarted_mid_write_refusing_connections_loses_and_repeats_nothing(
+    tmp_path, pg_url, steady, caplog
+):
+    """PostgreSQL store restarted: in the middle of a write every connection to its database is cut
+    and new ones are refused (ALLOW_CONNECTIONS false) for two minutes of the service's clock, four
+    times in the hour. The service keeps running its cycles, which fail while the store is away."""
+    steady, _ = steady
+    replay = Replay(str(SCENARIO), workdir=tmp_path / "restart", overrides=_settings(pg_url, {}))
+    name = make_url(pg_url).database
+    admin = create_engine(make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    state = {"armed": False, "restarts": 0}
+
+    def allow(on: bool) -> None:
+        with admin.connect() as a:
+            a.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if on else "false"}'))
+
+    def go_down(conn, cursor, statement, parameters, context, executemany):
+        if state["armed"] and conn.in_transaction():
+            state["armed"] = False
+            state["restarts"] += 1
+            allow(False)
+            with admin.connect() as a:
+                a.execute(
+                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"),
+                    {"db": name},
+                )
+
+    failed_jobs = 0
+    try:
+        event.listen(replay.service.engine, "before_cursor_execute", go_down)
+        start = replay.world.start
+        for minutes in (12, 27, 41, 55):
+            replay.run_until(start + timedelta(minutes=minutes))
+            state["armed"] = True
+            replay.run_until(replay.clock.now())  # one cycle: its first write is cut
+            assert not state["armed"], "the cycle must have written"
+            with caplog.at_level(logging.ERROR, logger="sentinel.service"):
+                caplog.clear()
+                replay.run_until(replay.clock.now() + timedelta(minutes=1))  # two cycles refused
+                failed_jobs += sum(1 for r in caplog.records if "failed" in r.getMessage())
+            allow(True)
+        replay.run_until(replay.world.end)
+        replay.finish(0)
+        got = _outcome(replay.service)
+    finally:
+        allow(True)
+        replay.close()
+        admin.dispose()
+    assert state["restarts"] == 4 and failed_jobs >= 8  # the cycles ran, and failed, while it was away
     assert got["obs"] == steady["obs"] and got["rows"] == steady["rows"]
     assert got["cursors"] == steady["cursors"]
     assert got["kpis"] == steady["kpis"]
