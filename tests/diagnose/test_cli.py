@@ -1,13 +1,15 @@
-"""`python -m sentinel diagnose` and `python -m sentinel reconcile` on the configured store."""
+"""`python -m sentinel diagnose` and `python -m sentinel reconcile` on the configured store, audited."""
 
 from __future__ import annotations
 
 import csv
+import getpass
 import json
 from datetime import timedelta
 
 from diagnose_world import T0, World
 
+from sentinel import audit
 from sentinel.__main__ import main
 from sentinel.clock import ManualClock
 
@@ -33,7 +35,7 @@ def test_diagnose_and_reconcile_commands(store_url, tmp_path, monkeypatch, capsy
     engine.dispose()
     monkeypatch.setattr("sentinel.clock.SystemClock", lambda: ManualClock(now))
 
-    assert main(["diagnose", "--no-live", "--json", "--kpi", "sync_success_ratio"]) == 0
+    assert main(["diagnose", "--no-live", "--json", "--kpi", "sync_success_ratio", "--by", "ops-li"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["causes"][0]["cause"] == "wms_push_gap" and len(report["causes"][0]["orders"]) == 60
 
@@ -47,3 +49,18 @@ def test_diagnose_and_reconcile_commands(store_url, tmp_path, monkeypatch, capsy
     assert "差异 60 单" in printed and "WMS缺失（missing_wms）：60 单" in printed
     rows = list(csv.DictReader(out.read_text(encoding="utf-8").lstrip("\ufeff").splitlines()))
     assert len(rows) == 60 and rows[0]["missing"] == "wms"
+
+    # Each run is in the audit log like the dashboard's: who, role "cli", what; the CSV is an export.
+    engine = make_engine(store_url)
+    entries = audit.recent(engine)
+    engine.dispose()
+    me = getpass.getuser()
+    assert [(e["user"], e["role"], e["action"]) for e in entries] == [
+        (me, "cli", "export"),
+        (me, "cli", "reconcile"),
+        (me, "cli", "diagnose"),
+        ("ops-li", "cli", "diagnose"),
+    ]
+    assert entries[0]["detail"] == {"what": "reconcile", "rows": 60, "path": str(out)}
+    assert entries[1]["detail"] == {"differences": 60}
+    assert entries[3]["detail"] == {"kpi": "sync_success_ratio", "labels": {}, "top": "wms_push_gap"}
