@@ -902,15 +902,153 @@ def probe_pick_pack(ctx: Context) -> list[Finding]:
     return findings
 
 
+TRACKING_STATES = ("shipped", "in_transit")  # shipped: when it has a timeout (no first scan)
+TRACKING_DIMS = ("carrier", "city", "province", "warehouse", "channel")
+
+
 def probe_tracking(ctx: Context) -> list[Finding]:
-    """Shipped / in transit with no tracking update past the timeout (4 h): which carrier, city."""
-    return _stuck_finding(
-        ctx,
-        ("shipped", "in_transit"),
-        ("carrier", "city", "province", "warehouse"),
-        "tracking_stall",
-        "tracking_stall",
+    """Parcels with no tracking update past the timeout (in transit: no carrier scan for 4 h, from
+    the newest scan): which carrier and city against the parcels on the way, their last scans, and
+    whether the tracking feed itself still brings news (other parcels' scans keep arriving: a hub
+    stopped scanning, not the feed)."""
+    counts: Counter = Counter()
+    oldest: list[tuple] = []
+    timeouts: dict[str, timedelta] = {}
+    for state in TRACKING_STATES:
+        c, rows, timeout = _stuck_groups(ctx, state, TRACKING_DIMS)
+        if timeout is not None:
+            counts += c
+            oldest += rows
+            timeouts[state] = timeout
+    n_stuck = counts[("", "")]
+    if not n_stuck:
+        return []
+    base = _state_baseline(ctx, tuple(timeouts))  # the parcels on the way, by dimension value
+    total = max(base.get(("", ""), 0), n_stuck)
+    found = []
+    for dim in TRACKING_DIMS:
+        values = [(v, n) for (d, v), n in counts.items() if d == dim]
+        if values:
+            value, n = max(values, key=lambda vn: (vn[1], vn[0]))
+            e = over_represented(dim, value, n, n_stuck, base.get((dim, value), 0), total)
+            if e is not None:
+                found.append(e)
+    found.sort(key=lambda e: -e["bad_share"] * min(e["lift"], 20))
+    first, last = _last_scans(ctx, timeouts)
+    fresh = _fresh_tracks(ctx, timeouts.get("in_transit"))
+    stalled_carrier = next((e["value"] for e in found if e["dimension"] == "carrier"), None)
+    fresh_elsewhere = sum(n for carrier, n, _ in fresh if carrier != stalled_carrier)
+    feeds = _tracking_feeds(ctx)
+    feed_down = [f["source"] for f in feeds if not f["up"]]
+    ratio = n_stuck / total if total else 1.0
+    oldest.sort(key=lambda r: r[1])
+    skewed = sum(1 for _, clock, paid in oldest if paid is not None and clock < paid - DISORDER_MS)
+    evidence = [
+        {
+            "fact": "stuck_orders",
+            "states": list(timeouts),
+            "count": n_stuck,
+            "in_states": total,
+            "ratio": round(ratio, 4),
+            "timeouts_s": {s: int(t.total_seconds()) for s, t in timeouts.items()},
+        },
+        {"fact": "last_scans", "earliest": ctx.local(first), "latest": ctx.local(last)},
+        *({"fact": "concentration", **e} for e in found[:3]),
+        {
+            "fact": "tracking_feed",
+            "sources": feeds,
+            "parcels_updated_within_timeout": sum(n for _, n, _ in fresh),
+            "elsewhere": fresh_elsewhere,
+            "by_carrier": [
+                {"carrier": carrier, "parcels": n, "newest_scan": ctx.local(newest)}
+                for carrier, n, newest in fresh[:5]
+            ],
+        },
+    ]
+    score = 0.0
+    if n_stuck >= MIN_ORDERS:
+        score = 0.35 + 0.2 * _scaled(ratio, 0.3) + (0.3 if found else 0.0) + (0.1 if fresh_elsewhere else 0.0)
+        if feed_down or not fresh_elsewhere:
+            score *= 0.5  # no news from anywhere: the feed stopped (source health), not one hub
+        if oldest and skewed / len(oldest) > 0.5:
+            score *= 0.3
+            evidence.append({"fact": "stamped_before_payment", "orders": skewed, "of_listed": len(oldest)})
+    where = concentration_text(ctx, found, 2)
+    silence = "/".join(_hours_text(t) for t in dict.fromkeys(timeouts.values()))
+    title = f"{n_stuck} 单在途包裹超过 {silence}无物流更新（占在途 {ratio:.1%}）" + (
+        f"，{where}" if where else ""
     )
+    if fresh_elsewhere and not feed_down:
+        title += f"；其余 {fresh_elsewhere} 单轨迹仍在更新，轨迹数据源正常"
+    elif feed_down:
+        title += f"；轨迹数据源 {'、'.join(feed_down)} 异常"
+    return [
+        Finding(
+            "tracking_stall",
+            title,
+            evidence,
+            [r[0] for r in oldest[:ORDER_CAP]],
+            "tracking_stall",
+            min(score, 0.95),
+            n_stuck,
+        )
+    ]
+
+
+def _hours_text(t: timedelta) -> str:
+    minutes = int(t.total_seconds() // 60)
+    return f"{minutes // 60} 小时" if minutes % 60 == 0 else f"{minutes} 分钟"
+
+
+def _last_scans(ctx: Context, timeouts: dict[str, timedelta]) -> tuple[int | None, int | None]:
+    """The earliest and the latest last update of the stuck parcels (the latest: about when the
+    scans stopped)."""
+    first = last = None
+    for state, timeout in timeouts.items():
+        clock = stuck_clock(state)
+        low, high = ctx.sql.rows(
+            f"SELECT min({clock}), max({clock}) FROM orders WHERE state = :state AND {clock} <= :cut",
+            {"state": state, "cut": ctx.now_ms - int(timeout.total_seconds() * 1000)},
+        )[0]
+        if low is not None:
+            first = low if first is None else min(first, low)
+            last = high if last is None else max(last, high)
+    return first, last
+
+
+def _fresh_tracks(ctx: Context, timeout: timedelta | None) -> list[tuple[str, int, int]]:
+    """Parcels in transit scanned within the timeout, per carrier: (carrier, parcels, newest scan),
+    most first. Scans still arriving say the tracking feed works."""
+    if timeout is None:
+        return []
+    clock = stuck_clock("in_transit")
+    rows = ctx.sql.rows(
+        f"SELECT carrier, count(*), max({clock}) FROM orders WHERE state = 'in_transit' "
+        f"AND {clock} > :cut GROUP BY carrier",
+        {"cut": ctx.now_ms - int(timeout.total_seconds() * 1000)},
+    )
+    return sorted(((c or "", int(n), int(at)) for c, n, at in rows), key=lambda r: (-r[1], r[0]))
+
+
+def _tracking_feeds(ctx: Context) -> list[dict]:
+    """Health of the carrier-role sources (the tracking feed)."""
+    out = []
+    for name in ctx.sources_with_role("carrier"):
+        h = ctx.health_of(name)
+        if h is None:
+            continue
+        success = h.get("last_success_at")
+        if isinstance(success, datetime):
+            success = int(success.timestamp() * 1000)
+        out.append(
+            {
+                "source": name,
+                "up": bool(h["up"]),
+                "last_success_at": ctx.local(success),
+                "errors": json.loads(h.get("errors_json") or "{}"),
+            }
+        )
+    return out
 
 
 RETURN_HANDOFF = ("return_approved", "return_awaiting_receipt")  # CS approved, the warehouse has not got it

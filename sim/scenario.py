@@ -227,15 +227,36 @@ class ManualReviewFault(Fault):
     question: str = "疑似风险订单"  # the question type the ERP records
 
 
+class DelayMatch(FaultMatch):
+    """FaultMatch plus the warehouse / carrier / city an order goes through."""
+
+    warehouse: tuple[str, ...] = ()
+    carrier: tuple[str, ...] = ()
+    city: tuple[str, ...] = ()
+
+    def matches_order(self, order: Any) -> bool:
+        return (
+            self.matches(order.channel, order.payment_method, order.sku)
+            and (not self.warehouse or order.warehouse in self.warehouse)
+            and (not self.carrier or order.carrier in self.carrier)
+            and (not self.city or order.city in self.city)
+        )
+
+
 @fault_kind("stall")
 class StallFault(Fault):
-    """Returns stop in `state`: of the matching returns that enter it in [after, until), `ratio` (or
-    the first `count` by entry time) never move on (e.g. refunds no longer pulled or pushed after an
-    API key rotation; a return queue without consumers)."""
+    """Orders stop in `state`: of the matching ones there in [after, until), `ratio` (or the first
+    `count` by entry time) never move on. Returns: those entering it in the window (e.g. refunds no
+    longer pulled or pushed after an API key rotation; a return queue without consumers). In transit
+    (worlds with tracking): parcels on the way at some time in the window, whose carrier scans stop
+    from `after` (or their pickup, if later) and never resume: a hub that stops scanning; the
+    parcel is never delivered."""
 
     kind: Literal["stall"] = "stall"
-    state: Literal["return_requested", "return_approved", "return_awaiting_receipt", "return_received"]
-    match: FaultMatch = FaultMatch()
+    state: Literal[
+        "in_transit", "return_requested", "return_approved", "return_awaiting_receipt", "return_received"
+    ]
+    match: DelayMatch = DelayMatch()
     after: AwareDatetime | None = None
     until: AwareDatetime | None = None
     ratio: float | None = Field(default=None, gt=0, le=1)
@@ -261,22 +282,6 @@ class _Window(Fault):
 
     def active(self, now: datetime) -> bool:
         return (self.after is None or now >= self.after) and (self.until is None or now < self.until)
-
-
-class DelayMatch(FaultMatch):
-    """FaultMatch plus the warehouse / carrier / city an order goes through."""
-
-    warehouse: tuple[str, ...] = ()
-    carrier: tuple[str, ...] = ()
-    city: tuple[str, ...] = ()
-
-    def matches_order(self, order: Any) -> bool:
-        return (
-            self.matches(order.channel, order.payment_method, order.sku)
-            and (not self.warehouse or order.warehouse in self.warehouse)
-            and (not self.carrier or order.carrier in self.carrier)
-            and (not self.city or order.city in self.city)
-        )
 
 
 DELAY_HOPS = {  # hop -> the state whose entry it delays (everything after it shifts too)
@@ -428,6 +433,10 @@ class Scenario(Strict):
             raise ValueError(f"paid ({self.paid}) cannot exceed orders ({self.orders})")
         if self.settle.total_seconds() < self.latency.pay[1]:
             raise ValueError("settle must be at least latency.pay max, so every paid order pays in the world")
+        if not self.tracking and any(
+            isinstance(f, StallFault) and f.state == "in_transit" for f in self.faults
+        ):
+            raise ValueError("a stall in transit needs carrier tracking (tracking = true)")
         return self
 
     def with_hops(self) -> Scenario:

@@ -253,34 +253,52 @@ def manual_review(fault: Fault, orders: list[SimOrder], rng: random.Random, wher
 
 
 @applies("stall")
-def stall_returns(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
-    """Matching returns that entered `fault.state` in [after, until) never leave it."""
+def stall(fault: Fault, orders: list[SimOrder], rng: random.Random, where: str) -> dict[str, int]:
+    """Matching orders stop in `fault.state`: returns that entered it in [after, until) never leave
+    it; parcels in transit at some time in [after, until) get no carrier scan after `after` (or
+    their pickup) and are never delivered."""
     assert isinstance(fault, StallFault)
+    transit = fault.state == "in_transit"
     candidates = [
         o
         for o in orders
         if fault.state in o.events
-        and fault.match.matches(o.channel, o.payment_method, o.sku)
-        and (fault.after is None or o.events[fault.state] >= fault.after)
+        and fault.match.matches_order(o)
         and (fault.until is None or o.events[fault.state] < fault.until)
+        and (
+            _on_the_way(o, fault.after)
+            if transit
+            else fault.after is None or o.events[fault.state] >= fault.after
+        )
     ]
+    what = "parcels in transit" if transit else "returns reach"
     if fault.count is not None:
         if len(candidates) < fault.count:
             raise ScenarioError(
-                [
-                    f"{where}.count: only {len(candidates)} matching returns reach {fault.state}, need {fault.count}"
-                ]
+                [f"{where}.count: only {len(candidates)} matching {what} {fault.state}, need {fault.count}"]
             )
         candidates.sort(key=lambda o: (o.events[fault.state], o.raw_id))
         hit = candidates[: fault.count]
     else:
         hit = [o for o in candidates if rng.random() < fault.ratio]
+    if transit:
+        for order in hit:
+            pickup = order.events["in_transit"]
+            stop_tracking(order, pickup if fault.after is None else max(fault.after, pickup))
+            order.tags.add("tracking_stalled")
+        return {"tracking_stalled": len(hit)}
     later = RETURNS[RETURNS.index(fault.state) + 1 :]
     for order in hit:
         for state in later:
             order.events.pop(state, None)
         order.tags.add("return_stalled")
     return {"return_stalled": len(hit)}
+
+
+def _on_the_way(order: SimOrder, after: datetime | None) -> bool:
+    """Not delivered by `after` (a parcel picked up later is on the way after it too)."""
+    delivered = order.events.get("delivered")
+    return after is None or delivered is None or delivered > after
 
 
 FORWARD = ("wms_received", "picked", "packed", "shipped", "delivered")
@@ -567,10 +585,8 @@ def stop_tracking(order: SimOrder, at: datetime, *, undelivered: bool = True) ->
     kept = tuple(scan for scan in order.scans if scan[0] <= at)
     if kept:
         last = kept[-1][0]
-        first_after = next((p for p in order.track_pushes if p >= last), None)
-        order.track_pushes = tuple(
-            p for p in order.track_pushes if first_after is not None and p <= first_after
-        )
+        first_after = next((p for p in order.track_pushes if p >= last), None)  # carries the last scan
+        order.track_pushes = tuple(p for p in order.track_pushes if first_after is None or p <= first_after)
     else:
         order.track_pushes = ()
         order.events.pop("in_transit", None)

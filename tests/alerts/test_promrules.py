@@ -49,6 +49,12 @@ def test_expressions_of_the_project_rules():
         'channel="",warehouse!="",carrier="",province="",city="",cs_group=""} > 0.1'
         ' and fulfillment_state_orders{state=~"paid|erp_accepted|wms_received|picked|packed|shipped|in_transit",'
         'channel="",warehouse!="",carrier="",province="",city="",cs_group=""} >= 20',
+        "transit_stuck_by_city": 'fulfillment_stuck_ratio{state="in_transit",channel="",warehouse="",carrier="",'
+        'province="",city!="",cs_group=""} > 0.1 and fulfillment_state_orders{state="in_transit",channel="",'
+        'warehouse="",carrier="",province="",city!="",cs_group=""} >= 20',
+        "transit_stuck_by_carrier": 'fulfillment_stuck_ratio{state="in_transit",channel="",warehouse="",carrier!="",'
+        'province="",city="",cs_group=""} > 0.1 and fulfillment_state_orders{state="in_transit",channel="",'
+        'warehouse="",carrier!="",province="",city="",cs_group=""} >= 20',
         "order_loss": 'fulfillment_order_loss_ratio{channel="",window=""} > 0.001'
         ' and fulfillment_order_loss_paid_orders{channel="",window=""} >= 20',
         "duplicate_callbacks": 'fulfillment_duplicate_free_ratio{channel!="",window=""} < 0.997',

@@ -112,7 +112,7 @@ class World:
                 self.add("wms", Observation("wms", f"{raw}|{state}", channel, raw, state, at, wdims, amount))
                 if state == stop_at:
                     break
-        if transit is not None:  # (carrier, last scan): shipped, then in transit until that scan
+        if transit is not None:  # (carrier, last scan): shipped, picked up, scanned on the way until then
             carrier, scanned = transit
             tdims = {"carrier": carrier, "city": "广州"}
             self.add(
@@ -123,7 +123,16 @@ class World:
             )
             self.add(
                 "kuaidi",
-                Observation("kuaidi", f"{raw}|in_transit", channel, raw, "in_transit", scanned, tdims),
+                Observation(
+                    "kuaidi",
+                    f"{raw}|in_transit",
+                    channel,
+                    raw,
+                    "in_transit",
+                    min(paid + timedelta(minutes=40), scanned),  # picked up
+                    tdims,
+                    progress_at=scanned,
+                ),
             )
         return raw
 

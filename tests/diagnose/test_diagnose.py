@@ -217,21 +217,30 @@ def test_rule_hits_name_the_rules_that_would_fire_and_their_orders(store, config
 
 
 def test_tracking_stall_names_the_carrier(store, config):
-    timeouts = {**config.kpi.stuck_timeouts, "shipped": timedelta(hours=4), "in_transit": timedelta(hours=4)}
-    config = config.model_copy(update={"kpi": config.kpi.model_copy(update={"stuck_timeouts": timeouts})})
-    world = World()
+    """Parcels in transit for hours, most still scanned (their newest scan is recent), a third not
+    since T0 + 1 h: stuck from the newest scan, concentrated on one carrier, the feed still alive."""
+    assert config.kpi.stuck_timeouts["in_transit"] == timedelta(hours=4)  # "no tracking update 4 h"
+    world, stalled_ids = World(), []
     for i in range(150):
         stalled = i % 3 == 0
         carrier = "ZTO" if stalled else ("SF" if i % 2 else "YTO")
         last_scan = T0 + timedelta(hours=1) if stalled else T0 + timedelta(hours=7, minutes=i % 50)
-        world.order(i, transit=(carrier, last_scan))
+        raw = world.order(i, transit=(carrier, last_scan))
+        if stalled:
+            stalled_ids.append(raw)
     now = T0 + timedelta(hours=8)
     world.write(store, now)
     top = run(store, config, now, kpi="stuck_ratio", labels={"state": "in_transit"}).causes[0]
-    assert top.cause == "tracking_stall"
+    assert top.cause == "tracking_stall" and top.score >= 0.8
     conc = next(e for e in top.evidence if e.get("fact") == "concentration")
     assert (conc["dimension"], conc["value"]) == ("carrier", "ZTO")
-    assert len(top.orders) == 50
+    assert sorted(top.orders) == sorted(gid(store, "tmall", raw) for raw in stalled_ids)
+    scans = next(e for e in top.evidence if e.get("fact") == "last_scans")
+    assert scans["earliest"] == scans["latest"] == "2026-02-12 19:00:00"  # T0 + 1 h in Shanghai
+    feed = next(e for e in top.evidence if e.get("fact") == "tracking_feed")
+    assert feed["parcels_updated_within_timeout"] == feed["elsewhere"] == 100
+    assert {c["carrier"] for c in feed["by_carrier"]} == {"SF", "YTO"}
+    assert "轨迹仍在更新" in top.summary
 
 
 def test_a_packing_stall_that_has_cleared_is_still_named_with_its_warehouse(store, config):

@@ -25,6 +25,7 @@ CATALOG = (
     "pick_pack_stall",
     "price_mismatch",
     "field_filter_loss",
+    "tracking_stall",
 )
 
 
@@ -152,6 +153,38 @@ def test_consumers_gone_loses_approvals_that_wait_past_the_ttl_and_delays_the_re
     for o in late:
         assert o.events["return_approved"] + timedelta(hours=1) > until
         assert o.events.get("return_awaiting_receipt", until) >= until
+
+
+def test_a_stall_in_transit_stops_the_matching_parcels_scans_from_its_start():
+    after = START + timedelta(hours=3)
+    fault = {"kind": "stall", "state": "in_transit", "after": after, "ratio": 1.0,
+             "match": {"carrier": ["zhongtong"], "city": ["广州市", "深圳市"]}}  # fmt: skip
+    faulty, plain = world(fault, tracking=True, latency={"deliver": ["20h", "30h"]})
+    hit = 0
+    for o, p in zip(faulty.orders, plain.orders, strict=True):
+        if "tracking_stalled" not in o.tags:
+            assert (o.events, o.scans, o.track_pushes) == (p.events, p.scans, p.track_pushes)
+            continue
+        hit += 1
+        assert o.carrier == "zhongtong" and o.city in ("广州市", "深圳市")
+        assert "delivered" not in o.events and o.events["in_transit"] == p.events["in_transit"]
+        stop = max(after, o.events["in_transit"])
+        assert o.scans == tuple(s for s in p.scans if s[0] <= stop) and o.scans[-1][0] <= stop
+        assert o.track_pushes == p.track_pushes[: len(o.track_pushes)]
+        pushed = o.newest_scan(faulty.end)  # the last scan is pushed (in the world), then silence
+        assert pushed == o.scans[-1][0] or (pushed is None and not p.track_pushes)
+    missed = [
+        p for p in plain.orders
+        if p.carrier == "zhongtong" and p.city in ("广州市", "深圳市") and p.scans
+        and p.events.get("delivered", faulty.end) > after
+    ]  # fmt: skip
+    assert hit == faulty.fault_counts["tracking_stalled"] == len(missed) > 5
+    # healthy tracks never go 4 h without news (Kuaidi100 checks every 2 h; scans < 2 h apart)
+    for p in plain.orders:
+        for now in p.track_pushes[1:]:
+            assert now - p.newest_scan(now - timedelta(seconds=1)) < timedelta(hours=4)
+    with pytest.raises(ScenarioError, match="tracking = true"):
+        world(fault)
 
 
 def test_source_faults_leave_the_orders_alone_and_are_validated():

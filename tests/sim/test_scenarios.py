@@ -34,6 +34,7 @@ CATALOG = [
     "cancel_misfire",
     "timezone_skew",
     "pick_pack_stall",
+    "tracking_stall",
     "price_mismatch",
 ]
 
