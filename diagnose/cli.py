@@ -67,18 +67,21 @@ def diagnose_command(args: argparse.Namespace, cfg, engine, clock) -> int:
 
 def reconcile_command(args: argparse.Namespace, cfg, engine, clock) -> int:
     from reconcile.core import reason_zh, reconcile, to_csv
+    from reconcile.daily import run_signatures
+    from reconcile.signatures import signature_rows
     from sentinel import audit
 
     rc = cfg.reconcile
     result = reconcile(engine, clock.now(), roles=rc.roles, window=rc.window, settle=rc.settle)
     who = _who(args)
     audit.record(engine, clock.now(), who, "cli", "reconcile", differences=len(result.differences))
+    names = {k: c.name for k, c in cfg.channels.items()}
     print(
         f"对账 {len(result.roles)} 个系统（{'、'.join(result.roles)}），{result.orders} 单，"
         f"差异 {len(result.differences)} 单（{result.ratio:.3%}），用时 {result.elapsed_s:.2f} 秒"
     )
-    for reason, n in result.groups:
-        print(f"- {reason_zh(reason)}（{reason}）：{n} 单")
+    for reason, signature, n in signature_rows(result.groups, run_signatures(engine, result), names):
+        print(f"- {reason_zh(reason)}（{reason}）" + (f"〔{signature}〕" if signature else "") + f"：{n} 单")
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         Path(args.csv).write_text(to_csv(result, ZoneInfo(cfg.service.timezone)), encoding="utf-8")

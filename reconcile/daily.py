@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, select
 
 from alerts.engine import _insert_once
+from diagnose.sql import ReadOnlySql
 from reconcile.core import ROLE_NAMES_ZH, Reconciliation, reason_zh, reconcile, to_csv
+from reconcile.signatures import ReasonSignatures, difference_signatures, signature_rows
 from sentinel.config import Config
 from store.schema import outbox
 
@@ -40,8 +42,21 @@ def due_day(config: Config, now: datetime) -> str | None:
     return local.date().isoformat() if start <= local < start + CATCH_UP else None
 
 
-def render_report(result: Reconciliation, config: Config, now: datetime, csv_path: Path | None) -> str:
-    """The report (markdown, as the notifiers take it): totals, the reason groups, the first orders."""
+def run_signatures(engine: Engine, result: Reconciliation) -> list[ReasonSignatures]:
+    """The differences only a missing system explains, grouped by the field values they share."""
+    with ReadOnlySql(engine, timeout_s=60) as sql:
+        return difference_signatures(sql, result)
+
+
+def render_report(
+    result: Reconciliation,
+    config: Config,
+    now: datetime,
+    csv_path: Path | None,
+    signatures: list[ReasonSignatures] | None = None,
+) -> str:
+    """The report (markdown, as the notifiers take it): totals, the reason groups (by field
+    signature where one explains them), the first orders."""
     zone = ZoneInfo(config.service.timezone)
     rc = config.reconcile
     flagged = result.ratio > rc.threshold
@@ -54,8 +69,9 @@ def render_report(result: Reconciliation, config: Config, now: datetime, csv_pat
         f'> 订单 {result.orders} 单，差异 <font color="{colour}">**{len(result.differences)}** 单'
         f"（{result.ratio:.3%}）</font>，阈值 {rc.threshold:.1%}" + ("，**超出阈值**" if flagged else ""),
     ]
-    for reason, n in result.groups:
-        lines.append(f"- {reason_zh(reason)}：{n} 单")
+    names = {k: c.name for k, c in config.channels.items()}
+    for reason, signature, n in signature_rows(result.groups, signatures or [], names):
+        lines.append(f"- {reason_zh(reason)}" + (f"（{signature}）" if signature else "") + f"：{n} 单")
     for d in result.differences[:LISTED]:
         missing = "、".join(ROLE_NAMES_ZH.get(r, r) for r in d.missing) or "—"
         amounts = (
@@ -96,7 +112,7 @@ def queue_daily(engine: Engine, config: Config, now: datetime) -> bool:
         "fingerprint": hashlib.sha256(dedup_key.encode()).hexdigest(),
         "route": route,
         "kind": "reconcile",
-        "body": render_report(result, config, now, path),
+        "body": render_report(result, config, now, path, run_signatures(engine, result)),
         "status": "pending",
         "attempts": 0,
         "parts_sent": 0,

@@ -174,6 +174,8 @@ def run_diagnosis(
 
 def run_reconciliation(ctx: DashboardContext, user: User) -> dict:
     """One reconciliation (audited), as plain data the page keeps in the session."""
+    from reconcile.daily import run_signatures
+    from reconcile.signatures import signature_rows
     from sentinel import actions
     from sentinel.i18n import current_lang
 
@@ -199,5 +201,6 @@ def run_reconciliation(ctx: DashboardContext, user: User) -> dict:
     return {
         "since": local(result.since, tz), "until": local(result.until, tz), "roles": list(result.roles),
         "orders": result.orders, "ratio": result.ratio, "elapsed_s": result.elapsed_s, "rows": rows,
-        "groups": [(label(r), n) for r, n in result.groups],
+        "groups": [(label(r) + (f" · {sig}" if sig else ""), n) for r, sig, n in signature_rows(
+            result.groups, run_signatures(ctx.engine, result), {k: c.name for k, c in ctx.config.channels.items()})],
     }  # fmt: skip

@@ -46,7 +46,9 @@ def test_diagnose_and_reconcile_commands(store_url, tmp_path, monkeypatch, capsy
     out = tmp_path / "diff.csv"
     assert main(["reconcile", "--csv", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "差异 60 单" in printed and "WMS缺失（missing_wms）：60 单" in printed
+    assert (
+        "差异 60 单" in printed and "WMS缺失（missing_wms）〔渠道 天猫 · 支付方式 alipay〕：60 单" in printed
+    )
     rows = list(csv.DictReader(out.read_text(encoding="utf-8").lstrip("\ufeff").splitlines()))
     assert len(rows) == 60 and rows[0]["missing"] == "wms"
 

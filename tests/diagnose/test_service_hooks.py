@@ -81,7 +81,7 @@ def test_reconciliation_runs_at_two_once_a_day_by_email_with_csv(store_url, tmp_
         [mail] = smtp.messages()
         assert "每日对账报告 2026-02-13" in mail["Subject"]
         text = mail.get_body(("plain",)).get_content()
-        assert "差异 60 单" in text and "WMS缺失：60 单" in text
+        assert "差异 60 单" in text and "WMS缺失（渠道 天猫 · 支付方式 alipay）：60 单" in text
         path = tmp_path / "reconcile" / "reconcile-2026-02-13.csv"
         rows = list(csv.DictReader(path.read_text(encoding="utf-8").lstrip("\ufeff").splitlines()))
         assert len(rows) == 60 and {r["reason"] for r in rows} == {"missing_wms"}

@@ -15,6 +15,7 @@ from collectors.types import Batch, Observation
 from diagnose.sql import ReadOnlySql
 from reconcile import reconcile, to_csv
 from reconcile.indexes import ensure_indexes, has_indexes, role_mask
+from reconcile.signatures import difference_signatures, group_by_signature, sku_prefix
 from store.db import init_schema, make_engine
 from store.store import ChannelIdentity, Store
 
@@ -206,3 +207,70 @@ def test_lost_payments_early_cancels_recent_orders_and_amounts(store):
     assert (
         rows[0]["reason_zh"] == "各系统都有，实付金额与订单金额不符" and rows[1]["missing"] == "channel|wms"
     )
+
+
+def test_orders_an_erp_never_pulled_are_grouped_by_the_field_values_they_share(store):
+    """The ERP's pull filters from order 300 on: Tmall orders paid by WeChat, and SKUs "CAP-…";
+    five more orders missing here and there share nothing. The missing_erp differences come out
+    as one group per filter (the values its orders share against every order of the span)."""
+    batches: dict[str, list[Observation]] = {s: [] for s in ("tmall", "douyin", "pay", "erp", "wms")}
+    by_filter: dict[str, set[str]] = {"tmall_wechat": set(), "cap": set(), "scattered": set()}
+    skus = ("TS-RED-M", "HD-GRY-L", "PT-BLK-32", "JK-KHK-L", "BAG-CNV-01")
+    for i in range(600):
+        raw = f"{7_300_000_000_000_000_000 + i}"
+        channel = "tmall" if i % 4 < 2 else "douyin"
+        method = "wechat" if i % 2 else "alipay"
+        sku = {5: "CAP-RED-F", 8: "CAP-BLK-F"}.get(i % 10, skus[i % 5])
+        created = T0 + timedelta(seconds=40 * i)
+        paid = created + timedelta(seconds=30)
+        if i >= 300 and channel == "tmall" and method == "wechat":
+            by_filter["tmall_wechat"].add(raw)
+        elif i >= 300 and sku.startswith("CAP-"):
+            by_filter["cap"].add(raw)
+        elif i in (12, 59, 102, 150, 223):
+            by_filter["scattered"].add(raw)
+        dims = {"sku": sku}
+        batches[channel].append(
+            Observation(channel, f"{raw}|paid", channel, raw, "paid", paid, dims, 990, created)
+        )
+        pay = {"payment_method": method}
+        batches["pay"].append(Observation("pay", f"{raw}|paid", channel, raw, "paid", paid, pay, 990))
+        if any(raw in ids for ids in by_filter.values()):
+            continue
+        batches["erp"].append(
+            Observation(
+                "erp", f"{raw}|erp", channel, raw, "erp_accepted", paid + timedelta(minutes=1), {}, 990
+            )
+        )
+        batches["wms"].append(
+            Observation(
+                "wms", f"{raw}|wms", channel, raw, "wms_received", paid + timedelta(minutes=3), {}, 990
+            )
+        )
+    now = T0 + timedelta(days=1)
+    store.ingest_many([Batch(s, observations=o) for s, o in batches.items()], now)
+
+    result = reconcile(store.engine, now, roles=FOUR)
+    missing = sum(len(ids) for ids in by_filter.values())
+    assert dict(result.groups) == {"missing_erp": missing}
+    with ReadOnlySql(store.engine) as sql:
+        (found,) = difference_signatures(sql, result)
+    raw_of = {d.global_id: d.raw_order_id for d in result.differences}
+    assert found.reason == "missing_erp" and found.orders == missing
+    assert [g.shared for g in found.groups] == [
+        {"channel": "tmall", "payment_method": "wechat"},
+        {"sku_prefix": "CAP-"},
+    ]
+    assert {raw_of[g] for g in found.groups[0].orders} == by_filter["tmall_wechat"]
+    assert {raw_of[g] for g in found.groups[1].orders} == by_filter["cap"]
+    assert {raw_of[g] for g in found.ungrouped} == by_filter["scattered"]
+    assert all(g.lift >= 3 for g in found.groups)
+    assert found.groups[1].text() == "SKU 前缀 CAP-"
+
+
+def test_a_few_leftovers_sharing_a_common_value_make_no_signature():
+    # 3 missing Tmall orders among 800 Tmall and 200 other orders: Tmall is common, not a filter.
+    population = [(("tmall", "alipay", "TS-RED-M"), 800), (("jd", "wechat", "HD-GRY-L"), 200)]
+    missing = [(f"o{i}", ("tmall", "alipay", "TS-RED-M")) for i in range(3)]
+    assert group_by_signature(missing, population) == ([], ["o0", "o1", "o2"])
+    assert (sku_prefix("CAP-RED-F"), sku_prefix("SKU0001"), sku_prefix(None)) == ("CAP-", None, None)
