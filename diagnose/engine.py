@@ -44,7 +44,13 @@ STATE_CAUSES = {
     "picked": ("pick_pack_stall",),
     "shipped": ("tracking_stall",),
     "in_transit": ("tracking_stall",),
-    "paid": ("wms_push_gap", "timezone_skew"),
+    "paid": ("wms_push_gap", "field_filter_loss", "timezone_skew"),
+}
+# A per-hop series (hop_sync_*) names the hop: the ERP not pulling, the push past it, the carrier.
+HOP_CAUSES = {
+    "channel_erp": ("field_filter_loss",),
+    "erp_wms": ("wms_push_gap",),
+    "shipped_tracking": ("tracking_stall",),
 }
 
 
@@ -128,6 +134,9 @@ def rank(findings: list[Finding], kpi: str | None = None, labels: dict | None = 
     state = (labels or {}).get("state")
     if state in STATE_CAUSES:
         focus = set(STATE_CAUSES[state])
+    hop = (labels or {}).get("hop")
+    if hop in HOP_CAUSES:
+        focus = set(HOP_CAUSES[hop])
     by_cause: dict[str, list[Finding]] = {}
     for f in findings:
         if f.cause and f.score > 0:

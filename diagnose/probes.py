@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from diagnose.model import Finding
 from diagnose.sql import ReadOnlySql
 from metrics.kpi import stuck_clock
+from reconcile.signatures import group_by_signature, population_counts
 from sentinel.config import Config
 from store.lifecycle import ROLE_BITS, STATE_LABELS_ZH, WMS_REACHED
 
@@ -38,7 +39,8 @@ DIM_NAMES_ZH = {
     "hour": "小时",
     "source": "数据源",
 }
-_PAYMENT, _CHANNEL = ROLE_BITS["payment"], ROLE_BITS["channel"]
+_PAYMENT, _CHANNEL, _ERP = ROLE_BITS["payment"], ROLE_BITS["channel"], ROLE_BITS["erp"]
+ERP_FLOW = 0.5  # the ERP shows at least this share of the orders that reached the WMS: it is in the flow
 
 SCAN_COLUMNS = (
     "global_id",
@@ -140,6 +142,7 @@ _EXITED_EARLY = (
 # Baselines the bad orders are measured against (SQL over the window's orders).
 COUNTED_JUDGED = f"paid_at <= :judged AND NOT {_EXITED_EARLY}"
 PAYMENTS_JUDGED = f"paid_at <= :graced AND (seen_roles & {_PAYMENT}) <> 0"
+ERP_SEEN = f"((seen_roles & {_ERP}) <> 0 OR erp_accepted_at IS NOT NULL)"
 ALL_PAID = "1 = 1"
 PICKED = "picked_at IS NOT NULL"
 # Picked, and packed (or past packing, or still waiting now) only after the picked timeout.
@@ -158,6 +161,8 @@ class Scan:
     orders: int = 0  # orders paid in the window
     counted_judged: int = 0  # paid SLA ago or more, not cancelled before the WMS (sync denominator)
     by_payment_judged: int = 0  # payments at least the grace period old (order-loss denominator)
+    reached_judged: int = 0  # counted_judged orders that reached the WMS
+    erp_seen_reached: int = 0  # ... and that an ERP-role source showed too
     unreached: list[tuple] = field(default_factory=list)
     lost: list[tuple] = field(default_factory=list)
     fast: list[tuple] = field(default_factory=list)
@@ -218,14 +223,24 @@ class Scan:
         )
         totals = ctx.sql.rows(
             f"SELECT count(*), sum(CASE WHEN {COUNTED_JUDGED} THEN 1 ELSE 0 END), "
-            f"sum(CASE WHEN {PAYMENTS_JUDGED} THEN 1 ELSE 0 END) FROM orders WHERE {window}",
+            f"sum(CASE WHEN {PAYMENTS_JUDGED} THEN 1 ELSE 0 END), "
+            f"sum(CASE WHEN {COUNTED_JUDGED} AND ({reached}) THEN 1 ELSE 0 END), "
+            f"sum(CASE WHEN {COUNTED_JUDGED} AND ({reached}) AND {ERP_SEEN} THEN 1 ELSE 0 END) "
+            f"FROM orders WHERE {window}",
             params,
         )[0]
         rows = ctx.sql.rows(
             f"SELECT {', '.join(SCAN_COLUMNS)} FROM orders WHERE {window} AND ({bad})", params
         )
         scan = cls(
-            rows, int(totals[0]), int(totals[1] or 0), int(totals[2] or 0), where=window, params=params
+            rows,
+            int(totals[0]),
+            int(totals[1] or 0),
+            int(totals[2] or 0),
+            int(totals[3] or 0),
+            int(totals[4] or 0),
+            where=window,
+            params=params,
         )
         judged, graced, fast_ms, future = (
             params["judged"],
@@ -262,6 +277,19 @@ class Scan:
                     scan.slow_pack.append(r)
         return scan
 
+    @property
+    def erp_in_flow(self) -> bool:
+        """An ERP-role source shows most orders that reached the WMS: orders pass through the ERP
+        (a returns-only ERP source shows a few, and says nothing of the order flow)."""
+        return self.reached_judged > 0 and self.erp_seen_reached / self.reached_judged >= ERP_FLOW
+
+    def unpulled(self) -> list[tuple]:
+        """Unreached orders seen on the channel that no ERP-role source ever showed, when the ERP is
+        in the flow (else none: nothing to tell an ERP pull from a push)."""
+        if not self.erp_in_flow:
+            return []
+        return [r for r in self.unreached if not _erp_seen(r) and r[_C["seen_roles"]] & _CHANNEL]
+
     def baseline(
         self, ctx: Context, predicate: str, picks: list[tuple[str, str]], extra: str = "", **params
     ) -> tuple[int, list[int]]:
@@ -284,6 +312,10 @@ class Scan:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def _erp_seen(row: tuple) -> bool:
+    return bool(row[_C["seen_roles"]] & _ERP) or row[_C["erp_accepted_at"]] is not None
+
+
 def _value(ctx: Context, row: tuple, dim: str) -> str | None:
     if dim == "hour":
         paid = row[_C["paid_at"]]
@@ -389,9 +421,11 @@ def _broken_sources(ctx: Context, channels: set[str]) -> list[dict]:
 # -- probes -------------------------------------------------------------------------------------
 def probe_sync_gap(ctx: Context) -> list[Finding]:
     """Paid ≥ SLA ago, not in the WMS (not cancelled first, not a lost payment): where, since when,
-    and whether the WMS source itself is healthy (a silent push gap) or not."""
+    and whether the WMS source itself is healthy (a silent push gap) or not. With the ERP in the
+    order flow, only the orders the ERP has: those it never pulled are probe_erp_pull's."""
     scan = ctx.scan()
-    bad = scan.unreached
+    unpulled = {r[0] for r in scan.unpulled()}
+    bad = [r for r in scan.unreached if r[0] not in unpulled]
     if not bad:
         return []
     paid_i = _C["paid_at"]
@@ -420,6 +454,7 @@ def probe_sync_gap(ctx: Context) -> list[Finding]:
     ordered = sorted(bad, key=lambda r: r[paid_i])
     evidence = [
         {"fact": "unreached_orders", "count": len(bad), "judged_orders": base, "ratio": round(ratio, 4)},
+        *([{"fact": "erp_never_pulled_excluded", "count": len(unpulled)}] if unpulled else []),
         {"fact": "gap_start", "at": ctx.local(start), "share_missing_since": round(gap_share, 3)},
         *({"fact": "concentration", **e} for e in found[:4]),
         *(
@@ -439,13 +474,87 @@ def probe_sync_gap(ctx: Context) -> list[Finding]:
         )
     where = concentration_text(ctx, found, 2)
     title = (
-        f"自 {ctx.local(start)[5:16]} 起 {len(bad)} 单已付款超过 SLA 未到达仓库"
+        f"自 {ctx.local(start)[5:16]} 起 {len(bad)} 单"
+        + ("ERP 已有、" if scan.erp_in_flow else "")
+        + "已付款超过 SLA 未到达仓库"
         + (f"（{where}）" if where else "")
         + ("，WMS 数据源本身正常" if wms_healthy else "，WMS 数据源异常")
     )
     return [
         Finding("sync_gap", title, evidence, _ids(ordered), "wms_push_gap", min(score, 0.95), len(bad)),
     ]
+
+
+def probe_erp_pull(ctx: Context) -> list[Finding]:
+    """Paid on the channel ≥ SLA ago, never in the WMS, and never shown by the ERP while the ERP is
+    in the flow, healthy, and pulled the other orders of that span: the ERP's pull skipped them (its
+    field filters). Which field values they share against the pulled orders (field signatures)."""
+    scan = ctx.scan()
+    bad = sorted(scan.unpulled(), key=lambda r: r[_C["paid_at"]])
+    if len(bad) < MIN_ORDERS:
+        return []
+    paid_i = _C["paid_at"]
+    first, last = bad[0][paid_i], bad[-1][paid_i]
+    in_span, _ = scan.baseline(
+        ctx, COUNTED_JUDGED, [], " AND paid_at >= :first AND paid_at <= :last", first=first, last=last
+    )
+    pulled_share = 1 - len(bad) / in_span if in_span else 0.0
+    ratio = len(bad) / scan.counted_judged if scan.counted_judged else 1.0
+    erp = [h for h in (ctx.health_of(s) for s in ctx.sources_with_role("erp")) if h is not None]
+    erp_up = all(h["up"] for h in erp)
+    population = population_counts(ctx.sql, f"{scan.where} AND {COUNTED_JUDGED}", scan.params)
+    missing = [(r[0], (r[_C["channel"]], r[_C["payment_method"]], r[_C["sku"]])) for r in bad]
+    groups, ungrouped = group_by_signature(missing, population)
+    grouped = len(bad) - len(ungrouped)
+    names = {k: c.name for k, c in ctx.config.channels.items()}
+    evidence = [
+        {
+            "fact": "erp_never_pulled",
+            "count": len(bad),
+            "judged_orders": scan.counted_judged,
+            "ratio": round(ratio, 4),
+            "share_of_unreached": round(len(bad) / len(scan.unreached), 3),
+        },
+        {
+            "fact": "erp_pulled_the_others",
+            "from": ctx.local(first),
+            "to": ctx.local(last),
+            "orders_in_span": in_span,
+            "pulled_share": round(pulled_share, 4),
+        },
+        *(
+            {
+                "fact": "erp_source",
+                "source": h["source"],
+                "up": bool(h["up"]),
+                "last_error_class": h.get("last_error_class"),
+            }
+            for h in erp
+        ),
+        *({"fact": "field_signature", "signature": g.text(names), **g.to_dict()} for g in groups),
+        *(
+            [{"fact": "no_field_signature", "orders": len(ungrouped), "order_ids": ungrouped[:50]}]
+            if ungrouped
+            else []
+        ),
+        {"fact": "affected_orders", "count": len(bad), "ids": _ids(bad)},
+    ]
+    score = 0.0
+    if ratio >= 0.002:
+        score = (
+            0.5
+            + (0.1 if erp_up else -0.2)  # a failing ERP source loses orders without any filter
+            + (0.1 if pulled_share >= 0.5 else 0.0)  # selective: the ERP pulled most of the span
+            + 0.2 * grouped / len(bad)  # the missing orders share field values the pulled ones lack
+            + (0.05 if len(groups) >= 2 else 0.0)
+        )
+    parts = "，".join(f"{g.text(names)} {len(g.orders)} 单" for g in groups[:4])
+    title = (
+        f"{ctx.span(first, last)} {len(bad)} 单渠道已付款但 ERP 从未抓取"
+        f"（ERP 数据源{'正常' if erp_up else '异常'}，同期 {in_span} 单中 {pulled_share:.0%} 已抓取）"
+        + (f"：{parts}" if parts else "")
+    )
+    return [Finding("erp_pull", title, evidence, _ids(bad), "field_filter_loss", min(score, 0.95), len(bad))]
 
 
 def probe_order_loss(ctx: Context) -> list[Finding]:
@@ -1218,6 +1327,7 @@ def probe_rule_hits(ctx: Context) -> list[Finding]:
 
 PROBES: dict[str, Callable[[Context], list[Finding]]] = {
     "sync_gap": probe_sync_gap,
+    "erp_pull": probe_erp_pull,
     "order_loss": probe_order_loss,
     "source_errors": probe_source_errors,
     "duplicates": probe_duplicates,

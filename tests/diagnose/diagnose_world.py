@@ -11,7 +11,7 @@ from store.store import Store
 T0 = datetime(2026, 2, 12, 10, 0, tzinfo=UTC)  # 18:00 in Shanghai
 
 
-RAW = {"tmall": "{:018d}", "jd": "{:012d}"}
+RAW = {"tmall": "{:018d}", "jd": "{:012d}", "douyin": "{:019d}", "youzan": "E{:023d}"}
 
 
 @dataclass
@@ -45,6 +45,7 @@ class World:
         created: datetime | None = None,
         transit: tuple[str, datetime] | None = None,
         pack_delay: timedelta = timedelta(minutes=5),
+        payment_method: str | None = None,
     ) -> str:
         raw = RAW[channel].format(10**11 + i)
         self.raw_ids.append(raw)
@@ -54,7 +55,7 @@ class World:
         dims = {
             "sku": sku,
             "province": "上海",
-            "payment_method": "alipay" if channel == "tmall" else "wechat",
+            "payment_method": payment_method or ("alipay" if channel == "tmall" else "wechat"),
         }
         if channel_api:
             self.add(
@@ -79,7 +80,7 @@ class World:
                         raw,
                         "paid",
                         paid,
-                        {"payment_method": "alipay"},
+                        {"payment_method": payment_method or "alipay"},
                         paid_amount or amount,
                     ),
                 )

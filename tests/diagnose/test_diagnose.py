@@ -200,6 +200,72 @@ def test_orders_filtered_for_several_reasons_name_field_filter_loss(store, confi
     assert groups == {"coupon_detail_missing": 8, "ms_duplicate": 8, "push_missing": 3}
 
 
+def _erp_world(lost, pushed_not) -> tuple[World, dict[str, set[str]]]:
+    """600 orders through the ERP (every 20: 12 Tmall, 4 JD, 3 Douyin, 1 Youzan; SKUs CAP-… on 1 in
+    20); `lost(i, channel, sku)` names the filter that kept order i from the ERP's pull, if any;
+    `pushed_not(i, channel)`: the ERP has it, the WMS never got it."""
+    world, raws = World(), {}
+    skus = ("TS-RED-M", "HD-GRY-L", "PT-BLK-32", "BAG-CNV-01")
+    for i in range(600):
+        k = i % 20
+        channel = "tmall" if k < 12 else "jd" if k < 16 else "douyin" if k < 19 else "youzan"
+        method = {"tmall": "alipay", "youzan": "wechat"}.get(channel)
+        method = method or ("wechat" if (i // 40 + i) % 2 else "alipay")
+        sku = "CAP-RED-F" if i % 40 in (5, 13) else skus[(i // 20) % 4]
+        why = lost(i, channel, sku)
+        unpushed = pushed_not(i, channel)
+        raw = world.order(
+            i, channel, erp=why is None, wms=why is None and not unpushed, sku=sku, payment_method=method
+        )
+        raws.setdefault(why or ("unpushed" if unpushed else "fine"), set()).add((channel, raw))
+    return world, raws
+
+
+def test_orders_the_erp_never_pulled_name_its_filters_by_field_signature(store, config):
+    def lost(i, channel, sku):
+        if i >= 300 and channel == "youzan":
+            return "youzan"
+        if i >= 300 and sku.startswith("CAP-"):
+            return "cap"
+        if i >= 500 and channel == "douyin":
+            return "douyin"
+        return None
+
+    world, raws = _erp_world(lost, lambda i, channel: False)
+    now = T0 + timedelta(hours=11)
+    world.write(store, now)
+    result = run(store, config, now, kpi="sync_success_ratio")
+    top = result.causes[0]
+    assert top.cause == "field_filter_loss", [(c.cause, c.score) for c in result.causes]
+    assert "wms_push_gap" not in {c.cause for c in result.causes}  # the ERP never had them
+    ids = {name: {gid(store, ch, r) for ch, r in raws[name]} for name in ("youzan", "cap", "douyin")}
+    finding = next(f for f in result.findings if f.probe == "erp_pull")
+    facts = [e for e in finding.evidence if e["fact"] == "field_signature"]
+    assert [(e["fields"], e["orders"]) for e in facts] == [
+        ({"channel": "youzan", "payment_method": "wechat"}, 15),
+        ({"sku_prefix": "CAP-"}, 14),
+        ({"channel": "douyin"}, 15),
+    ]
+    assert [set(e["order_ids"]) for e in facts] == [ids["youzan"], ids["cap"], ids["douyin"]]
+    assert set(top.orders) >= ids["youzan"] | ids["cap"] | ids["douyin"]
+    head = {e["fact"]: e for e in finding.evidence}
+    assert head["erp_never_pulled"]["count"] == 44 and head["erp_pulled_the_others"]["pulled_share"] >= 0.8
+    assert head["erp_source"]["up"] is True
+    assert "微信小程序 · 支付方式 wechat 15 单" in finding.title and "SKU 前缀 CAP- 14 单" in finding.title
+
+
+def test_orders_the_erp_has_but_the_wms_never_got_stay_a_push_gap(store, config):
+    world, raws = _erp_world(lambda i, channel, sku: None, lambda i, channel: i >= 400 and channel == "tmall")
+    now = T0 + timedelta(hours=11)
+    world.write(store, now)
+    result = run(store, config, now, kpi="sync_success_ratio")
+    assert result.causes[0].cause == "wms_push_gap", [(c.cause, c.score) for c in result.causes]
+    assert "field_filter_loss" not in {c.cause for c in result.causes}
+    assert not [f for f in result.findings if f.probe == "erp_pull"]
+    facts = {e["fact"]: e for e in result.causes[0].evidence}
+    assert facts["unreached_orders"]["count"] == len(raws["unpushed"]) == 120
+
+
 def test_rule_hits_name_the_rules_that_would_fire_and_their_orders(store, config):
     from metrics.kpi import KpiEngine
     from metrics.snapshot import save_snapshot
