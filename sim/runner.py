@@ -97,6 +97,8 @@ class SimWorld:
         hops = ["status_writeback"]
         if self.world.scenario.erp:
             hops[:0] = ["channel_erp", "erp_wms"]
+            # The ERP is in the order flow: it must hold every paid order too.
+            out["reconcile.roles"] = ["channel", "payment", "erp", "wms"]
         if self.world.scenario.tracking:
             hops.append("shipped_tracking")
         out["kpi.hops"] = hops

@@ -33,6 +33,7 @@ CATALOG = [
     ),
     "cancel_misfire",
     "timezone_skew",
+    "field_filter_loss",
     "pick_pack_stall",
     "tracking_stall",
     "price_mismatch",
@@ -43,6 +44,8 @@ CATALOG = [
 def test_each_catalog_incident_is_detected_without_false_alerts(name):
     report = run_scenario(name, step=STEP, amqp_url=AMQP_URL, diagnosis=HAS_DIAGNOSE)
     _assert_detected_and_diagnosed(name, report)
+    if name == "field_filter_loss":
+        _assert_the_47_by_reason_signature(report, 47)
 
 
 @pytest.mark.parametrize("name", [*CATALOG, "clean_day"])
@@ -58,6 +61,8 @@ def test_another_world_of_each_incident_seed_2_at_ten_times_the_orders(name):
         assert report["truth"]["sync_success_ratio"] == 1.0
     else:
         _assert_detected_and_diagnosed(name, report)
+    if name == "field_filter_loss":
+        _assert_the_47_by_reason_signature(report, 470)
 
 
 def _assert_detected_and_diagnosed(name: str, report: dict) -> None:
@@ -70,13 +75,30 @@ def _assert_detected_and_diagnosed(name: str, report: dict) -> None:
         assert verdict["top_cause"] == name, (name, [(c["cause"], c["score"]) for c in causes[:3]])
 
 
-def test_field_filter_loss_is_detected_on_the_channel_to_erp_hop():
-    # Its diagnosis still ranks wms_push_gap first (no probe tells an ERP pull filter from a push
-    # gap yet), so only detection is checked here; the --all table shows the diagnosed cause.
-    report = run_scenario("field_filter_loss", step=STEP, diagnosis=False)
-    truth, verdict = report["truth"], report["verdict"]
-    assert (truth["paid"], truth["reached_wms"], truth["faults"]) == (1284, 1237, {"erp_pull_dropped": 47})
-    assert verdict["detected"] and verdict["first_alert"] == "hop_sync_low"
-    assert verdict["false_alerts"] == 0
+def _assert_the_47_by_reason_signature(report: dict, missing: int) -> None:
+    """1,284 paid on the channels, the ERP pulled 1,237: the hop alert fires on channel_erp, and the
+    diagnosis (ERP never pulled them) and the reconciliation both list the missing orders by field
+    signature: Youzan/WeChat Pay, SKU prefix CAP-, Douyin."""
+    truth = report["truth"]
+    assert truth["faults"] == {"erp_pull_dropped": missing}
+    assert truth["paid"] - truth["reached_wms"] == missing
     fired = {(a["rule"], tuple(a["labels"].items())) for a in report["alerts"]}
     assert ("hop_sync_low", (("hop", "channel_erp"),)) in fired
+    if not HAS_DIAGNOSE:
+        return
+    findings = report["diagnosis_end"]["findings"]
+    expected = {
+        (("channel", "youzan"), ("payment_method", "wechatpay")),
+        (("sku_prefix", "CAP-"),),
+        (("channel", "douyin"),),
+    }
+    pulled = next(f for f in findings if f["probe"] == "erp_pull")
+    assert pulled["order_count"] == missing and pulled["cause"] == "field_filter_loss"
+    groups = [e for e in pulled["evidence"] if e["fact"] == "field_signature"]
+    assert {tuple(g["fields"].items()) for g in groups} == expected, groups
+    assert sum(g["orders"] for g in groups) == missing
+    rec = next(f for f in findings if f["probe"] == "reconcile")
+    listed = [e for e in rec["evidence"] if e["fact"] == "difference_signature"]
+    assert {tuple(g["fields"].items()) for g in listed if g["signature"]} == expected, listed
+    assert sum(g["orders"] for g in listed) == missing
+    assert all(g["reason"] == "missing_erp" for g in listed)
