@@ -474,9 +474,9 @@ def probe_sync_gap(ctx: Context) -> list[Finding]:
         )
     where = concentration_text(ctx, found, 2)
     title = (
-        f"自 {ctx.local(start)[5:16]} 起 {len(bad)} 单"
-        + ("ERP 已有、" if scan.erp_in_flow else "")
-        + "已付款超过 SLA 未到达仓库"
+        f"自 {ctx.local(start)[5:16]} 起 {len(bad)} 单已付款"
+        + ("、ERP 已有，" if scan.erp_in_flow else "")
+        + "超过 SLA 未到达仓库"
         + (f"（{where}）" if where else "")
         + ("，WMS 数据源本身正常" if wms_healthy else "，WMS 数据源异常")
     )
