@@ -14,7 +14,7 @@ import ctypes
 import functools
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
 from store.schema import metadata
@@ -56,7 +56,16 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 
 def init_schema(engine: Engine) -> None:
+    """Create missing tables, and add the nullable columns a store written by an older version lacks."""
     metadata.create_all(engine)
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
 
 
 @functools.cache

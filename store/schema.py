@@ -75,6 +75,9 @@ orders = Table(
     Column("first_seen_at", EpochMs, nullable=False),
     Column("seen_roles", Integer, nullable=False),  # bit set of the source roles that showed it (ROLE_BITS)
     Column("duplicate_records", Integer, nullable=False),  # repeated deliveries of one source's state
+    # The (source, state) facts delivered so far: a bit set (hex) over fact_codes, so an order read
+    # back needs no scan of its observations to tell a repeat from a first delivery.
+    Column("facts", String(255)),
     Column("last_event_at", EpochMs, nullable=False),  # the latest milestone (bounds dwell scans)
     Column("updated_at", EpochMs, nullable=False),
     # Covering the stuck query (state, time in state, its dimensions): an index-only range scan.
@@ -137,6 +140,15 @@ order_ids = Table(
     Column("raw_order_id", String(128), primary_key=True),
     Column("global_id", String(48), nullable=False, unique=True),
     sqlite_with_rowid=False,
+)
+
+# The bit of each (source, state) pair in orders.facts, numbered in order of first delivery.
+fact_codes = Table(
+    "fact_codes",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("state", String(32), primary_key=True),
+    Column("code", Integer, nullable=False, unique=True),
 )
 
 id_sequences = Table(

@@ -64,6 +64,7 @@ _GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIR
               "created_at", "first_seen_at", "last_event_at", "updated_at")
 )  # fmt: skip
 _ROLES, _DUPS = _ORDER_COLS.index("seen_roles"), _ORDER_COLS.index("duplicate_records")
+_FACTS = _ORDER_COLS.index("facts")
 _PAID_AMOUNT = _ORDER_COLS.index("paid_amount_fen")
 _CALLBACK_DELAY = _ORDER_COLS.index("callback_delay_ms")
 _PAYMENT_ROLE = ROLE_BITS["payment"]
@@ -139,7 +140,10 @@ class Store:
         self._orders = _Recent(ORDER_CACHE_SIZE)
         self._pending: dict[str, tuple[tuple | None, int]] = {}  # the open transaction's, not yet committed
         self._before: dict[str, tuple | None] = {}  # the rows the open transaction changes, as they were
-        self._fact_bits: dict[tuple[str, str], int] = {}  # (source, state) -> its bit in `delivered`
+        # (source, state) -> its bit in orders.facts, as fact_codes holds them (read at the first
+        # write); codes numbered by the open transaction are in _new_facts until it commits.
+        self._fact_bits: dict[tuple[str, str], int] | None = None
+        self._new_facts: list[tuple[str, str, int]] = []
         self._subscribers: list[Callable[[list[OrderChange]], None]] = []
         self._changes: list[OrderChange] = []
 
@@ -189,14 +193,21 @@ class Store:
             ids: dict[tuple[str, str], str] = {}
             try:
                 with self.engine.begin() as conn:
+                    if self._fact_bits is None:
+                        rows = _driver_rows(conn, "SELECT source, state, code FROM fact_codes", ())
+                        self._fact_bits = {(source, state): 1 << code for source, state, code in rows}
                     for batch, result in zip(batches, results, strict=True):
                         ids.update(self._write(conn, batch, result, now))
                     self._write_orders(conn, now)
                 # Only once committed: a rolled-back ID or order state must not be reused.
                 self._ids.update(ids)
                 self._orders.update(self._pending)
+            except BaseException:
+                if self._new_facts:
+                    self._fact_bits = None  # codes numbered in the rolled-back transaction: read again
+                raise
             finally:
-                self._pending, self._before = {}, {}
+                self._pending, self._before, self._new_facts = {}, {}, []
             changes, self._changes = self._changes, []
             if changes:
                 for callback in self._subscribers:
@@ -298,7 +309,8 @@ class Store:
 
     def _entries(self, conn: Connection, gids: Iterable[str]) -> dict[str, tuple[tuple | None, int]]:
         """(orders row, delivered bits) of existing orders: this transaction's, the cache's, or read
-        (one orders read and one observations range per order, for the orders not seen lately)."""
+        (one orders row per order not seen lately; its observations only when the row has no facts,
+        as rows written by an older version)."""
         pending, cached = self._pending, self._orders.get
         found, missing = {}, []
         for gid in gids:
@@ -309,14 +321,19 @@ class Store:
                 found[gid] = entry
         if not missing:
             return found
-        rows, bits = {}, dict.fromkeys(missing, 0)
+        rows, bits, unknown = {}, dict.fromkeys(missing, 0), []
         for chunk in _chunks(sorted(missing), 500):
             marks = ", ".join("?" * len(chunk))
             for row in _driver_rows(
                 conn, f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE global_id IN ({marks})", chunk
             ):
                 rows[row[0]] = row
-            sql = f"SELECT global_id, source, state FROM observations WHERE global_id IN ({marks})"
+                if row[_FACTS] is None:
+                    unknown.append(row[0])
+                else:
+                    bits[row[0]] = int(row[_FACTS], 16)
+        for chunk in _chunks(unknown, 500):
+            sql = f"SELECT global_id, source, state FROM observations WHERE global_id IN ({', '.join('?' * len(chunk))})"
             for gid, source, state in _driver_rows(conn, sql, chunk):
                 bits[gid] |= self._fact_bit(source, state)
         for gid in missing:
@@ -326,7 +343,9 @@ class Store:
     def _fact_bit(self, source: str, state: str) -> int:
         bit = self._fact_bits.get((source, state))
         if bit is None:
-            bit = self._fact_bits[(source, state)] = 1 << len(self._fact_bits)
+            code = len(self._fact_bits)
+            bit = self._fact_bits[(source, state)] = 1 << code
+            self._new_facts.append((source, state, code))
         return bit
 
     def _insert_observations(
@@ -457,6 +476,7 @@ class Store:
             if best != row[_STATE]:
                 row[_PROGRESS] = None  # the progress was the old state's
             row[_STATE], row[_RANK], row[_STATE_AT] = best, rank[best], row[positions[best]]
+            row[_FACTS] = f"{bits:x}"
             if before is None:
                 row[_UPDATED] = now_ms
             row = tuple(row)
@@ -485,6 +505,7 @@ class Store:
                 after = tuple(row)
                 pending[gid] = (after, pending[gid][1])
                 changes.append((before, after))
+        _driver_many(conn, "INSERT INTO fact_codes (source, state, code) VALUES (?, ?, ?)", self._new_facts)
         _driver_many(conn, _ORDER_INSERT, inserts)
         for changed, rows in updates.items():  # only the changed columns: untouched indexes stay untouched
             _driver_many(conn, _order_update_sql(changed), rows)
@@ -678,8 +699,10 @@ class _Recent:
         return value
 
     def update(self, items: Mapping) -> None:
-        for key, value in items.items():
-            self._put(key, value)
+        young = self.young
+        young.update(items)  # one C-level merge; the generation turns over after it
+        if len(young) >= self.half:
+            self.old, self.young = young, {}
 
     def _put(self, key, value) -> None:
         young = self.young

@@ -283,3 +283,36 @@ def test_progress_in_the_batch_that_enters_the_state(store):
     )
     store.ingest(Batch("kd", [older]), T0 + timedelta(hours=4))
     assert order(store, gid)["progress_at"] == newest
+
+
+def test_repeats_are_counted_alike_from_memory_from_the_store_and_from_an_older_store(store_url):
+    """A second record of the same (source, state) is a repeat whether the order is in the store's
+    memory, read back by a new process (orders.facts), or from a store that predates that column."""
+    engine = make_engine(store_url)
+    init_schema(engine)
+    raw = "3912345678901234570"
+
+    def repeat(source: str, state: str, minutes: float) -> Observation:
+        return Observation(
+            source, f"{raw}|{state}|again", "tmall", raw, state, T0 + timedelta(minutes=minutes)
+        )
+
+    try:
+        first = Store(engine, CHANNELS, "Asia/Shanghai")
+        first.ingest(Batch("tmall", [obs(raw, "paid", 1), obs(raw, "shipped", 20)]), T0)
+        first.ingest(Batch("tmall", [repeat("tmall", "paid", 2)]), T0)  # the order is in memory
+        gid = first.global_id("tmall", raw)
+        assert order(first, gid)["duplicate_records"] == 1
+        restarted = Store(engine, CHANNELS, "Asia/Shanghai")  # empty memory: the row is read back
+        restarted.ingest(Batch("tmall", [repeat("tmall", "shipped", 21), obs(raw, "delivered", 90)]), T0)
+        assert order(restarted, gid)["duplicate_records"] == 2
+        with engine.begin() as conn:  # as an older version left it: no facts on the row
+            conn.execute(orders.update().values(facts=None))
+        older = Store(engine, CHANNELS, "Asia/Shanghai")
+        older.ingest(Batch("tmall", [repeat("tmall", "delivered", 91), obs(raw, "paid", 1)]), T0)
+        row = order(older, gid)
+        assert row["duplicate_records"] == 3 and row["state"] == "delivered"
+        assert older.ingest(Batch("wms", [obs(raw, "paid", 1, source="wms")]), T0).new_observations == 1
+        assert order(older, gid)["duplicate_records"] == 3  # another source's paid is no repeat
+    finally:
+        engine.dispose()
