@@ -16,9 +16,18 @@ from store.store import _driver_many, _insert_sql
 Labels = tuple[tuple[str, str], ...]
 
 
+_LABELS: dict[tuple, Labels] = {}  # the label sets seen, by their items as given (refreshes repeat them)
+
+
 def labels_of(mapping: dict[str, str] | None = None, **kw: str) -> Labels:
-    merged = dict(mapping or {}, **kw)
-    return tuple(sorted((k, str(v)) for k, v in merged.items()))
+    key = (*mapping.items(), *kw.items()) if mapping else tuple(kw.items())
+    labels = _LABELS.get(key)
+    if labels is None:
+        merged = dict(mapping or {}, **kw)
+        labels = tuple(sorted((k, str(v)) for k, v in merged.items()))
+        if len(_LABELS) < 200_000:  # bounded: label values come from the data
+            _LABELS[key] = labels
+    return labels
 
 
 @dataclass(frozen=True, slots=True)

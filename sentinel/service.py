@@ -22,7 +22,7 @@ from store.db import init_schema, make_engine
 from store.store import ChannelIdentity, IngestResult, Store
 
 log = logging.getLogger("sentinel.service")
-GROUP_OBSERVATIONS = 5000  # pages of one poll are written together up to this many records
+GROUP_OBSERVATIONS = 20_000  # pages of one poll are written together up to this many records
 
 
 @dataclass

@@ -89,6 +89,15 @@ def _order_update_sql(positions: tuple[int, ...]) -> str:
     return f"UPDATE orders SET {', '.join(f'{_ORDER_COLS[i]} = ?' for i in positions)} WHERE global_id = ?"
 
 
+@functools.cache
+def _values_at(positions: tuple[int, ...]) -> Callable[[tuple], tuple]:
+    """A row's values at the given positions, as a tuple (however many)."""
+    if len(positions) == 1:
+        position = positions[0]
+        return lambda row: (row[position],)
+    return itemgetter(*positions)
+
+
 OrderChange = tuple[tuple | None, tuple]  # (the row before the batch or None when new, the row after)
 
 
@@ -416,6 +425,7 @@ class Store:
             before, bits = entries[gid]
             row = before if before is None else _with_progress(before, progress[gid])
             if row is not before:
+                row = (*row[:_UPDATED], now_ms, *row[_UPDATED + 1 :])
                 if gid not in before_txn:
                     before_txn[gid] = before
                 pending[gid] = (row, bits)
@@ -477,8 +487,7 @@ class Store:
                 row[_PROGRESS] = None  # the progress was the old state's
             row[_STATE], row[_RANK], row[_STATE_AT] = best, rank[best], row[positions[best]]
             row[_FACTS] = f"{bits:x}"
-            if before is None:
-                row[_UPDATED] = now_ms
+            row[_UPDATED] = now_ms  # a touched order always changes: a new fact or a repeat counted
             row = tuple(row)
             if gid in progress:
                 row = _with_progress(row, progress[gid])
@@ -488,7 +497,7 @@ class Store:
     def _write_orders(self, conn: Connection, now: datetime) -> None:
         """Write the transaction's changed orders rows (only their changed columns) and move them
         between the open-state counts; their (before, after) rows go to the subscribers."""
-        now_ms, pending, changes = to_ms(now), self._pending, self._changes
+        pending, changes = self._pending, self._changes
         inserts, updates = [], {}
         for gid, before in self._before.items():
             after = pending[gid][0]
@@ -498,12 +507,10 @@ class Store:
                 continue
             changed = tuple(compress(_ALL_POS, map(ne, after, before)))
             if changed:
-                row = list(after)
-                row[_UPDATED] = now_ms
-                changed += (_UPDATED,)
-                updates.setdefault(changed, []).append((*[row[i] for i in changed], gid))
-                after = tuple(row)
-                pending[gid] = (after, pending[gid][1])
+                rows = updates.get(changed)
+                if rows is None:
+                    rows = updates[changed] = []
+                rows.append((*_values_at(changed)(after), gid))
                 changes.append((before, after))
         _driver_many(conn, "INSERT INTO fact_codes (source, state, code) VALUES (?, ?, ?)", self._new_facts)
         _driver_many(conn, _ORDER_INSERT, inserts)
