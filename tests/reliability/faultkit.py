@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sentinel.config import DEFAULT_PATH
 from sim.model import PAID_ONLY_CHANNELS
 from sim.runner import Replay
-from store.schema import cursors, observations, orders
+from store.schema import cursors, fact_codes, observations, orders
 
 SCENARIO = Path(__file__).parent / "scenarios" / "busy_hour.toml"
 # Columns that say when Sentinel read something, not what the order is: they depend on poll timing.
@@ -43,9 +43,16 @@ def stored(engine) -> tuple[list[dict], set[tuple]]:
     (its sequence number follows which source saw the order first, i.e. poll timing) and without
     ingest times."""
     with engine.connect() as conn:
+        codes = {code: (source, state) for source, state, code in conn.execute(select(fact_codes))}
+
+        def facts(bits: str | None) -> list[tuple[str, str]]:  # bit numbers follow arrival order too
+            value = int(bits or "0", 16)
+            return sorted(pair for code, pair in codes.items() if value >> code & 1)
+
         rows = sorted(
             (
                 {k: v for k, v in r.items() if k not in INGEST_TIMES and k != "global_id"}
+                | {"facts": facts(r["facts"])}
                 for r in conn.execute(select(orders)).mappings()
             ),
             key=lambda r: (r["channel"], r["raw_order_id"]),
