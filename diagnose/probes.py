@@ -901,18 +901,38 @@ def _state_baseline(ctx: Context, states: tuple[str, ...]) -> dict[tuple[str, st
     return {(dim, value): int(n) for dim, value, n in rows}
 
 
-def _stuck_finding(
-    ctx: Context, states: tuple[str, ...], dims: tuple[str, ...], cause: str, probe: str
-) -> list[Finding]:
+def _stuck_in(
+    ctx: Context, states: tuple[str, ...], dims: tuple[str, ...]
+) -> tuple[Counter, list[tuple], dict[str, timedelta]]:
+    """Stuck orders of the states that have a timeout: counts by (dimension, value), the oldest
+    rows, and each state's timeout."""
     counts: Counter = Counter()
     oldest: list[tuple] = []
-    timeouts = {}
+    timeouts: dict[str, timedelta] = {}
     for state in states:
         c, rows, timeout = _stuck_groups(ctx, state, dims)
         if timeout is not None:
             counts += c
             oldest += rows
             timeouts[state] = timeout
+    return counts, oldest, timeouts
+
+
+def _stuck_fact(timeouts: dict[str, timedelta], n_stuck: int, total: int, ratio: float) -> dict:
+    return {
+        "fact": "stuck_orders",
+        "states": list(timeouts),
+        "count": n_stuck,
+        "in_states": total,
+        "ratio": round(ratio, 4),
+        "timeouts_s": {s: int(t.total_seconds()) for s, t in timeouts.items()},
+    }
+
+
+def _stuck_finding(
+    ctx: Context, states: tuple[str, ...], dims: tuple[str, ...], cause: str, probe: str
+) -> list[Finding]:
+    counts, oldest, timeouts = _stuck_in(ctx, states, dims)
     n_stuck = counts[("", "")]
     if not n_stuck:
         return []
@@ -940,14 +960,7 @@ def _stuck_finding(
     ratio = n_stuck / total if total else 1.0
     oldest.sort(key=lambda r: r[1])
     evidence = [
-        {
-            "fact": "stuck_orders",
-            "states": list(timeouts),
-            "count": n_stuck,
-            "in_states": total,
-            "ratio": round(ratio, 4),
-            "timeouts_s": {s: int(t.total_seconds()) for s, t in timeouts.items()},
-        },
+        _stuck_fact(timeouts, n_stuck, total, ratio),
         {"fact": "oldest_since", "at": ctx.local(oldest[0][1])},
         *({"fact": "concentration", **e} for e in found[:3]),
     ]
@@ -1020,15 +1033,7 @@ def probe_tracking(ctx: Context) -> list[Finding]:
     the newest scan): which carrier and city against the parcels on the way, their last scans, and
     whether the tracking feed itself still brings news (other parcels' scans keep arriving: a hub
     stopped scanning, not the feed)."""
-    counts: Counter = Counter()
-    oldest: list[tuple] = []
-    timeouts: dict[str, timedelta] = {}
-    for state in TRACKING_STATES:
-        c, rows, timeout = _stuck_groups(ctx, state, TRACKING_DIMS)
-        if timeout is not None:
-            counts += c
-            oldest += rows
-            timeouts[state] = timeout
+    counts, oldest, timeouts = _stuck_in(ctx, TRACKING_STATES, TRACKING_DIMS)
     n_stuck = counts[("", "")]
     if not n_stuck:
         return []
@@ -1053,14 +1058,7 @@ def probe_tracking(ctx: Context) -> list[Finding]:
     oldest.sort(key=lambda r: r[1])
     skewed = sum(1 for _, clock, paid in oldest if paid is not None and clock < paid - DISORDER_MS)
     evidence = [
-        {
-            "fact": "stuck_orders",
-            "states": list(timeouts),
-            "count": n_stuck,
-            "in_states": total,
-            "ratio": round(ratio, 4),
-            "timeouts_s": {s: int(t.total_seconds()) for s, t in timeouts.items()},
-        },
+        _stuck_fact(timeouts, n_stuck, total, ratio),
         {"fact": "last_scans", "earliest": ctx.local(first), "latest": ctx.local(last)},
         *({"fact": "concentration", **e} for e in found[:3]),
         {
