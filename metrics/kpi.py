@@ -290,6 +290,11 @@ class _Aggregates:
         self.timeouts_ms = timeouts_ms  # dwell states with a timeout: a stay this long failed
         self.fast_ms = fast_ms
         self.late_ms = late_ms
+        # Stuck orders by (state, dimension, value) as of `stuck_cuts` (state -> the stuck clock at
+        # or before which an order in it is stuck); the change feed keeps them, a refresh adds the
+        # orders that crossed their timeout since.
+        self.stuck: Counter = Counter()
+        self.stuck_cuts: dict[str, int] = {}
 
     def contributions(self, row: tuple) -> tuple[tuple | None, list[tuple[str, int, int]], list[tuple]]:
         """One order row's payment cell entry ((minute, channel), counts), dwell entries and hop
@@ -364,6 +369,13 @@ class _Aggregates:
 
     def change(self, old: tuple | None, new: tuple) -> None:
         """Move one order from its old row's contributions to its new row's."""
+        if self.stuck_cuts:
+            for row, sign in ((old, -1), (new, 1)):
+                if row is not None:
+                    cut = self.stuck_cuts.get(row[_STATE_POS])
+                    if cut is not None and _stuck_clock_of(row) <= cut:
+                        for key in _stuck_keys(row):
+                            self.stuck[key] += sign
         new_pay, new_dwell, new_hops = self.contributions(new)
         if old is None:
             old_pay, old_dwell, old_hops = None, [], []
@@ -649,7 +661,7 @@ class KpiEngine:
             (start, now_ms),
             (start, now_ms - int(self.order_grace.total_seconds() * 1000)),
         )
-        stuck = self._stuck(conn, now_ms)
+        stuck = self._stuck(conn, agg, now_ms)
         counts = _rows(conn, "SELECT state, dim, value, n FROM state_counts WHERE n > 0")
         values = (
             _payment_values(synced, recent, settled)
@@ -732,20 +744,38 @@ class KpiEngine:
             values += _hop_series(labels_of(hop=hop), *total)
         return values
 
-    def _stuck(self, conn, now_ms: int) -> Counter:
+    def _stuck(self, conn, agg: _Aggregates, now_ms: int) -> Counter:
+        """Stuck orders by (state, dimension, value): the aggregates' counts moved on to `now_ms` by
+        the orders whose stuck clock passed their timeout since (one index range per state), or
+        counted afresh when there are none yet (or the clock went back)."""
+        cuts = {s: now_ms - int(t.total_seconds() * 1000) for s, t in self._stuck_timeouts.items()}
+        old = agg.stuck_cuts
+        if old.keys() == cuts.keys() and all(old[s] <= cut for s, cut in cuts.items()) and old:
+            ranges = {s: (old[s], cut) for s, cut in cuts.items() if cut > old[s]}
+            agg.stuck.update(self._stuck_between(conn, ranges))  # update: keeps every key
+        else:
+            agg.stuck = self._stuck_between(conn, {s: (None, cut) for s, cut in cuts.items()})
+        agg.stuck_cuts = cuts
+        return agg.stuck
+
+    def _stuck_between(self, conn, ranges: dict[str, tuple[int | None, int]]) -> Counter:
         """Orders held in a state longer than its timeout, by (state, dimension, value): from
         entering it, or for PROGRESS_STATES from the latest progress in it (STUCK_CLOCK)."""
         stuck: Counter = Counter()
-        if not self._stuck_timeouts:
+        if not ranges:
             return stuck
         dims = ", ".join(STATE_DIMENSIONS)
         parts, params = [], {}
-        for i, (state, timeout) in enumerate(sorted(self._stuck_timeouts.items())):
+        for i, (state, (low, high)) in enumerate(sorted(ranges.items())):
+            clock = stuck_clock(state)
+            after = "" if low is None else f"AND {clock} > :low{i} "
             parts.append(
                 f"SELECT state, {dims}, count(*) FROM orders WHERE state = '{state}' "
-                f"AND {stuck_clock(state)} <= :cut{i} GROUP BY state, {dims}"
+                f"{after}AND {clock} <= :cut{i} GROUP BY state, {dims}"
             )
-            params[f"cut{i}"] = now_ms - int(timeout.total_seconds() * 1000)
+            params[f"cut{i}"] = high
+            if low is not None:
+                params[f"low{i}"] = low
         for state, *values, n in _rows(conn, " UNION ALL ".join(parts), **params):
             stuck[(state, "", "")] += n
             for dim, value in zip(STATE_DIMENSIONS, values, strict=True):
@@ -833,6 +863,27 @@ class KpiEngine:
             if judged:
                 values.append(KpiValue("dwell_failure_ratio", labels, sum(by_reason[1:]) / judged))
         return values
+
+
+_STATE_POS, _STATE_AT_POS, _PROGRESS_POS = _COL["state"], _COL["state_at"], _COL["progress_at"]
+_STATE_DIM_POS = tuple(_COL[d] for d in STATE_DIMENSIONS)
+
+
+def _stuck_clock_of(row: tuple) -> int:
+    """An orders row's stuck clock, as stuck_clock() says in SQL."""
+    if row[_STATE_POS] in PROGRESS_STATES and row[_PROGRESS_POS] is not None:
+        return row[_PROGRESS_POS]
+    return row[_STATE_AT_POS]
+
+
+def _stuck_keys(row: tuple) -> list[tuple[str, str, str]]:
+    """The (state, dimension, value) counts a stuck order is in (as _stuck_between groups them)."""
+    state = row[_STATE_POS]
+    keys = [(state, "", "")]
+    for dim, position in zip(STATE_DIMENSIONS, _STATE_DIM_POS, strict=True):
+        if row[position]:
+            keys.append((state, dim, row[position]))
+    return keys
 
 
 def stuck_clock(state: str) -> str:
