@@ -207,7 +207,7 @@ class Store:
                         self._fact_bits = {(source, state): 1 << code for source, state, code in rows}
                     for batch, result in zip(batches, results, strict=True):
                         ids.update(self._write(conn, batch, result, now))
-                    self._write_orders(conn, now)
+                    self._write_orders(conn)
                 # Only once committed: a rolled-back ID or order state must not be reused.
                 self._ids.update(ids)
                 self._orders.update(self._pending)
@@ -494,7 +494,7 @@ class Store:
             pending[gid] = (row, bits)
         return len(touched)
 
-    def _write_orders(self, conn: Connection, now: datetime) -> None:
+    def _write_orders(self, conn: Connection) -> None:
         """Write the transaction's changed orders rows (only their changed columns) and move them
         between the open-state counts; their (before, after) rows go to the subscribers."""
         pending, changes = self._pending, self._changes
