@@ -21,6 +21,7 @@ from metrics.kpi import stuck_clock
 from reconcile.signatures import group_by_signature, population_counts
 from sentinel.config import Config
 from store.lifecycle import ROLE_BITS, STATE_LABELS_ZH, WMS_REACHED
+from store.records import observation_rows
 
 ORDER_CAP = 200  # affected orders listed per finding (the count is always exact)
 MIN_ORDERS = 5  # fewer bad orders than this is noise, not a pattern
@@ -689,14 +690,12 @@ def _delivery_timing(ctx: Context, gids: list[str]) -> list[dict]:
     """Repeated records of one (source, state) per order: the sources and the spacing of arrivals."""
     if not gids:
         return []
-    marks = ", ".join(f":g{i}" for i in range(len(gids)))
-    rows = ctx.sql.rows(
-        f"SELECT global_id, source, state, record_key, ingested_at FROM observations "
-        f"WHERE global_id IN ({marks}) ORDER BY global_id, source, state, ingested_at",
-        {f"g{i}": g for i, g in enumerate(gids)},
+    rows = sorted(
+        (gid, source, state, ingested, key)
+        for gid, source, key, state, _at, ingested in observation_rows(ctx.sql.rows, gids)
     )
     groups: dict[tuple, list[tuple]] = {}
-    for gid, source, state, key, ingested in rows:
+    for gid, source, state, ingested, key in rows:
         groups.setdefault((gid, source, state), []).append((key, ingested))
     gaps, sources, examples = [], Counter(), []
     for (gid, source, state), items in groups.items():
@@ -820,12 +819,14 @@ def probe_clock_skew(ctx: Context) -> list[Finding]:
     offsets: dict[str, list[float]] = {}
     sample = future_ids[:100] + [r[0] for r in disorder[:100]]
     marks = ", ".join(f":g{i}" for i in range(len(sample)))
-    rows = ctx.sql.rows(
-        f"SELECT o.global_id, o.source, o.state, o.at, o.ingested_at, d.paid_at FROM observations o "
-        f"JOIN orders d ON d.global_id = o.global_id WHERE o.global_id IN ({marks})",
-        {f"g{i}": g for i, g in enumerate(sample)},
+    paid_at = dict(
+        ctx.sql.rows(
+            f"SELECT global_id, paid_at FROM orders WHERE global_id IN ({marks})",
+            {f"g{i}": g for i, g in enumerate(sample)},
+        )
     )
-    for _gid, source, state, at, ingested, paid in rows:
+    for gid, source, _key, state, at, ingested in observation_rows(ctx.sql.rows, sample):
+        paid = paid_at.get(gid)
         if at > ingested + FUTURE_SLACK_MS:
             offsets.setdefault(source, []).append((at - ingested) / 3_600_000)
         elif state != "paid" and paid is not None and at < paid - DISORDER_MS:

@@ -80,6 +80,9 @@ orders = Table(
     Column("facts", String(255)),
     Column("last_event_at", EpochMs, nullable=False),  # the latest milestone (bounds dwell scans)
     Column("updated_at", EpochMs, nullable=False),
+    # Every record delivered for the order, as a JSON list (store/records.py): the idempotency check
+    # and the evidence. NULL on rows written by older versions, whose records are in `observations`.
+    Column("records", Text),
     # Covering the stuck query (state, time in state, its dimensions): an index-only range scan.
     Index("ix_orders_state", "state", "state_at", *STATE_DIMENSIONS),
     Index("ix_orders_paid", "paid_at"),
@@ -158,10 +161,8 @@ id_sequences = Table(
     Column("last_seq", BigInteger, nullable=False),
 )
 
-# Keyed by order first: the idempotency check reads the observations of the orders a batch
-# touches (recent orders, neighbouring pages), and an order's evidence is one range scan.
-# A record key belongs to one order, so (global_id, source, record_key) is as unique as
-# (source, record_key).
+# Where older versions kept each order's records; no longer written (orders.records holds them), read
+# only for orders whose row has no records yet (store/records.py).
 observations = Table(
     "observations",
     metadata,

@@ -32,10 +32,13 @@ from store.lifecycle import (
     milestone_column,
 )
 from store.pii import write_pii
+from store.records import append as append_records
+from store.records import entry as record_entry
+from store.records import json_string as _json_string
+from store.records import key_of as record_key_of
 from store.schema import (
     cursors,
     id_sequences,
-    observations,
     order_ids,
     orders,
     quarantine,
@@ -53,7 +56,6 @@ _MILESTONES = [milestone_column(s) for s in STATES]
 _ORDER_COLS = [c.name for c in orders.c]
 ORDER_COLUMNS = tuple(_ORDER_COLS)  # the order of the row tuples handed to change subscribers
 _ORDER_INSERT = _insert_sql(orders, _ORDER_COLS)
-_OBS_INSERT = _insert_sql(observations, ["global_id", "source", "record_key", "state", "at", "ingested_at"])
 # Positions in an orders row (the merge works on plain lists, in _ORDER_COLS order).
 _POS = {s: _ORDER_COLS.index(milestone_column(s)) for s in STATES}
 _DIM_POS = {d: _ORDER_COLS.index(d) for d in DIMENSIONS}
@@ -64,7 +66,7 @@ _GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIR
               "created_at", "first_seen_at", "last_event_at", "updated_at")
 )  # fmt: skip
 _ROLES, _DUPS = _ORDER_COLS.index("seen_roles"), _ORDER_COLS.index("duplicate_records")
-_FACTS = _ORDER_COLS.index("facts")
+_FACTS, _RECORDS = _ORDER_COLS.index("facts"), _ORDER_COLS.index("records")
 _PAID_AMOUNT = _ORDER_COLS.index("paid_amount_fen")
 _CALLBACK_DELAY = _ORDER_COLS.index("callback_delay_ms")
 _PAYMENT_ROLE = ROLE_BITS["payment"]
@@ -227,10 +229,10 @@ class Store:
         """The whole batch in the caller's transaction; returns the global IDs it resolved."""
         valid, rejected = self._validate_identity(batch.observations)
         ids, fresh = self._resolve_ids(conn, valid)
-        touched, repeats, entries = self._insert_observations(conn, valid, ids, fresh, now)
+        touched, repeats, entries, texts = self._insert_observations(conn, valid, ids, fresh, now)
         result.new_observations = sum(map(len, touched.values()))
         result.duplicate_observations = len(valid) - result.new_observations
-        result.orders_touched = self._fold(touched, entries, repeats, _progress(valid, ids), now)
+        result.orders_touched = self._fold(touched, entries, repeats, texts, _progress(valid, ids), now)
         write_pii(conn, valid, ids, now)
         result.quarantined = self._insert_quarantine(conn, [*batch.quarantined, *rejected], now)
         if batch.cursor is not None:
@@ -318,7 +320,7 @@ class Store:
 
     def _entries(self, conn: Connection, gids: Iterable[str]) -> dict[str, tuple[tuple | None, int]]:
         """(orders row, delivered bits) of existing orders: this transaction's, the cache's, or read
-        (one orders row per order not seen lately; its observations only when the row has no facts,
+        (one orders row per order not seen lately; its records from the old observations table only when the row has none,
         as rows written by an older version)."""
         pending, cached = self._pending, self._orders.get
         found, missing = {}, []
@@ -337,14 +339,22 @@ class Store:
                 conn, f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE global_id IN ({marks})", chunk
             ):
                 rows[row[0]] = row
-                if row[_FACTS] is None:
+                if row[_RECORDS] is None:
                     unknown.append(row[0])
                 else:
                     bits[row[0]] = int(row[_FACTS], 16)
-        for chunk in _chunks(unknown, 500):
-            sql = f"SELECT global_id, source, state FROM observations WHERE global_id IN ({', '.join('?' * len(chunk))})"
-            for gid, source, state in _driver_rows(conn, sql, chunk):
+        legacy: dict[str, list[str]] = {gid: [] for gid in unknown}
+        for chunk in _chunks(unknown, 500):  # rows written by an older version: records in their table
+            sql = (
+                "SELECT global_id, source, record_key, state, at, ingested_at FROM observations "
+                f"WHERE global_id IN ({', '.join('?' * len(chunk))}) ORDER BY global_id, at"
+            )
+            for gid, source, key, state, at, ingested in _driver_rows(conn, sql, chunk):
                 bits[gid] |= self._fact_bit(source, state)
+                legacy[gid].append(record_entry(source, key, state, at, ingested))
+        for gid, texts in legacy.items():
+            row = rows[gid]
+            rows[gid] = (*row[:_RECORDS], append_records(None, ",".join(texts)), *row[_RECORDS + 1 :])
         for gid in missing:
             found[gid] = (rows.get(gid), bits[gid])
         return found
@@ -364,35 +374,36 @@ class Store:
         ids: dict[tuple[str, str], str],
         fresh: set[str],
         now: datetime,
-    ) -> tuple[dict[str, list[tuple[int, Observation]]], Counter, dict[str, tuple[tuple | None, int]]]:
-        """Insert the observations not stored yet. Returns them (the batch's new facts, per order
-        as (epoch ms, observation)), per order how many of them repeat a state the same
-        source had already delivered, and the orders' entries before the batch. Orders created
-        by this batch have nothing to look up; the others' records are inserted unless present."""
+    ) -> tuple[dict[str, list[tuple[int, Observation]]], Counter, dict[str, tuple[tuple | None, int]], dict]:
+        """Keep the observations not stored yet: a record is stored when its order's records hold
+        its (source, record key). Returns them (the batch's new facts, per order as (epoch ms,
+        observation)), per order how many of them repeat a state the same source had already
+        delivered, the orders' entries before the batch, and per order the new records' text."""
         by_key: dict[tuple[str, str, str], Observation] = {}
         for o in obs:
             by_key.setdefault((ids[(o.channel, o.raw_order_id)], o.source, o.record_key), o)
         entries = self._entries(conn, {key[0] for key in by_key if key[0] not in fresh})
         now_ms = to_ms(now)
-        rows = [
-            (gid, source, record_key, o.state, int(o.at.timestamp() * 1000), now_ms)
-            for (gid, source, record_key), o in by_key.items()
-        ]
-        _driver_many(conn, _OBS_INSERT, [r for r in rows if r[0] in fresh])
-        stored = _insert_returning(conn, [r for r in rows if r[0] not in fresh])
         touched, repeats, delivered, fact_bit = {}, Counter(), {}, self._fact_bit
-        for row, o in zip(rows, by_key.values(), strict=True):
-            gid = row[0]
-            if gid not in fresh and row[:3] not in stored:
+        texts: dict[str, list[str]] = {}
+        for (gid, source, record_key), o in by_key.items():
+            entry = entries.get(gid)
+            stored = entry[0][_RECORDS] if entry is not None and entry[0] is not None else None
+            head = record_key_of(source, record_key)
+            if stored is not None and head in stored:
                 continue
+            at = int(o.at.timestamp() * 1000)
+            text_ = f"{head}{_json_string(o.state)},{at},{now_ms}]"
             items = touched.get(gid)
             if items is None:
-                touched[gid] = [(row[4], o)]
+                touched[gid] = [(at, o)]
+                texts[gid] = [text_]
             else:
-                items.append((row[4], o))
+                items.append((at, o))
+                texts[gid].append(text_)
             bits = delivered.get(gid)
             if bits is None:
-                bits = entries[gid][1] if gid in entries else 0
+                bits = entry[1] if entry is not None else 0
             bit = fact_bit(o.source, o.state)
             if bits & bit:
                 repeats[gid] += 1
@@ -402,13 +413,14 @@ class Store:
                 entries[gid] = (entries[gid][0], bits)
             else:
                 entries[gid] = (None, bits)
-        return touched, repeats, entries
+        return touched, repeats, entries, {gid: ",".join(t) for gid, t in texts.items()}
 
     def _fold(
         self,
         touched: dict[str, list[tuple[int, Observation]]],
         entries: dict[str, tuple[tuple | None, int]],
         repeats: Counter,
+        texts: dict[str, str],
         progress: dict[str, dict[str, int]],
         now: datetime,
     ) -> int:
@@ -487,6 +499,7 @@ class Store:
                 row[_PROGRESS] = None  # the progress was the old state's
             row[_STATE], row[_RANK], row[_STATE_AT] = best, rank[best], row[positions[best]]
             row[_FACTS] = f"{bits:x}"
+            row[_RECORDS] = append_records(row[_RECORDS], texts[gid])
             row[_UPDATED] = now_ms  # a touched order always changes: a new fact or a repeat counted
             row = tuple(row)
             if gid in progress:
@@ -743,22 +756,6 @@ def _driver_many(conn: Connection, sql: str, rows: list[tuple]) -> None:
             cursor.executemany(sql.replace("?", _placeholder(conn)), rows)
         finally:
             cursor.close()
-
-
-_RETURNING_ROWS = 500  # observations per multi-row INSERT ... RETURNING (6 parameters each)
-
-
-def _insert_returning(conn: Connection, rows: list[tuple]) -> set[tuple]:
-    """Insert observation rows unless present; the (global id, source, record key) of those inserted."""
-    stored: set[tuple] = set()
-    for chunk in _chunks(rows, _RETURNING_ROWS):
-        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
-        sql = (
-            f"INSERT INTO observations (global_id, source, record_key, state, at, ingested_at) VALUES {values} "
-            "ON CONFLICT (global_id, source, record_key) DO NOTHING RETURNING global_id, source, record_key"
-        )
-        stored.update(map(tuple, _driver_rows(conn, sql, [v for row in chunk for v in row])))
-    return stored
 
 
 def _chunks(items: list, size: int):

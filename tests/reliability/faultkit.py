@@ -14,11 +14,12 @@ from sqlalchemy import select
 from sentinel.config import DEFAULT_PATH
 from sim.model import PAID_ONLY_CHANNELS
 from sim.runner import Replay
-from store.schema import cursors, fact_codes, observations, orders
+from store.records import observation_rows
+from store.schema import cursors, fact_codes, orders
 
 SCENARIO = Path(__file__).parent / "scenarios" / "busy_hour.toml"
 # Columns that say when Sentinel read something, not what the order is: they depend on poll timing.
-INGEST_TIMES = {"first_seen_at", "updated_at"}
+INGEST_TIMES = {"first_seen_at", "updated_at", "records"}  # records: compared as observations
 SILENT_RULE = {  # a source that fails (or is quiet) for 3 minutes raises a P1 "no data" alert
     "name": "source_silent",
     "no_data": "3m",
@@ -59,8 +60,7 @@ def stored(engine) -> tuple[list[dict], set[tuple]]:
         )
         ids = {r.global_id: (r.channel, r.raw_order_id) for r in conn.execute(select(orders))}
         obs = {
-            (*ids[r.global_id], r.source, r.record_key, r.state, r.at)
-            for r in conn.execute(select(observations))
+            (*ids[gid], source, key, state, at) for gid, source, key, state, at, _ in observation_rows(conn)
         }
     return rows, obs
 
@@ -68,7 +68,7 @@ def stored(engine) -> tuple[list[dict], set[tuple]]:
 def observation_keys(replay: Replay) -> list[tuple[str, str]]:
     """(source, record key) of every stored observation, repeats included."""
     with replay.service.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(select(observations.c.source, observations.c.record_key))]
+        return [(source, key) for _, source, key, *_ in observation_rows(conn)]
 
 
 def cursor_map(replay: Replay) -> dict[str, str]:

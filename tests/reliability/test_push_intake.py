@@ -24,7 +24,8 @@ from sentinel.service import Service
 from sim.scenario import load_scenario
 from sim.tracking import DEFAULT_SALT, TrackingLog, push_line
 from sim.world import World
-from store.schema import cursors, observations, orders, quarantine
+from store.records import observation_rows
+from store.schema import cursors, from_ms, orders, quarantine
 
 SOURCE = "kuaidi100"
 
@@ -174,8 +175,9 @@ def test_bad_pushes_between_genuine_ones_are_quarantined_and_genuine_ones_stored
             with service.engine.connect() as conn:
                 ids = {r.global_id: r.raw_order_id for r in conn.execute(select(orders))}
                 obs = [
-                    (ids[r.global_id], r.record_key, r.state, r.at)
-                    for r in conn.execute(select(observations).where(observations.c.source == SOURCE))
+                    (ids[gid], key, state, from_ms(at))
+                    for gid, source, key, state, at, _ in observation_rows(conn)
+                    if source == SOURCE
                 ]
             keys = Counter(key for _, key, _, _ in obs)
             transit = {raw: at for raw, _, state, at in obs if state == "in_transit"}

@@ -11,10 +11,11 @@ from sqlalchemy import select
 from sim.model import PAID_ONLY_CHANNELS
 from sim.runner import Replay, run_scenario
 from sim.scenario import ScenarioError
-from store.schema import observations, orders
+from store.records import observation_rows
+from store.schema import orders
 
 # Columns that say when Sentinel read something, not what the order is: they depend on poll timing.
-_INGEST_TIMES = {"first_seen_at", "updated_at"}
+_INGEST_TIMES = {"first_seen_at", "updated_at", "records"}  # records: compared as observations
 
 
 def _bodies(report: dict) -> list[str]:
@@ -62,12 +63,7 @@ def _replay(restart_at: timedelta | None, tmp_path, name: str) -> tuple[list[dic
                 {k: v for k, v in r.items() if k not in _INGEST_TIMES}
                 for r in conn.execute(select(orders).order_by(orders.c.global_id)).mappings()
             ]
-            obs = {
-                tuple(r)
-                for r in conn.execute(
-                    select(*[c for c in observations.c if c.name != "id" and c.name != "ingested_at"])
-                )
-            }
+            obs = {row[:5] for row in observation_rows(conn)}  # without the ingest time
         now = replay.clock.now()
         sim_states = {
             (o.channel, o.raw_id): o.state_at(now)

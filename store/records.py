@@ -1,0 +1,78 @@
+"""An order's delivered records, kept on its orders row (column `records`).
+
+Each record a source delivered for the order is one JSON array `[source, record_key, state, at_ms,
+ingested_at_ms]` in the row's JSON list. The store decides whether a record is already stored from
+the row it folds anyway (no observation table to insert into or look up: the write path touches one
+B-tree page per order), and the evidence of an order is its row. Stores written by older versions
+keep their records in the `observations` table until an order is next touched; readers here see
+both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+from sqlalchemy import Connection, text
+
+Query = Callable[[str, dict], Iterable[tuple]]  # runs a SELECT with named parameters
+_PLAIN = re.compile(r'[^"\\\x00-\x1f]*').fullmatch  # JSON encodes these characters as they are
+
+
+def json_string(value: str) -> str:
+    """`value` as a JSON string, as json.dumps(ensure_ascii=False) writes it."""
+    if _PLAIN(value):
+        return f'"{value}"'
+    return json.dumps(value, ensure_ascii=False)
+
+
+def key_of(source: str, record_key: str) -> str:
+    """What a stored record's text starts with, to tell whether (source, record key) is stored:
+    `["src","key",` (a JSON string's text is canonical, and `[` then `"` opens an entry only)."""
+    return f"[{json_string(source)},{json_string(record_key)},"
+
+
+def entry(source: str, record_key: str, state: str, at_ms: int, ingested_ms: int) -> str:
+    return f"{key_of(source, record_key)}{json_string(state)},{at_ms},{ingested_ms}]"
+
+
+def append(records: str | None, entries: str) -> str:
+    """The records list with `entries` (comma-joined entry texts) added at its end."""
+    if not records or records == "[]":
+        return f"[{entries}]"
+    return f"{records[:-1]},{entries}]"
+
+
+def parse(records: str | None) -> list[tuple[str, str, str, int, int]]:
+    """(source, record key, state, at ms, ingested ms) of each stored record."""
+    return [tuple(item) for item in json.loads(records)] if records else []
+
+
+def observation_rows(source: Connection | Query, gids: Iterable[str] | None = None) -> Iterator[tuple]:
+    """(global id, source, record key, state, at ms, ingested ms) of every stored record, of the
+    given orders or of all, read through a connection or a `query(sql, params)` callable; records of
+    a store written by an older version come from its table."""
+    query = source if callable(source) else lambda sql, params: source.execute(text(sql), params)
+    wanted = None if gids is None else sorted(set(gids))
+    chunks = [None] if wanted is None else [wanted[i : i + 500] for i in range(0, len(wanted), 500)]
+    for chunk in chunks:
+        where, params = "", {}
+        if chunk is not None:
+            where, params = _among(chunk)
+        legacy = []
+        for gid, records in query(f"SELECT global_id, records FROM orders{where}", params):
+            if records is None:
+                legacy.append(gid)
+            else:
+                for item in parse(records):
+                    yield (gid, *item)
+        if legacy:
+            where, params = _among(legacy)
+            sql = f"SELECT global_id, source, record_key, state, at, ingested_at FROM observations{where}"
+            yield from map(tuple, query(sql, params))
+
+
+def _among(gids: list[str]) -> tuple[str, dict[str, str]]:
+    marks = ", ".join(f":g{i}" for i in range(len(gids)))
+    return f" WHERE global_id IN ({marks})", {f"g{i}": g for i, g in enumerate(gids)}
