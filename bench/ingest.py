@@ -16,10 +16,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from common import environment, throwaway_store  # first: puts the repo on sys.path
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 
 from collectors.types import Batch, Observation
 from store.db import init_schema, make_engine
+from store.records import observation_rows
 from store.schema import observations
 from store.store import ChannelIdentity, Store
 
@@ -70,7 +71,7 @@ def row_at_a_time(engine, obs: list[Observation]) -> float:
     for o in obs:
         with engine.begin() as conn:
             seen = conn.execute(
-                select(observations.c.id).where(
+                select(observations.c.global_id).where(
                     observations.c.source == o.source, observations.c.record_key == o.record_key
                 )
             ).first()
@@ -105,7 +106,7 @@ def main() -> int:
         seconds = batched(store, obs, args.batch)
         again = batched(store, obs, args.batch)  # the same records again: all duplicates
         with engine.connect() as conn:
-            stored = conn.execute(select(func.count()).select_from(observations)).scalar()
+            stored = sum(1 for _ in observation_rows(conn))
         naive_url = f"sqlite:///{tmp}/naive.db" if args.store_url is None else url
         naive_engine = make_engine(naive_url)
         init_schema(naive_engine)

@@ -30,10 +30,12 @@ from metrics.kpi import KpiEngine
 from metrics.snapshot import KpiValue, Snapshot, labels_of
 from sentinel.clock import ManualClock
 from sentinel.config import load_config
+from sentinel.runtime import tune_gc
 from sentinel.service import GROUP_OBSERVATIONS
 from store.db import init_schema, make_engine
 from store.lifecycle import PROGRESS_STATES, TERMINAL, WMS_REACHED, milestone_column
-from store.schema import observations, orders
+from store.records import observation_rows
+from store.schema import orders
 from store.store import ChannelIdentity, Store
 
 # The KPIs the pandas baseline recomputes, by state and/or channel (the engine may export more).
@@ -208,6 +210,7 @@ def main() -> int:
     if args.naive_child:
         print(json.dumps(naive_kpis(json.loads(args.naive_child))))
         return 0
+    tune_gc()  # the service's collector settings (Service.start)
     config = load_config()
     channels = {name: ChannelIdentity(c.code, c.id_pattern) for name, c in config.channels.items()}
     cfg = config.kpi
@@ -264,7 +267,7 @@ def main() -> int:
         scrape_ms, series = scrape(wide, store.health())
         print(f"/metrics: {scrape_ms:.1f} ms median of 20 scrapes, {series:,} samples")
         with engine.connect() as conn:
-            stored_obs = conn.execute(select(func.count()).select_from(observations)).scalar()
+            stored_obs = sum(1 for _ in observation_rows(conn))
             stored_orders = conn.execute(select(func.count()).select_from(orders)).scalar()
         engine.dispose()
         rss = peak_rss_mb()

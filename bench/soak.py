@@ -45,10 +45,12 @@ from sqlalchemy import func, select  # noqa: E402
 
 from sentinel.clock import SystemClock  # noqa: E402
 from sentinel.config import DEFAULT_PATH, load_config  # noqa: E402
+from sentinel.runtime import tune_gc  # noqa: E402
 from sentinel.service import Service  # noqa: E402
 from sim.wms import WmsDatabase  # noqa: E402
 from store.db import SQLITE_HEAP_LIMIT_MB, sqlite_heap_mb, sqlite_heap_peak_mb  # noqa: E402
-from store.schema import observations, orders  # noqa: E402
+from store.records import observation_rows  # noqa: E402
+from store.schema import orders  # noqa: E402
 
 OBS_PER_ROW = 4  # wms_received, picked, packed, shipped
 SHOPS = ("JD01",)  # JD ids are plain digits: the id pattern accepts the writer's sequence numbers
@@ -139,6 +141,7 @@ def main() -> int:
                 "alerts.rules": [],
             },
         )
+        tune_gc()  # as Service.start does
         service = Service(config, SystemClock(), notifiers={})
         done, stop = mp.Value("q", 0), mp.Event()
         proc = mp.Process(target=writer, args=(str(wms_path), rows_per_s, seconds, done, stop), daemon=True)
@@ -207,9 +210,7 @@ def main() -> int:
         elapsed = time.monotonic() - t0
         total_rows = done.value
         with service.engine.connect() as conn:
-            stored_obs = conn.execute(
-                select(func.count()).select_from(observations).where(observations.c.source == "wms")
-            ).scalar_one()
+            stored_obs = sum(1 for row in observation_rows(conn) if row[1] == "wms")
             stored_orders = conn.execute(select(func.count()).select_from(orders)).scalar_one()
             repeats = conn.execute(
                 select(func.coalesce(func.sum(orders.c.duplicate_records), 0))

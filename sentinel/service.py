@@ -18,6 +18,7 @@ from metrics.kpi import KpiEngine
 from metrics.snapshot import Snapshot, save_snapshot
 from sentinel.clock import Clock
 from sentinel.config import Config
+from sentinel.runtime import tune_gc
 from store.db import init_schema, make_engine
 from store.store import ChannelIdentity, IngestResult, Store
 
@@ -325,6 +326,7 @@ class Service:
 
         from metrics.exporter import serve
 
+        tune_gc()  # a long-running process from here on
         if serve_metrics:
             svc = self.config.service
             self._metrics_server = serve(self.exporter, svc.metrics_host, svc.metrics_port)
