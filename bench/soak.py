@@ -45,7 +45,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from sentinel.clock import SystemClock  # noqa: E402
 from sentinel.config import DEFAULT_PATH, load_config  # noqa: E402
-from sentinel.runtime import tune_gc  # noqa: E402
+from sentinel.runtime import tune_runtime  # noqa: E402
 from sentinel.service import Service  # noqa: E402
 from sim.wms import WmsDatabase  # noqa: E402
 from store.db import SQLITE_HEAP_LIMIT_MB, sqlite_heap_mb, sqlite_heap_peak_mb  # noqa: E402
@@ -141,7 +141,7 @@ def main() -> int:
                 "alerts.rules": [],
             },
         )
-        tune_gc()  # as Service.start does
+        tune_runtime()  # as Service.start does
         service = Service(config, SystemClock(), notifiers={})
         done, stop = mp.Value("q", 0), mp.Event()
         proc = mp.Process(target=writer, args=(str(wms_path), rows_per_s, seconds, done, stop), daemon=True)

@@ -18,7 +18,7 @@ from metrics.kpi import KpiEngine
 from metrics.snapshot import Snapshot, save_snapshot
 from sentinel.clock import Clock
 from sentinel.config import Config
-from sentinel.runtime import tune_gc
+from sentinel.runtime import tune_runtime
 from store.db import init_schema, make_engine
 from store.store import ChannelIdentity, IngestResult, Store
 
@@ -167,12 +167,22 @@ class Service:
         pending_records = 0
 
         newest: list = []
+        results: list = []
 
         def flush() -> None:
-            """Write the pages read so far in one transaction (each with its cursor)."""
+            """Hand the pages read so far to the store's writer as one transaction (each with its
+            cursor): it writes them while the next pages are read."""
             nonlocal pending_records
             newest.extend(b.max_event_at for b in pending if b.max_event_at is not None)
-            for result in self.store.ingest_many(pending, self.clock.now()) if pending else []:
+            if pending:
+                results.extend(self.store.submit(pending, self.clock.now()))
+            pending.clear()
+            pending_records = 0
+
+        def written() -> None:
+            """Wait for the writes; then count what they stored."""
+            self.store.flush()
+            for result in results:
                 outcome.batches += 1
                 for attr in (
                     "records",
@@ -182,8 +192,6 @@ class Service:
                     "orders_touched",
                 ):
                     setattr(outcome.totals, attr, getattr(outcome.totals, attr) + getattr(result, attr))
-            pending.clear()
-            pending_records = 0
 
         try:
             for batch in collector.poll(self.store.cursor(name), now):
@@ -192,8 +200,10 @@ class Service:
                 if pending_records >= GROUP_OBSERVATIONS:
                     flush()
             flush()
+            written()
         except SourceError as exc:
             flush()  # the pages read before the failure are good: keep them and their cursor
+            written()
             log.warning("poll %s failed [%s]: %s", name, exc.error_class, exc)
             self.store.record_poll_failure(name, exc, now)
             outcome.ok, outcome.error = False, exc
@@ -326,7 +336,7 @@ class Service:
 
         from metrics.exporter import serve
 
-        tune_gc()  # a long-running process from here on
+        tune_runtime()  # a long-running process from here on
         if serve_metrics:
             svc = self.config.service
             self._metrics_server = serve(self.exporter, svc.metrics_host, svc.metrics_port)

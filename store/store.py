@@ -3,16 +3,18 @@ quarantine and source health — each batch written in one transaction with its 
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import json
 import re
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime
-from itertools import compress
+from itertools import chain, compress
 from operator import itemgetter, ne
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,7 +40,6 @@ from store.records import json_string as _json_string
 from store.records import key_of as record_key_of
 from store.schema import (
     cursors,
-    id_sequences,
     order_ids,
     orders,
     quarantine,
@@ -47,15 +48,9 @@ from store.schema import (
     to_ms,
 )
 
-
-def _insert_sql(table, columns: list[str]) -> str:
-    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-
-
 _MILESTONES = [milestone_column(s) for s in STATES]
 _ORDER_COLS = [c.name for c in orders.c]
 ORDER_COLUMNS = tuple(_ORDER_COLS)  # the order of the row tuples handed to change subscribers
-_ORDER_INSERT = _insert_sql(orders, _ORDER_COLS)
 # Positions in an orders row (the merge works on plain lists, in _ORDER_COLS order).
 _POS = {s: _ORDER_COLS.index(milestone_column(s)) for s in STATES}
 _DIM_POS = {d: _ORDER_COLS.index(d) for d in DIMENSIONS}
@@ -78,26 +73,36 @@ _OPEN = frozenset(OPEN_STATES)
 _STATE_DIMS_OF = itemgetter(
     *(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
 )  # a row's STATE_DIMENSIONS values
-_STATE_COUNT_UPSERT = (
-    "INSERT INTO state_counts (state, dim, value, n) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
-)
+_ORDER_INSERT_HEAD = f"INSERT INTO orders ({', '.join(_ORDER_COLS)})"
+_STATE_COUNT_TAIL = " ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
+_SEQ_UPSERT = " ON CONFLICT (prefix) DO UPDATE SET last_seq = excluded.last_seq"
+MAX_JOBS = 1  # plans handed to the writer and not yet committed, at most (one more is planned meanwhile)
+
+
+def _update_orders(conn: Connection, positions: tuple[int, ...], rows: list[tuple]) -> None:
+    """Write the given positions of whole orders rows: on SQLite an UPDATE from a VALUES list (the
+    other columns' values need no binding), on PostgreSQL an upsert (VALUES typed by the table)."""
+    if conn.dialect.name != "sqlite":
+        _insert_rows(conn, _ORDER_INSERT_HEAD, rows, _order_upsert_tail(positions))
+        return
+    values_of = itemgetter(_GLOBAL_ID, *positions)
+    head, tail = _order_update_from(positions)
+    _insert_rows(conn, head, [values_of(row) for row in rows], tail)
 
 
 @functools.cache
-def _order_update_sql(positions: tuple[int, ...]) -> str:
-    """UPDATE of the given orders-row positions only (SQLite and PostgreSQL then leave the
-    indexes over the other columns alone)."""
-    return f"UPDATE orders SET {', '.join(f'{_ORDER_COLS[i]} = ?' for i in positions)} WHERE global_id = ?"
+def _order_update_from(positions: tuple[int, ...]) -> tuple[str, str]:
+    """UPDATE orders ... FROM (VALUES (global id, the positions' values), ...): head and tail."""
+    columns = ", ".join(f"{_ORDER_COLS[p]} = v.column{i + 2}" for i, p in enumerate(positions))
+    return f"UPDATE orders SET {columns} FROM (", ") AS v WHERE orders.global_id = v.column1"
 
 
 @functools.cache
-def _values_at(positions: tuple[int, ...]) -> Callable[[tuple], tuple]:
-    """A row's values at the given positions, as a tuple (however many)."""
-    if len(positions) == 1:
-        position = positions[0]
-        return lambda row: (row[position],)
-    return itemgetter(*positions)
+def _order_upsert_tail(positions: tuple[int, ...]) -> str:
+    """The conflict clause that makes an orders INSERT of whole rows an update of the given
+    positions only (SQLite and PostgreSQL then leave the indexes over the other columns alone)."""
+    columns = ", ".join(f"{_ORDER_COLS[i]} = excluded.{_ORDER_COLS[i]}" for i in positions)
+    return f" ON CONFLICT (global_id) DO UPDATE SET {columns}"
 
 
 OrderChange = tuple[tuple | None, tuple]  # (the row before the batch or None when new, the row after)
@@ -124,13 +129,32 @@ class IngestResult:
     orders_touched: int = 0
 
 
+class StoreWriteSkipped(RuntimeError):
+    """A plan was not written because one handed to the writer before it failed."""
+
+
+@dataclass
+class _Job:
+    """A planned transaction: its statements, and what it makes true once committed."""
+
+    ops: list[Callable[[Connection], None]]
+    pending: dict[str, tuple[tuple | None, int]]  # orders rows and delivered bits it writes
+    ids: dict[tuple[str, str], str]  # the global IDs it resolved
+    changes: list[OrderChange]
+    future: concurrent.futures.Future | None = None
+
+
 def fingerprint(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
 class Store:
-    """The one writer of a store: `ingest` calls are serialised by a lock, and recent orders rows
-    are kept in memory as committed (a second process writing the same store is not supported)."""
+    """The one writer of a store. `submit` plans a group of batches in the caller's thread (identity
+    resolution, idempotency and the fold, from memory and committed rows) and hands its statements
+    to the store's writer thread, which writes and commits them while the caller plans the next group;
+    `flush` waits for the writes. Rows planned but not yet committed are looked up first, so each
+    group builds on the one before; a failed write drops what was planned after it. A second process
+    writing the same store is not supported."""
 
     def __init__(
         self,
@@ -144,15 +168,25 @@ class Store:
         self.channels = dict(channels)
         self.zone = ZoneInfo(timezone)
         self._patterns = {name: re.compile(c.id_pattern) for name, c in self.channels.items() if c.id_pattern}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held by the writer while it writes, commits and hands out changes
+        self._plan_lock = threading.Lock()  # one planner at a time
         self._ids = _Recent(ID_CACHE_SIZE)  # (channel, raw id) -> global id, committed
         # global id -> (orders row, bits of the (source, state) pairs delivered), as committed: the
         # store is the orders' only writer, so recent orders need no read back.
         self._orders = _Recent(ORDER_CACHE_SIZE)
-        self._pending: dict[str, tuple[tuple | None, int]] = {}  # the open transaction's, not yet committed
-        self._before: dict[str, tuple | None] = {}  # the rows the open transaction changes, as they were
+        # Planned and handed to the writer, not committed yet (the newest plan's): looked up first.
+        self._inflight: dict[str, tuple[tuple | None, int]] = {}
+        self._inflight_ids: dict[tuple[str, str], str] = {}
+        self._seqs: dict[str, int] = {}  # ID prefix -> its last sequence number, planned
+        self._jobs: deque[_Job] = deque()  # handed to the writer, in order
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._broken = False  # a write failed: the writer skips the jobs planned on top of it
+        # The plan being made: its rows, the rows as they were, its statements and changes.
+        self._pending: dict[str, tuple[tuple | None, int]] = {}
+        self._before: dict[str, tuple | None] = {}
+        self._ops: list[Callable[[Connection], None]] = []
         # (source, state) -> its bit in orders.facts, as fact_codes holds them (read at the first
-        # write); codes numbered by the open transaction are in _new_facts until it commits.
+        # plan); codes numbered by the plan being made are in _new_facts until it is handed over.
         self._fact_bits: dict[tuple[str, str], int] | None = None
         self._new_facts: list[tuple[str, str, int]] = []
         self._subscribers: list[Callable[[list[OrderChange]], None]] = []
@@ -197,47 +231,123 @@ class Store:
 
     def ingest_many(self, batches: list[Batch], now: datetime) -> list[IngestResult]:
         """Write several batches (e.g. the pages of one poll) in one transaction, each with its
-        cursor: fewer commits rewrite the pages of recent orders fewer times. All or nothing."""
-        results = [IngestResult(records=b.records) for b in batches]
-        with self._lock:
-            self._changes, self._pending, self._before = [], {}, {}
-            ids: dict[tuple[str, str], str] = {}
-            try:
-                with self.engine.begin() as conn:
-                    if self._fact_bits is None:
-                        rows = _driver_rows(conn, "SELECT source, state, code FROM fact_codes", ())
-                        self._fact_bits = {(source, state): 1 << code for source, state, code in rows}
-                    for batch, result in zip(batches, results, strict=True):
-                        ids.update(self._write(conn, batch, result, now))
-                    self._write_orders(conn)
-                # Only once committed: a rolled-back ID or order state must not be reused.
-                self._ids.update(ids)
-                self._orders.update(self._pending)
-            except BaseException:
-                if self._new_facts:
-                    self._fact_bits = None  # codes numbered in the rolled-back transaction: read again
-                raise
-            finally:
-                self._pending, self._before, self._new_facts = {}, {}, []
-            changes, self._changes = self._changes, []
-            if changes:
-                for callback in self._subscribers:
-                    callback(changes)
+        cursor, and wait for the commit. All or nothing."""
+        results = self.submit(batches, now)
+        self.flush()
         return results
 
-    def _write(self, conn: Connection, batch: Batch, result: IngestResult, now: datetime) -> dict:
-        """The whole batch in the caller's transaction; returns the global IDs it resolved."""
+    def submit(self, batches: list[Batch], now: datetime) -> list[IngestResult]:
+        """Plan several batches as one transaction and hand it to the writer once the previous
+        one is written (planning overlaps that write); returns then. The results' `quarantined`
+        counts, the commit and the subscribers' calls come with the write: `flush` before reading
+        them. Raises the error of an earlier write that failed (its plan and those after it are
+        dropped: submit them again)."""
+        results = [IngestResult(records=b.records) for b in batches]
+        with self._plan_lock:
+            self._collect(block=False)
+            self._pending, self._before, self._ops, self._changes = {}, {}, [], []
+            ids: dict[tuple[str, str], str] = {}
+            try:
+                with self.engine.connect() as reader:
+                    if self._fact_bits is None:
+                        rows = _driver_rows(reader, "SELECT source, state, code FROM fact_codes", ())
+                        self._fact_bits = {(source, state): 1 << code for source, state, code in rows}
+                    for batch, result in zip(batches, results, strict=True):
+                        ids.update(self._plan(reader, batch, result, now))
+                    self._plan_orders()
+                    reader.rollback()
+            except BaseException:  # what this plan numbered must not outlive it
+                self._pending, self._before, self._ops, self._changes = {}, {}, [], []
+                try:
+                    self._collect(block=True)  # the plans before it, which later plans build on
+                finally:
+                    self._drop_plans()
+                raise
+            job = _Job(self._ops, self._pending, ids, self._changes)
+            self._pending, self._before, self._ops, self._changes, self._new_facts = {}, {}, [], [], []
+            while len(self._jobs) >= MAX_JOBS:  # planned while the writer wrote: now wait for it
+                self._collect(block=True, first_only=True)
+            self._inflight.update(job.pending)
+            self._inflight_ids.update(ids)
+            self._jobs.append(job)
+            job.future = self._writer.submit(self._apply, job)
+        return results
+
+    def flush(self) -> None:
+        """Wait until every submitted plan is written and committed; raises a failed write's error."""
+        with self._plan_lock:
+            self._collect(block=True)
+
+    def _collect(self, block: bool, first_only: bool = False) -> None:
+        """Move committed plans' rows and IDs into the caches (the writer's jobs in order); on a
+        failed one wait for the rest, drop everything planned, and raise its error."""
+        while self._jobs:
+            job = self._jobs[0]
+            if not block and not job.future.done():
+                return
+            error = job.future.exception()
+            self._jobs.popleft()
+            if error is not None:
+                concurrent.futures.wait([j.future for j in self._jobs])
+                self._jobs.clear()
+                self._drop_plans()
+                self._broken = False
+                raise error
+            self._ids.update(job.ids)
+            self._orders.update(job.pending)
+            inflight, inflight_ids = self._inflight, self._inflight_ids
+            for gid, entry in job.pending.items():
+                if inflight.get(gid) is entry:
+                    del inflight[gid]
+            for key, gid in job.ids.items():
+                if inflight_ids.get(key) is gid:
+                    del inflight_ids[key]
+            if first_only:
+                return
+
+    def _drop_plans(self) -> None:
+        self._inflight, self._inflight_ids, self._seqs = {}, {}, {}
+        self._pending, self._before, self._ops, self._changes, self._new_facts = {}, {}, [], [], []
+        self._fact_bits = None  # codes numbered in a dropped plan: read again
+
+    def _apply(self, job: _Job) -> None:
+        """The writer: run a plan's statements in one transaction, commit, hand out its changes."""
+        if self._broken:
+            raise StoreWriteSkipped("not written: an earlier write of this store failed")
+        try:
+            with self._lock:
+                with self.engine.begin() as conn:
+                    for op in job.ops:
+                        op(conn)
+                if job.changes:
+                    for callback in self._subscribers:
+                        callback(job.changes)
+        except BaseException:
+            self._broken = True
+            raise
+
+    def _plan(self, reader: Connection, batch: Batch, result: IngestResult, now: datetime) -> dict:
+        """Plan one batch of the transaction; returns the global IDs it resolved."""
         valid, rejected = self._validate_identity(batch.observations)
-        ids, fresh = self._resolve_ids(conn, valid)
-        touched, repeats, entries, texts = self._insert_observations(conn, valid, ids, fresh, now)
+        ids, fresh = self._resolve_ids(reader, valid)
+        touched, repeats, entries, texts = self._insert_observations(reader, valid, ids, fresh, now)
         result.new_observations = sum(map(len, touched.values()))
         result.duplicate_observations = len(valid) - result.new_observations
         result.orders_touched = self._fold(touched, entries, repeats, texts, _progress(valid, ids), now)
-        write_pii(conn, valid, ids, now)
-        result.quarantined = self._insert_quarantine(conn, [*batch.quarantined, *rejected], now)
-        if batch.cursor is not None:
-            self._upsert(conn, cursors, {"source": batch.source}, {"value": batch.cursor, "updated_at": now})
-        self._count_health(conn, batch, result, now)
+        quarantined = [*batch.quarantined, *rejected]
+        with_pii = [o for o in valid if o.pii]  # what the writer needs, not the whole batch
+        pii_ids = {key: ids[key] for key in {(o.channel, o.raw_order_id) for o in with_pii}}
+        head = replace(batch, observations=[], quarantined=[])
+
+        def write(conn: Connection) -> None:  # what reads the written tables: in the writer, in order
+            write_pii(conn, with_pii, pii_ids, now)
+            result.quarantined = self._insert_quarantine(conn, quarantined, now)
+            if head.cursor is not None:
+                values = {"value": head.cursor, "updated_at": now}
+                self._upsert(conn, cursors, {"source": head.source}, values)
+            self._count_health(conn, head, result, now)
+
+        self._ops.append(write)
         return ids
 
     def _validate_identity(self, obs: Iterable[Observation]) -> tuple[list[Observation], list[Quarantined]]:
@@ -277,9 +387,9 @@ class Store:
             wanted.setdefault((o.channel, o.raw_order_id), o)
         if not wanted:
             return {}, set()
-        known, unknown, cached = {}, {}, self._ids.get
+        known, unknown, cached, inflight = {}, {}, self._ids.get, self._inflight_ids
         for key in wanted:
-            gid = cached(key)
+            gid = inflight.get(key) or cached(key)
             if gid is None:
                 unknown.setdefault(key[0], []).append(key[1])
             else:
@@ -297,35 +407,39 @@ class Store:
             o = wanted[key]
             day = (o.created_at or o.at).astimezone(self.zone).strftime("%Y%m%d")
             by_prefix.setdefault(f"{self.channels[key[0]].code}_{day}", []).append(key)
-        rows = conn.execute(
-            select(id_sequences.c.prefix, id_sequences.c.last_seq)
-            .where(id_sequences.c.prefix.in_(list(by_prefix)))
-            .with_for_update()
-        )
-        last = {r.prefix: r.last_seq for r in rows}
-        mapping_rows, seq_new, seq_upd = [], [], []
+        seqs = self._seqs
+        if unread := [prefix for prefix in by_prefix if prefix not in seqs]:
+            sql = (
+                f"SELECT prefix, last_seq FROM id_sequences WHERE prefix IN ({', '.join('?' * len(unread))})"
+            )
+            seqs.update(dict.fromkeys(unread, 0))
+            seqs.update(_driver_rows(conn, sql, unread))
+        mapping_rows, seq_rows = [], []
         for prefix, keys in sorted(by_prefix.items()):
-            start = last.get(prefix, 0)
+            start = seqs[prefix]
             for i, key in enumerate(sorted(keys, key=lambda k: (wanted[k].created_at or wanted[k].at, k[1]))):
                 gid = f"{prefix}_{start + i + 1:06d}"
                 known[key] = gid
                 mapping_rows.append((key[0], key[1], gid))
-            (seq_upd if prefix in last else seq_new).append((start + len(keys), prefix))
-        _driver_many(
-            conn, "INSERT INTO order_ids (channel, raw_order_id, global_id) VALUES (?, ?, ?)", mapping_rows
-        )
-        _driver_many(conn, "INSERT INTO id_sequences (last_seq, prefix) VALUES (?, ?)", seq_new)
-        _driver_many(conn, "UPDATE id_sequences SET last_seq = ? WHERE prefix = ?", seq_upd)
+            seqs[prefix] = start + len(keys)
+            seq_rows.append((prefix, seqs[prefix]))
+        inflight.update((key, known[key]) for key in fresh)  # the next batches of this plan see them
+
+        def write(conn: Connection) -> None:
+            _insert_rows(conn, "INSERT INTO order_ids (channel, raw_order_id, global_id)", mapping_rows)
+            _insert_rows(conn, "INSERT INTO id_sequences (prefix, last_seq)", seq_rows, _SEQ_UPSERT)
+
+        self._ops.append(write)
         return known, {known[key] for key in fresh}
 
     def _entries(self, conn: Connection, gids: Iterable[str]) -> dict[str, tuple[tuple | None, int]]:
         """(orders row, delivered bits) of existing orders: this transaction's, the cache's, or read
         (one orders row per order not seen lately; its records from the old observations table only when the row has none,
         as rows written by an older version)."""
-        pending, cached = self._pending, self._orders.get
+        pending, inflight, cached = self._pending, self._inflight, self._orders.get
         found, missing = {}, []
         for gid in gids:
-            entry = pending.get(gid) or cached(gid)
+            entry = pending.get(gid) or inflight.get(gid) or cached(gid)
             if entry is None:
                 missing.append(gid)
             else:
@@ -507,9 +621,9 @@ class Store:
             pending[gid] = (row, bits)
         return len(touched)
 
-    def _write_orders(self, conn: Connection) -> None:
-        """Write the transaction's changed orders rows (only their changed columns) and move them
-        between the open-state counts; their (before, after) rows go to the subscribers."""
+    def _plan_orders(self) -> None:
+        """Plan the writes of the transaction's changed orders rows (only their changed columns)
+        and their moves between the open-state counts; their (before, after) rows are its changes."""
         pending, changes = self._pending, self._changes
         inserts, updates = [], {}
         for gid, before in self._before.items():
@@ -523,17 +637,23 @@ class Store:
                 rows = updates.get(changed)
                 if rows is None:
                     rows = updates[changed] = []
-                rows.append((*_values_at(changed)(after), gid))
+                rows.append(after)
                 changes.append((before, after))
-        _driver_many(conn, "INSERT INTO fact_codes (source, state, code) VALUES (?, ?, ?)", self._new_facts)
-        _driver_many(conn, _ORDER_INSERT, inserts)
-        for changed, rows in updates.items():  # only the changed columns: untouched indexes stay untouched
-            _driver_many(conn, _order_update_sql(changed), rows)
-        self._count_states(conn, changes)
+        new_facts, counts = self._new_facts, self._count_states(changes)
+
+        def write(conn: Connection) -> None:
+            _insert_rows(conn, "INSERT INTO fact_codes (source, state, code)", new_facts)
+            _insert_rows(conn, _ORDER_INSERT_HEAD, inserts)
+            for changed, rows in updates.items():  # only the changed columns: other indexes untouched
+                _update_orders(conn, changed, rows)
+            _insert_rows(conn, "INSERT INTO state_counts (state, dim, value, n)", counts, _STATE_COUNT_TAIL)
+
+        self._ops.append(write)
 
     @staticmethod
-    def _count_states(conn: Connection, changes: list[OrderChange]) -> None:
-        """Move each changed order between the open-state counts (per dimension value)."""
+    def _count_states(changes: list[OrderChange]) -> list[tuple]:
+        """Each changed order's move between the open-state counts (per dimension value), as
+        (state, dimension, value, net orders in) rows."""
         moves: Counter = Counter()  # (state, its dimension values) -> net orders in
         dims_of = _STATE_DIMS_OF
         for old, new in changes:
@@ -551,7 +671,7 @@ class Store:
                 for dim, value in zip(STATE_DIMENSIONS, values, strict=True):
                     if value:
                         delta[(state, dim, value)] += n
-        _driver_many(conn, _STATE_COUNT_UPSERT, [(*key, n) for key, n in sorted(delta.items()) if n])
+        return [(*key, n) for key, n in sorted(delta.items()) if n]
 
     def rebuild_state_counts(self) -> None:
         """Recount state_counts from the orders (a store written before the table existed)."""
@@ -748,14 +868,38 @@ def _driver_rows(conn: Connection, sql: str, params: tuple | list) -> list[tuple
         cursor.close()
 
 
+def _insert_sql(table, columns: list[str]) -> str:
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
 def _driver_many(conn: Connection, sql: str, rows: list[tuple]) -> None:
-    """executemany on the DB-API cursor (the hot write path: ints and strings only)."""
+    """executemany on the DB-API cursor (ints and strings only: no SQLAlchemy processing)."""
     if rows:
         cursor = conn.connection.cursor()
         try:
             cursor.executemany(sql.replace("?", _placeholder(conn)), rows)
         finally:
             cursor.close()
+
+
+MAX_PARAMETERS = 4_000  # bound parameters per statement: a few hundred rows; bigger ones cost SQLite memory (its prepared statements are cached) and gain nothing
+
+
+def _insert_rows(conn: Connection, head: str, rows: list[tuple], tail: str = "") -> None:
+    """`head VALUES (..), (..) tail` over the rows, as few statements as the parameter bound
+    allows: each runs in one call into the database (one release of the GIL, not one per row)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    mark = _placeholder(conn)
+    one = f"({', '.join([mark] * width)})"
+    cursor = conn.connection.cursor()
+    try:
+        for chunk in _chunks(rows, max(1, MAX_PARAMETERS // width)):
+            values = ", ".join([one] * len(chunk))
+            cursor.execute(f"{head} VALUES {values}{tail}", list(chain.from_iterable(chunk)))
+    finally:
+        cursor.close()
 
 
 def _chunks(items: list, size: int):

@@ -105,14 +105,15 @@ def test_bad_records_go_to_quarantine_once_with_the_field(store):
     assert count(store, orders) == 1
 
 
-def test_cursor_commits_with_its_data_or_not_at_all(store, monkeypatch):
+@pytest.mark.parametrize("failing", ["_plan_orders", "_count_health"])  # planning / the writer's statements
+def test_cursor_commits_with_its_data_or_not_at_all(store, monkeypatch, failing):
     store.ingest(Batch("tmall", [obs("3912345678901234567", "paid", 1)], cursor="c1"), T0)
     assert store.cursor("tmall") == "c1"
 
     def boom(*args, **kwargs):
         raise RuntimeError("store lost mid-write")
 
-    monkeypatch.setattr(store, "_write_orders", boom)
+    monkeypatch.setattr(store, failing, boom)
     again = Batch(
         "tmall",
         [obs("3912345678901234567", "shipped", 3), obs("3912345678901234568", "paid", 2)],
