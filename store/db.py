@@ -94,3 +94,22 @@ def sqlite_heap_peak_mb() -> float | None:
     """The highest SQLite heap of this process so far, in MB (None: not readable)."""
     library = _sqlite_library()
     return None if library is None else library.sqlite3_memory_highwater(0) / (1 << 20)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        library = ctypes.CDLL("libc.so.6")
+        library.malloc_trim.argtypes = [ctypes.c_size_t]
+        return library
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc malloc_trim): the writer thread and
+    the planning thread allocate from separate malloc arenas, whose freed pages otherwise stay
+    resident. A no-op where the C library has no malloc_trim."""
+    library = _libc()
+    if library is not None:
+        library.malloc_trim(0)

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, literal, select
 
 from collectors.errors import SourceError
 from collectors.types import DIMENSIONS, Batch, Observation, Quarantined
+from store.db import trim_heap
 from store.lifecycle import (
     EXITS,
     OPEN_STATES,
@@ -37,7 +38,6 @@ from store.pii import write_pii
 from store.records import append as append_records
 from store.records import entry as record_entry
 from store.records import json_string as _json_string
-from store.records import key_of as record_key_of
 from store.schema import (
     cursors,
     order_ids,
@@ -110,6 +110,17 @@ OrderChange = tuple[tuple | None, tuple]  # (the row before the batch or None wh
 
 def _first(item: tuple) -> Any:
     return item[0]
+
+
+class _Quoted(dict):
+    """Names as JSON strings, each encoded once."""
+
+    def __missing__(self, name: str) -> str:
+        self[name] = text = _json_string(name)
+        return text
+
+
+_QUOTED = _Quoted()  # source and state names as JSON strings (few: kept)
 
 
 @dataclass(frozen=True)
@@ -302,6 +313,8 @@ class Store:
             for key, gid in job.ids.items():
                 if inflight_ids.get(key) is gid:
                     del inflight_ids[key]
+            del job
+            trim_heap()  # the written plan's memory, freed across two threads' arenas
             if first_only:
                 return
 
@@ -499,15 +512,16 @@ class Store:
         entries = self._entries(conn, {key[0] for key in by_key if key[0] not in fresh})
         now_ms = to_ms(now)
         touched, repeats, delivered, fact_bit = {}, Counter(), {}, self._fact_bit
+        fact_bits, quoted = self._fact_bits, _QUOTED
         texts: dict[str, list[str]] = {}
         for (gid, source, record_key), o in by_key.items():
             entry = entries.get(gid)
             stored = entry[0][_RECORDS] if entry is not None and entry[0] is not None else None
-            head = record_key_of(source, record_key)
+            head = f"[{quoted[source]},{_json_string(record_key)},"  # records.key_of
             if stored is not None and head in stored:
                 continue
             at = int(o.at.timestamp() * 1000)
-            text_ = f"{head}{_json_string(o.state)},{at},{now_ms}]"
+            text_ = f"{head}{quoted[o.state]},{at},{now_ms}]"
             items = touched.get(gid)
             if items is None:
                 touched[gid] = [(at, o)]
@@ -518,7 +532,7 @@ class Store:
             bits = delivered.get(gid)
             if bits is None:
                 bits = entry[1] if entry is not None else 0
-            bit = fact_bit(o.source, o.state)
+            bit = fact_bits.get((source, o.state)) or fact_bit(source, o.state)
             if bits & bit:
                 repeats[gid] += 1
             delivered[gid] = bits | bit

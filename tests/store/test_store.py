@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +10,10 @@ from sqlalchemy import func, insert, select
 
 from collectors.types import Batch, Observation, Quarantined
 from store.db import init_schema, make_engine
+from store.records import entry as entry_text
+from store.records import key_of as record_key_of
 from store.records import observation_rows
+from store.records import parse as parse_records
 from store.schema import from_ms, observations, order_ids, orders, quarantine, state_counts
 from store.store import ORDER_COLUMNS, ChannelIdentity, Store
 
@@ -329,3 +333,56 @@ def test_repeats_are_counted_alike_from_memory_from_the_store_and_from_an_older_
         assert order(older, gid)["duplicate_records"] == 3  # another source's paid is no repeat
     finally:
         engine.dispose()
+
+
+AWKWARD_KEYS = [
+    "plain-1",
+    'quote"d',
+    "back\\slash",
+    "tab\tand\nnewline",
+    "中文键",
+    '["tmall","x",',
+    "",
+    "x\x1f\x00y",
+]
+
+
+def test_awkward_record_keys_are_stored_once_and_read_back_as_they_were(store):
+    """Record keys with JSON's special characters, a key shaped like the stored text, an empty
+    key: each stored once, repeats recognised, read back unchanged."""
+    raw = "3912345678901234567"
+    batch = Batch("tmall", [Observation("tmall", key, "tmall", raw, "paid", T0) for key in AWKWARD_KEYS])
+    assert store.ingest(batch, T0).new_observations == len(AWKWARD_KEYS)
+    again = Store(store.engine, CHANNELS, "Asia/Shanghai")  # from the stored row, not from memory
+    assert again.ingest(batch, T0).duplicate_observations == len(AWKWARD_KEYS)
+    assert store.ingest(batch, T0).new_observations == 0
+    with store.engine.connect() as conn:
+        rows = list(observation_rows(conn))
+        text = conn.execute(select(orders.c.records)).scalar_one()
+    assert sorted(r[2] for r in rows) == sorted(AWKWARD_KEYS)
+    assert json.loads(text) == [list(parse_records(text)[i]) for i in range(len(AWKWARD_KEYS))]
+    for key in AWKWARD_KEYS:
+        assert record_key_of("tmall", key) in text
+        assert entry_text("tmall", key, "paid", 1, 2).startswith(record_key_of("tmall", key))
+    assert record_key_of("tmall", "x") not in text  # a key that only appears inside another
+
+
+def test_submitted_groups_build_on_each_other_before_they_are_written(store):
+    """Groups handed to the writer back to back: the later ones see the orders, IDs and records of
+    the earlier ones before their commit; flush makes all visible; subscribers see each commit."""
+    seen: list[int] = []
+    store.subscribe(lambda changes: seen.append(len(changes)))
+    raw = "3912345678901234567"
+    results = []
+    for minute, state in enumerate(["created", "paid", "wms_received", "picked", "packed"]):
+        page = Batch(
+            "tmall", [obs(raw, state, minute), obs(f"39123456789012345{minute + 70}", "paid", minute)]
+        )
+        results += store.submit([page], T0 + timedelta(minutes=minute))
+        results += store.submit([page], T0 + timedelta(minutes=minute))  # the same page again: repeats
+    store.flush()
+    assert [r.new_observations for r in results] == [2, 0] * 5
+    assert [r.duplicate_observations for r in results] == [0, 2] * 5
+    gid = store.global_id("tmall", raw)
+    assert order(store, gid)["state"] == "packed" and count(store, order_ids) == 6
+    assert records_stored(store) == 10 and seen == [2] * 5  # repeats alone change no order
