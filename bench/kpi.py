@@ -25,7 +25,12 @@ import time
 from datetime import timedelta
 
 import requests
-from common import environment, peak_rss_mb, throwaway_store  # first: puts the repo on sys.path
+from common import (  # first: puts the repo on sys.path
+    current_rss_mb,
+    environment,
+    peak_rss_mb,
+    throwaway_store,
+)
 from sqlalchemy import func, select
 from world import START, World
 
@@ -39,7 +44,7 @@ from sentinel.runtime import tune_runtime
 from sentinel.service import GROUP_OBSERVATIONS
 from store.db import init_schema, make_engine
 from store.lifecycle import PROGRESS_STATES, TERMINAL, WMS_REACHED, milestone_column
-from store.records import observation_rows
+from store.records import count_records
 from store.schema import orders
 from store.store import ChannelIdentity, Store
 
@@ -248,9 +253,14 @@ def main() -> int:
             f" ({count / spent:,.0f} obs/s counting only the {spent:.1f} s the caller spent in the store)"
         )
 
+        print(f"RSS after the ingest: {current_rss_mb()} MB now, {peak_rss_mb()} MB peak", file=sys.stderr)
         kpis = KpiEngine.from_config(engine, cfg, store=store)
         full = [timed(kpis.compute, end) for _ in range(3)]
         full_s = statistics.median(t for t, _ in full)
+        print(
+            f"RSS after the full refreshes: {current_rss_mb()} MB now, {peak_rss_mb()} MB peak",
+            file=sys.stderr,
+        )
         print(f"full refresh (compute, median of 3): {full_s:.3f} s, {len(full[0][1].values)} series")
 
         # The rolling week (kpi.windows + "7d", off by default): what its hour cells cost.
@@ -287,8 +297,12 @@ def main() -> int:
         wide = synthetic_snapshot(snapshot, cfg.stuck_timeouts, SERIES_TARGET)
         scrape_ms, series = scrape(wide, store.health())
         print(f"/metrics: {scrape_ms:.1f} ms median of 20 scrapes, {series:,} samples")
+        print(
+            f"RSS after the refreshes and scrapes: {current_rss_mb()} MB now, {peak_rss_mb()} MB peak",
+            file=sys.stderr,
+        )
         with engine.connect() as conn:
-            stored_obs = sum(1 for _ in observation_rows(conn))
+            stored_obs = count_records(conn)
             stored_orders = conn.execute(select(func.count()).select_from(orders)).scalar()
         engine.dispose()
         rss = peak_rss_mb()

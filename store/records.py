@@ -1,9 +1,9 @@
-"""An order's delivered records, kept on its orders row (column `records`).
+"""An order's delivered records, kept in one order_records row beside its orders row.
 
 Each record a source delivered for the order is one JSON array `[source, record_key, state, at_ms,
 ingested_at_ms]` in the row's JSON list. The store decides whether a record is already stored from
-the row it folds anyway (no observation table to insert into or look up: the write path touches one
-B-tree page per order), and the evidence of an order is its row. Stores written by older versions
+the records it reads with the order's row (no observation table to insert into or look up per
+record), and the evidence of an order is one row. Stores written by older versions
 keep their records in the `observations` table until an order is next touched; readers here see
 both.
 """
@@ -61,7 +61,8 @@ def observation_rows(source: Connection | Query, gids: Iterable[str] | None = No
         if chunk is not None:
             where, params = _among(chunk)
         legacy = []
-        for gid, records in query(f"SELECT global_id, records FROM orders{where}", params):
+        sql = f"SELECT o.global_id, r.records FROM orders o LEFT JOIN order_records r ON r.global_id = o.global_id{where}"
+        for gid, records in query(sql, params):
             if records is None:
                 legacy.append(gid)
             else:
@@ -69,10 +70,22 @@ def observation_rows(source: Connection | Query, gids: Iterable[str] | None = No
                     yield (gid, *item)
         if legacy:
             where, params = _among(legacy)
-            sql = f"SELECT global_id, source, record_key, state, at, ingested_at FROM observations{where}"
+            sql = f"SELECT global_id, source, record_key, state, at, ingested_at FROM observations o{where}"
             yield from map(tuple, query(sql, params))
 
 
 def _among(gids: list[str]) -> tuple[str, dict[str, str]]:
     marks = ", ".join(f":g{i}" for i in range(len(gids)))
-    return f" WHERE global_id IN ({marks})", {f"g{i}": g for i, g in enumerate(gids)}
+    return f" WHERE o.global_id IN ({marks})", {f"g{i}": g for i, g in enumerate(gids)}
+
+
+def count_records(conn: Connection) -> int:
+    """How many records the store holds (counted in SQL: no list is parsed in Python)."""
+    length = (
+        "json_array_length(records)" if conn.dialect.name == "sqlite" else "json_array_length(records::json)"
+    )
+    listed = conn.execute(text(f"SELECT COALESCE(SUM({length}), 0) FROM order_records")).scalar_one()
+    legacy = conn.execute(
+        text("SELECT COUNT(*) FROM observations WHERE global_id NOT IN (SELECT global_id FROM order_records)")
+    ).scalar_one()
+    return int(listed) + int(legacy)

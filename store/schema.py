@@ -80,9 +80,6 @@ orders = Table(
     Column("facts", String(255)),
     Column("last_event_at", EpochMs, nullable=False),  # the latest milestone (bounds dwell scans)
     Column("updated_at", EpochMs, nullable=False),
-    # Every record delivered for the order, as a JSON list (store/records.py): the idempotency check
-    # and the evidence. NULL on rows written by older versions, whose records are in `observations`.
-    Column("records", Text),
     # Covering the stuck query (state, time in state, its dimensions): an index-only range scan.
     Index("ix_orders_state", "state", "state_at", *STATE_DIMENSIONS),
     Index("ix_orders_paid", "paid_at"),
@@ -159,6 +156,17 @@ id_sequences = Table(
     metadata,
     Column("prefix", String(32), primary_key=True),  # e.g. TB_20260212
     Column("last_seq", BigInteger, nullable=False),
+)
+
+# Every record delivered for an order, as a JSON list (store/records.py): the idempotency check and
+# the evidence, one row per order beside its orders row (which stays small for the KPI scans).
+# Orders written by older versions have none: their records are in `observations`.
+order_records = Table(
+    "order_records",
+    metadata,
+    Column("global_id", String(48), primary_key=True),
+    Column("records", Text, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # Where older versions kept each order's records; no longer written (orders.records holds them), read

@@ -49,7 +49,10 @@ from store.schema import (
 )
 
 _MILESTONES = [milestone_column(s) for s in STATES]
-_ORDER_COLS = [c.name for c in orders.c]
+_TABLE_COLS = [c.name for c in orders.c]
+_WIDTH = len(_TABLE_COLS)
+# An order's row in memory: its orders columns, then its records (the order_records row).
+_ORDER_COLS = [*_TABLE_COLS, "records"]
 ORDER_COLUMNS = tuple(_ORDER_COLS)  # the order of the row tuples handed to change subscribers
 # Positions in an orders row (the merge works on plain lists, in _ORDER_COLS order).
 _POS = {s: _ORDER_COLS.index(milestone_column(s)) for s in STATES}
@@ -73,7 +76,9 @@ _OPEN = frozenset(OPEN_STATES)
 _STATE_DIMS_OF = itemgetter(
     *(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
 )  # a row's STATE_DIMENSIONS values
-_ORDER_INSERT_HEAD = f"INSERT INTO orders ({', '.join(_ORDER_COLS)})"
+_ORDER_INSERT_HEAD = f"INSERT INTO orders ({', '.join(_TABLE_COLS)})"
+_ORDER_SELECT = f"SELECT {', '.join(f'o.{c}' for c in _TABLE_COLS)}, r.records FROM orders o LEFT JOIN order_records r ON r.global_id = o.global_id"
+_RECORDS_UPSERT = " ON CONFLICT (global_id) DO UPDATE SET records = excluded.records"
 _STATE_COUNT_TAIL = " ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
 _SEQ_UPSERT = " ON CONFLICT (prefix) DO UPDATE SET last_seq = excluded.last_seq"
 MAX_JOBS = 1  # plans handed to the writer and not yet committed, at most (one more is planned meanwhile)
@@ -83,7 +88,7 @@ def _update_orders(conn: Connection, positions: tuple[int, ...], rows: list[tupl
     """Write the given positions of whole orders rows: on SQLite an UPDATE from a VALUES list (the
     other columns' values need no binding), on PostgreSQL an upsert (VALUES typed by the table)."""
     if conn.dialect.name != "sqlite":
-        _insert_rows(conn, _ORDER_INSERT_HEAD, rows, _order_upsert_tail(positions))
+        _insert_rows(conn, _ORDER_INSERT_HEAD, [row[:_WIDTH] for row in rows], _order_upsert_tail(positions))
         return
     values_of = itemgetter(_GLOBAL_ID, *positions)
     head, tail = _order_update_from(positions)
@@ -462,9 +467,7 @@ class Store:
         rows, bits, unknown = {}, dict.fromkeys(missing, 0), []
         for chunk in _chunks(sorted(missing), 500):
             marks = ", ".join("?" * len(chunk))
-            for row in _driver_rows(
-                conn, f"SELECT {', '.join(_ORDER_COLS)} FROM orders WHERE global_id IN ({marks})", chunk
-            ):
+            for row in _driver_rows(conn, f"{_ORDER_SELECT} WHERE o.global_id IN ({marks})", chunk):
                 rows[row[0]] = row
                 if row[_RECORDS] is None:
                     unknown.append(row[0])
@@ -639,15 +642,19 @@ class Store:
         """Plan the writes of the transaction's changed orders rows (only their changed columns)
         and their moves between the open-state counts; their (before, after) rows are its changes."""
         pending, changes = self._pending, self._changes
-        inserts, updates = [], {}
+        inserts, updates, records = [], {}, []
         for gid, before in self._before.items():
             after = pending[gid][0]
             if before is None:
-                inserts.append(after)
+                inserts.append(after[:_WIDTH])
+                records.append((gid, after[_RECORDS]))
                 changes.append((None, after))
                 continue
             changed = tuple(compress(_ALL_POS, map(ne, after, before)))
             if changed:
+                if changed[-1] == _RECORDS:
+                    records.append((gid, after[_RECORDS]))
+                    changed = changed[:-1]
                 rows = updates.get(changed)
                 if rows is None:
                     rows = updates[changed] = []
@@ -659,7 +666,9 @@ class Store:
             _insert_rows(conn, "INSERT INTO fact_codes (source, state, code)", new_facts)
             _insert_rows(conn, _ORDER_INSERT_HEAD, inserts)
             for changed, rows in updates.items():  # only the changed columns: other indexes untouched
-                _update_orders(conn, changed, rows)
+                if changed:
+                    _update_orders(conn, changed, rows)
+            _insert_rows(conn, "INSERT INTO order_records (global_id, records)", records, _RECORDS_UPSERT)
             _insert_rows(conn, "INSERT INTO state_counts (state, dim, value, n)", counts, _STATE_COUNT_TAIL)
 
         self._ops.append(write)
@@ -831,8 +840,8 @@ def _with_progress(row: tuple, progress: dict[str, int]) -> tuple:
     return tuple(changed)
 
 
-ID_CACHE_SIZE = 200_000  # (channel, raw id) -> global id of recently seen orders
-ORDER_CACHE_SIZE = 50_000  # recently written orders rows and their delivered facts (~0.6 KB each)
+ID_CACHE_SIZE = 100_000  # (channel, raw id) -> global id of recently seen orders
+ORDER_CACHE_SIZE = 30_000  # recently written orders rows and their delivered facts (~0.6 KB each)
 
 
 class _Recent:

@@ -15,7 +15,7 @@ from store.records import observation_rows
 from store.schema import orders
 
 # Columns that say when Sentinel read something, not what the order is: they depend on poll timing.
-_INGEST_TIMES = {"first_seen_at", "updated_at", "records"}  # records: compared as observations
+_INGEST_TIMES = {"first_seen_at", "updated_at"}
 
 
 def _bodies(report: dict) -> list[str]:

@@ -10,11 +10,11 @@ from sqlalchemy import func, insert, select
 
 from collectors.types import Batch, Observation, Quarantined
 from store.db import init_schema, make_engine
+from store.records import count_records, observation_rows
 from store.records import entry as entry_text
 from store.records import key_of as record_key_of
-from store.records import observation_rows
 from store.records import parse as parse_records
-from store.schema import from_ms, observations, order_ids, orders, quarantine, state_counts
+from store.schema import from_ms, observations, order_ids, order_records, orders, quarantine, state_counts
 from store.store import ORDER_COLUMNS, ChannelIdentity, Store
 
 T0 = datetime(2026, 2, 12, 12, 0, tzinfo=UTC)  # 20:00 in Shanghai
@@ -323,8 +323,11 @@ def test_repeats_are_counted_alike_from_memory_from_the_store_and_from_an_older_
         with engine.begin() as conn:  # as an older version left it: records in their table, no facts
             rows = [(*r[:4], from_ms(r[4]), from_ms(r[5])) for r in observation_rows(conn)]
             conn.execute(insert(observations), [dict(zip(OBSERVATION_FIELDS, r, strict=True)) for r in rows])
-            conn.execute(orders.update().values(facts=None, records=None))
+            conn.execute(orders.update().values(facts=None))
+            conn.execute(order_records.delete())
         assert records_stored(first) == len(rows) == 5  # read from the old table
+        with engine.connect() as conn:
+            assert count_records(conn) == 5
         older = Store(engine, CHANNELS, "Asia/Shanghai")
         older.ingest(Batch("tmall", [repeat("tmall", "delivered", 91), obs(raw, "paid", 1)]), T0)
         row = order(older, gid)
@@ -358,7 +361,8 @@ def test_awkward_record_keys_are_stored_once_and_read_back_as_they_were(store):
     assert store.ingest(batch, T0).new_observations == 0
     with store.engine.connect() as conn:
         rows = list(observation_rows(conn))
-        text = conn.execute(select(orders.c.records)).scalar_one()
+        text = conn.execute(select(order_records.c.records)).scalar_one()
+        assert count_records(conn) == len(AWKWARD_KEYS)
     assert sorted(r[2] for r in rows) == sorted(AWKWARD_KEYS)
     assert json.loads(text) == [list(parse_records(text)[i]) for i in range(len(AWKWARD_KEYS))]
     for key in AWKWARD_KEYS:
