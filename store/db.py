@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from store.schema import metadata
 
-SQLITE_HEAP_LIMIT_MB = 96  # the process's SQLite heap budget, page caches included
+SQLITE_HEAP_LIMIT_MB = 64  # the process's SQLite heap budget, page caches included
 
 
 def make_engine(url: str, **kwargs) -> Engine:
