@@ -283,8 +283,7 @@ class Store:
             self._pending, self._before, self._ops, self._changes, self._new_facts = {}, {}, [], [], []
             while len(self._jobs) >= MAX_JOBS:  # planned while the writer wrote: now wait for it
                 self._collect(block=True, first_only=True)
-            self._inflight.update(job.pending)
-            self._inflight_ids.update(ids)
+            self._inflight.update(job.pending)  # (its new IDs went in while it was planned)
             self._jobs.append(job)
             job.future = self._writer.submit(self._apply, job)
         return results
