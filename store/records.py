@@ -27,14 +27,30 @@ def json_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+class _Names(dict):
+    """Source and state names as JSON strings, each encoded once (there are few)."""
+
+    def __missing__(self, name: str) -> str:
+        self[name] = text = json_string(name)
+        return text
+
+
+_NAMES = _Names()
+
+
 def key_of(source: str, record_key: str) -> str:
     """What a stored record's text starts with, to tell whether (source, record key) is stored:
     `["src","key",` (a JSON string's text is canonical, and `[` then `"` opens an entry only)."""
-    return f"[{json_string(source)},{json_string(record_key)},"
+    return f"[{_NAMES[source]},{json_string(record_key)},"
+
+
+def entry_after(key_text: str, state: str, at_ms: int, ingested_ms: int) -> str:
+    """A record's text from its key_of text and the rest of it."""
+    return f"{key_text}{_NAMES[state]},{at_ms},{ingested_ms}]"
 
 
 def entry(source: str, record_key: str, state: str, at_ms: int, ingested_ms: int) -> str:
-    return f"{key_of(source, record_key)}{json_string(state)},{at_ms},{ingested_ms}]"
+    return entry_after(key_of(source, record_key), state, at_ms, ingested_ms)
 
 
 def append(records: str | None, entries: str) -> str:
@@ -60,7 +76,7 @@ def observation_rows(source: Connection | Query, gids: Iterable[str] | None = No
         where, params = "", {}
         if chunk is not None:
             where, params = _among(chunk)
-        legacy = []
+        legacy: list[str] = []
         sql = f"SELECT o.global_id, r.records FROM orders o LEFT JOIN order_records r ON r.global_id = o.global_id{where}"
         for gid, records in query(sql, params):
             if records is None:
@@ -68,8 +84,8 @@ def observation_rows(source: Connection | Query, gids: Iterable[str] | None = No
             else:
                 for item in parse(records):
                     yield (gid, *item)
-        if legacy:
-            where, params = _among(legacy)
+        for i in range(0, len(legacy), 500):  # a whole older store: many orders, one IN list each 500
+            where, params = _among(legacy[i : i + 500])
             sql = f"SELECT global_id, source, record_key, state, at, ingested_at FROM observations o{where}"
             yield from map(tuple, query(sql, params))
 

@@ -37,7 +37,8 @@ from store.lifecycle import (
 from store.pii import write_pii
 from store.records import append as append_records
 from store.records import entry as record_entry
-from store.records import json_string as _json_string
+from store.records import entry_after as record_entry_after
+from store.records import key_of as record_key_of
 from store.schema import (
     cursors,
     order_ids,
@@ -115,17 +116,6 @@ OrderChange = tuple[tuple | None, tuple]  # (the row before the batch or None wh
 
 def _first(item: tuple) -> Any:
     return item[0]
-
-
-class _Quoted(dict):
-    """Names as JSON strings, each encoded once."""
-
-    def __missing__(self, name: str) -> str:
-        self[name] = text = _json_string(name)
-        return text
-
-
-_QUOTED = _Quoted()  # source and state names as JSON strings (few: kept)
 
 
 @dataclass(frozen=True)
@@ -514,16 +504,16 @@ class Store:
         entries = self._entries(conn, {key[0] for key in by_key if key[0] not in fresh})
         now_ms = to_ms(now)
         touched, repeats, delivered, fact_bit = {}, Counter(), {}, self._fact_bit
-        fact_bits, quoted = self._fact_bits, _QUOTED
+        fact_bits = self._fact_bits
         texts: dict[str, list[str]] = {}
         for (gid, source, record_key), o in by_key.items():
             entry = entries.get(gid)
             stored = entry[0][_RECORDS] if entry is not None and entry[0] is not None else None
-            head = f"[{quoted[source]},{_json_string(record_key)},"  # records.key_of
+            head = record_key_of(source, record_key)
             if stored is not None and head in stored:
                 continue
             at = int(o.at.timestamp() * 1000)
-            text_ = f"{head}{quoted[o.state]},{at},{now_ms}]"
+            text_ = record_entry_after(head, o.state, at, now_ms)
             items = touched.get(gid)
             if items is None:
                 touched[gid] = [(at, o)]
