@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from itertools import chain, compress
-from operator import itemgetter, ne
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -72,6 +72,7 @@ _PAYMENT_ROLE = ROLE_BITS["payment"]
 _MANUAL, _CHANNEL_SHIPPED = _ORDER_COLS.index("manual_at"), _ORDER_COLS.index("channel_shipped_at")
 _PROGRESS = _ORDER_COLS.index("progress_at")
 _CHANNEL_ROLE = ROLE_BITS["channel"]
+_BIT = [1 << p for p in _ALL_POS]  # a column's bit in the fold's mask of changed columns
 _SHIPPED_OR_LATER = frozenset(s for s in STATES if RANK[s] >= RANK["shipped"] and s not in EXITS)
 _OPEN = frozenset(OPEN_STATES)
 _STATE_DIMS_OF = itemgetter(
@@ -94,6 +95,12 @@ def _update_orders(conn: Connection, positions: tuple[int, ...], rows: list[tupl
     values_of = itemgetter(_GLOBAL_ID, *positions)
     head, tail = _order_update_from(positions)
     _insert_rows(conn, head, [values_of(row) for row in rows], tail)
+
+
+@functools.cache
+def _positions(mask: int) -> tuple[int, ...]:
+    """The row positions whose bits are set in `mask`."""
+    return tuple(p for p in _ALL_POS if mask & _BIT[p])
 
 
 @functools.cache
@@ -190,6 +197,7 @@ class Store:
         # The plan being made: its rows, the rows as they were, its statements and changes.
         self._pending: dict[str, tuple[tuple | None, int]] = {}
         self._before: dict[str, tuple | None] = {}
+        self._dirty: dict[str, int] = {}  # the mask of the columns the plan changed, per order
         self._ops: list[Callable[[Connection], None]] = []
         # (source, state) -> its bit in orders.facts, as fact_codes holds them (read at the first
         # plan); codes numbered by the plan being made are in _new_facts until it is handed over.
@@ -251,7 +259,7 @@ class Store:
         results = [IngestResult(records=b.records) for b in batches]
         with self._plan_lock:
             self._collect(block=False)
-            self._pending, self._before, self._ops, self._changes = {}, {}, [], []
+            self._pending, self._before, self._dirty, self._ops, self._changes = {}, {}, {}, [], []
             ids: dict[tuple[str, str], str] = {}
             try:
                 with self.engine.connect() as reader:
@@ -263,14 +271,21 @@ class Store:
                     self._plan_orders()
                     reader.rollback()
             except BaseException:  # what this plan numbered must not outlive it
-                self._pending, self._before, self._ops, self._changes = {}, {}, [], []
+                self._pending, self._before, self._dirty, self._ops, self._changes = {}, {}, {}, [], []
                 try:
                     self._collect(block=True)  # the plans before it, which later plans build on
                 finally:
                     self._drop_plans()
                 raise
             job = _Job(self._ops, self._pending, ids, self._changes)
-            self._pending, self._before, self._ops, self._changes, self._new_facts = {}, {}, [], [], []
+            self._pending, self._before, self._dirty, self._ops, self._changes, self._new_facts = (
+                {},
+                {},
+                {},
+                [],
+                [],
+                [],
+            )
             while len(self._jobs) >= MAX_JOBS:  # planned while the writer wrote: now wait for it
                 self._collect(block=True, first_only=True)
             self._inflight.update(job.pending)  # (its new IDs went in while it was planned)
@@ -314,7 +329,14 @@ class Store:
 
     def _drop_plans(self) -> None:
         self._inflight, self._inflight_ids, self._seqs = {}, {}, {}
-        self._pending, self._before, self._ops, self._changes, self._new_facts = {}, {}, [], [], []
+        self._pending, self._before, self._dirty, self._ops, self._changes, self._new_facts = (
+            {},
+            {},
+            {},
+            [],
+            [],
+            [],
+        )
         self._fact_bits = None  # codes numbered in a dropped plan: read again
 
     def _apply(self, job: _Job) -> None:
@@ -547,9 +569,9 @@ class Store:
         """Fold a batch's new observations into its orders' rows in memory (earliest time per
         milestone, highest state) and the progress of all its observations, repeats included
         (newest per state, kept for the current state): they become the transaction's pending
-        rows, written once at its end however many batches touched them. Returns the number of
-        orders touched (by new observations)."""
-        pending, before_txn = self._pending, self._before
+        rows, written once at its end however many batches touched them, with the mask of the
+        columns they changed. Returns the number of orders touched (by new observations)."""
+        pending, before_txn, dirty = self._pending, self._before, self._dirty
         pending.update(entries)
         now_ms = to_ms(now)
         role_bits, positions, dim_pos, rank = self._role_bits, _POS, _DIM_POS, RANK
@@ -561,6 +583,7 @@ class Store:
                 if gid not in before_txn:
                     before_txn[gid] = before
                 pending[gid] = (row, bits)
+                dirty[gid] = dirty.get(gid, 0) | _BIT[_PROGRESS] | _BIT[_UPDATED]
         for gid, items in touched.items():
             before, bits = entries[gid]
             if gid not in before_txn:
@@ -577,60 +600,81 @@ class Store:
                 best = row[_STATE]
             if len(items) > 1:
                 items.sort(key=_first)  # the latest dimension value wins
+            changed = _BIT[_RECORDS] | _BIT[_UPDATED]  # a touched order has a new record
             if gid in repeats:
                 row[_DUPS] += repeats[gid]
+                changed |= _BIT[_DUPS]
             last = row[_LAST]
             for at, o in items:
                 role = role_bits.get(o.source, OTHER_ROLE_BIT)
-                row[_ROLES] |= role
+                if not row[_ROLES] & role:
+                    row[_ROLES] |= role
+                    changed |= _BIT[_ROLES]
                 state = o.state
                 col = positions[state]
                 if row[col] is None or at < row[col]:
                     row[col] = at
+                    changed |= _BIT[col]
                 if last is None or at > last:
                     last = at
                 if o.created_at is not None:
                     created = int(o.created_at.timestamp() * 1000)
                     if row[_CREATED] is None or created < row[_CREATED]:
                         row[_CREATED] = created
+                        changed |= _BIT[_CREATED]
                     if created > last:
                         last = created
                 if o.dims:
                     for dim, value in o.dims.items():
-                        if value and dim in dim_pos:
-                            row[dim_pos[dim]] = value
+                        if value and dim in dim_pos and row[p := dim_pos[dim]] != value:
+                            row[p] = value
+                            changed |= _BIT[p]
                 if o.notified_at is not None and state == "paid" and row[_CALLBACK_DELAY] is None:
                     row[_CALLBACK_DELAY] = to_ms(o.notified_at) - at
+                    changed |= _BIT[_CALLBACK_DELAY]
                 if o.manual_at is not None:
                     manual = to_ms(o.manual_at)
                     if row[_MANUAL] is None or manual < row[_MANUAL]:
                         row[_MANUAL] = manual
+                        changed |= _BIT[_MANUAL]
                 if role == _CHANNEL_ROLE and o.state in _SHIPPED_OR_LATER:
                     if row[_CHANNEL_SHIPPED] is None or at < row[_CHANNEL_SHIPPED]:
                         row[_CHANNEL_SHIPPED] = at
+                        changed |= _BIT[_CHANNEL_SHIPPED]
                 if o.amount_fen is not None:
                     at_pos = _PAID_AMOUNT if role == _PAYMENT_ROLE else _AMOUNT
                     if row[at_pos] is None:
                         row[at_pos] = o.amount_fen
+                        changed |= _BIT[at_pos]
                 if best is None or rank[state] > rank[best]:
                     best = state
-            row[_LAST] = last
+            if last != row[_LAST]:
+                row[_LAST] = last
+                changed |= _BIT[_LAST]
             if best != row[_STATE]:
                 row[_PROGRESS] = None  # the progress was the old state's
-            row[_STATE], row[_RANK], row[_STATE_AT] = best, rank[best], row[positions[best]]
-            row[_FACTS] = f"{bits:x}"
+                row[_STATE], row[_RANK] = best, rank[best]
+                changed |= _BIT[_PROGRESS] | _BIT[_STATE] | _BIT[_RANK]
+            if row[_STATE_AT] != (state_at := row[positions[best]]):
+                row[_STATE_AT] = state_at
+                changed |= _BIT[_STATE_AT]
+            if row[_FACTS] != (facts := f"{bits:x}"):
+                row[_FACTS] = facts
+                changed |= _BIT[_FACTS]
             row[_RECORDS] = append_records(row[_RECORDS], texts[gid])
             row[_UPDATED] = now_ms  # a touched order always changes: a new fact or a repeat counted
             row = tuple(row)
-            if gid in progress:
-                row = _with_progress(row, progress[gid])
+            if gid in progress and (progressed := _with_progress(row, progress[gid])) is not row:
+                row = progressed
+                changed |= _BIT[_PROGRESS]
             pending[gid] = (row, bits)
+            dirty[gid] = dirty.get(gid, 0) | changed
         return len(touched)
 
     def _plan_orders(self) -> None:
         """Plan the writes of the transaction's changed orders rows (only their changed columns)
         and their moves between the open-state counts; their (before, after) rows are its changes."""
-        pending, changes = self._pending, self._changes
+        pending, changes, dirty = self._pending, self._changes, self._dirty
         inserts, updates, records = [], {}, []
         for gid, before in self._before.items():
             after = pending[gid][0]
@@ -639,11 +683,11 @@ class Store:
                 records.append((gid, after[_RECORDS]))
                 changes.append((None, after))
                 continue
-            changed = tuple(compress(_ALL_POS, map(ne, after, before)))
-            if changed:
-                if changed[-1] == _RECORDS:
+            mask = dirty[gid]
+            if mask:
+                if mask & _BIT[_RECORDS]:
                     records.append((gid, after[_RECORDS]))
-                    changed = changed[:-1]
+                changed = _positions(mask & ~_BIT[_RECORDS])
                 rows = updates.get(changed)
                 if rows is None:
                     rows = updates[changed] = []
