@@ -12,7 +12,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
@@ -75,6 +75,8 @@ _CHANNEL_ROLE = ROLE_BITS["channel"]
 _BIT = [1 << p for p in _ALL_POS]  # a column's bit in the fold's mask of changed columns
 _SHIPPED_OR_LATER = frozenset(s for s in STATES if RANK[s] >= RANK["shipped"] and s not in EXITS)
 _OPEN = frozenset(OPEN_STATES)
+# The columns whose change may move an order between the open-state counts (state_counts).
+_STATE_COUNT_BITS = sum(_BIT[_ORDER_COLS.index(c)] for c in ("state", *STATE_DIMENSIONS))
 _STATE_DIMS_OF = itemgetter(
     *(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
 )  # a row's STATE_DIMENSIONS values
@@ -268,6 +270,7 @@ class Store:
                         self._fact_bits = {(source, state): 1 << code for source, state, code in rows}
                     for batch, result in zip(batches, results, strict=True):
                         ids.update(self._plan(reader, batch, result, now))
+                    self._plan_sources(batches, results, now)
                     self._plan_orders()
                     reader.rollback()
             except BaseException:  # what this plan numbered must not outlive it
@@ -365,19 +368,39 @@ class Store:
         result.orders_touched = self._fold(touched, entries, repeats, texts, _progress(valid, ids), now)
         quarantined = [*batch.quarantined, *rejected]
         with_pii = [o for o in valid if o.pii]  # what the writer needs, not the whole batch
-        pii_ids = {key: ids[key] for key in {(o.channel, o.raw_order_id) for o in with_pii}}
-        head = replace(batch, observations=[], quarantined=[])
+        if with_pii or quarantined:
+            pii_ids = {key: ids[key] for key in {(o.channel, o.raw_order_id) for o in with_pii}}
 
-        def write(conn: Connection) -> None:  # what reads the written tables: in the writer, in order
-            write_pii(conn, with_pii, pii_ids, now)
-            result.quarantined = self._insert_quarantine(conn, quarantined, now)
-            if head.cursor is not None:
-                values = {"value": head.cursor, "updated_at": now}
-                self._upsert(conn, cursors, {"source": head.source}, values)
-            self._count_health(conn, head, result, now)
+            def write(conn: Connection) -> None:  # what reads the written tables: in the writer, in order
+                write_pii(conn, with_pii, pii_ids, now)
+                result.quarantined = self._insert_quarantine(conn, quarantined, now)
+
+            self._ops.append(write)
+        return ids
+
+    def _plan_sources(self, batches: list[Batch], results: list[IngestResult], now: datetime) -> None:
+        """Plan each source's cursor (its last batch's) and health counters (summed over its
+        batches), written once per transaction after the batches' quarantine."""
+        heads = [(b.source, b.cursor, b.records, b.max_event_at) for b in batches]
+
+        def write(conn: Connection) -> None:
+            last_cursor: dict[str, str] = {}
+            totals: dict[str, list] = {}  # source -> [records, new observations, quarantined, lag]
+            for (source, cursor, records, max_event_at), result in zip(heads, results, strict=True):
+                if cursor is not None:
+                    last_cursor[source] = cursor
+                counts = totals.setdefault(source, [0, 0, 0, None])
+                counts[0] += records
+                counts[1] += result.new_observations
+                counts[2] += result.quarantined
+                if max_event_at is not None:
+                    counts[3] = max(0.0, (now - max_event_at).total_seconds())
+            for source, cursor in last_cursor.items():
+                self._upsert(conn, cursors, {"source": source}, {"value": cursor, "updated_at": now})
+            for source, counts in totals.items():
+                self._count_health(conn, source, *counts)
 
         self._ops.append(write)
-        return ids
 
     def _validate_identity(self, obs: Iterable[Observation]) -> tuple[list[Observation], list[Quarantined]]:
         valid, rejected = [], []
@@ -676,12 +699,14 @@ class Store:
         and their moves between the open-state counts; their (before, after) rows are its changes."""
         pending, changes, dirty = self._pending, self._changes, self._dirty
         inserts, updates, records = [], {}, []
+        moved = []  # the changes that may move an order between the open-state counts
         for gid, before in self._before.items():
             after = pending[gid][0]
             if before is None:
                 inserts.append(after[:_WIDTH])
                 records.append((gid, after[_RECORDS]))
                 changes.append((None, after))
+                moved.append((None, after))
                 continue
             mask = dirty[gid]
             if mask:
@@ -693,7 +718,9 @@ class Store:
                     rows = updates[changed] = []
                 rows.append(after)
                 changes.append((before, after))
-        new_facts, counts = self._new_facts, self._count_states(changes)
+                if mask & _STATE_COUNT_BITS:
+                    moved.append((before, after))
+        new_facts, counts = self._new_facts, self._count_states(moved)
 
         def write(conn: Connection) -> None:
             _insert_rows(conn, "INSERT INTO fact_codes (source, state, code)", new_facts)
@@ -791,16 +818,24 @@ class Store:
         conn.execute(insert(source_health).values(**fresh))
         return fresh
 
-    def _count_health(self, conn: Connection, batch: Batch, result: IngestResult, now: datetime) -> None:
+    def _count_health(
+        self,
+        conn: Connection,
+        source: str,
+        records: int,
+        observations: int,
+        quarantined: int,
+        lag: float | None,
+    ) -> None:
         col = source_health.c
         values = {
-            "records_total": col.records_total + batch.records,
-            "observations_total": col.observations_total + result.new_observations,
-            "quarantined_total": col.quarantined_total + result.quarantined,
+            "records_total": col.records_total + records,
+            "observations_total": col.observations_total + observations,
+            "quarantined_total": col.quarantined_total + quarantined,
         }
-        if batch.max_event_at is not None:
-            values["lag_seconds"] = max(0.0, (now - batch.max_event_at).total_seconds())
-        self._update_health(conn, batch.source, values)
+        if lag is not None:
+            values["lag_seconds"] = lag
+        self._update_health(conn, source, values)
 
     def _update_health(self, conn: Connection, source: str, values: dict) -> None:
         """One UPDATE of the source's health row (created first when it has none yet)."""
