@@ -200,6 +200,8 @@ class Store:
         self._pending: dict[str, tuple[tuple | None, int]] = {}
         self._before: dict[str, tuple | None] = {}
         self._dirty: dict[str, int] = {}  # the mask of the columns the plan changed, per order
+        self._new_ids: list[tuple[str, str, str]] = []  # order_ids rows the plan numbered
+        self._new_seqs: dict[str, int] = {}  # ID prefix -> its last sequence number, as the plan leaves it
         self._ops: list[Callable[[Connection], None]] = []
         # (source, state) -> its bit in orders.facts, as fact_codes holds them (read at the first
         # plan); codes numbered by the plan being made are in _new_facts until it is handed over.
@@ -261,7 +263,7 @@ class Store:
         results = [IngestResult(records=b.records) for b in batches]
         with self._plan_lock:
             self._collect(block=False)
-            self._pending, self._before, self._dirty, self._ops, self._changes = {}, {}, {}, [], []
+            self._reset_plan()
             ids: dict[tuple[str, str], str] = {}
             try:
                 with self.engine.connect() as reader:
@@ -274,21 +276,14 @@ class Store:
                     self._plan_orders()
                     reader.rollback()
             except BaseException:  # what this plan numbered must not outlive it
-                self._pending, self._before, self._dirty, self._ops, self._changes = {}, {}, {}, [], []
+                self._reset_plan()
                 try:
                     self._collect(block=True)  # the plans before it, which later plans build on
                 finally:
                     self._drop_plans()
                 raise
             job = _Job(self._ops, self._pending, ids, self._changes)
-            self._pending, self._before, self._dirty, self._ops, self._changes, self._new_facts = (
-                {},
-                {},
-                {},
-                [],
-                [],
-                [],
-            )
+            self._reset_plan()
             while len(self._jobs) >= MAX_JOBS:  # planned while the writer wrote: now wait for it
                 self._collect(block=True, first_only=True)
             self._inflight.update(job.pending)  # (its new IDs went in while it was planned)
@@ -330,16 +325,15 @@ class Store:
             if first_only:
                 return
 
+    def _reset_plan(self) -> None:
+        """Forget the plan being made: its rows, statements, changes, and the IDs and fact codes it numbered."""
+        self._pending, self._before, self._dirty = {}, {}, {}
+        self._ops, self._changes, self._new_facts = [], [], []
+        self._new_ids, self._new_seqs = [], {}
+
     def _drop_plans(self) -> None:
         self._inflight, self._inflight_ids, self._seqs = {}, {}, {}
-        self._pending, self._before, self._dirty, self._ops, self._changes, self._new_facts = (
-            {},
-            {},
-            {},
-            [],
-            [],
-            [],
-        )
+        self._reset_plan()
         self._fact_bits = None  # codes numbered in a dropped plan: read again
 
     def _apply(self, job: _Job) -> None:
@@ -476,12 +470,8 @@ class Store:
             seqs[prefix] = start + len(keys)
             seq_rows.append((prefix, seqs[prefix]))
         inflight.update((key, known[key]) for key in fresh)  # the next batches of this plan see them
-
-        def write(conn: Connection) -> None:
-            _insert_rows(conn, "INSERT INTO order_ids (channel, raw_order_id, global_id)", mapping_rows)
-            _insert_rows(conn, "INSERT INTO id_sequences (prefix, last_seq)", seq_rows, _SEQ_UPSERT)
-
-        self._ops.append(write)
+        self._new_ids.extend(mapping_rows)  # written with the plan's orders
+        self._new_seqs.update(seq_rows)
         return known, {known[key] for key in fresh}
 
     def _entries(self, conn: Connection, gids: Iterable[str]) -> dict[str, tuple[tuple | None, int]]:
@@ -721,8 +711,11 @@ class Store:
                 if mask & _STATE_COUNT_BITS:
                     moved.append((before, after))
         new_facts, counts = self._new_facts, self._count_states(moved)
+        new_ids, new_seqs = self._new_ids, list(self._new_seqs.items())
 
         def write(conn: Connection) -> None:
+            _insert_rows(conn, "INSERT INTO order_ids (channel, raw_order_id, global_id)", new_ids)
+            _insert_rows(conn, "INSERT INTO id_sequences (prefix, last_seq)", new_seqs, _SEQ_UPSERT)
             _insert_rows(conn, "INSERT INTO fact_codes (source, state, code)", new_facts)
             _insert_rows(conn, _ORDER_INSERT_HEAD, inserts)
             for changed, rows in updates.items():  # only the changed columns: other indexes untouched
