@@ -698,18 +698,17 @@ class Store:
                 changes.append((None, after))
                 moved.append((None, after))
                 continue
-            mask = dirty[gid]
-            if mask:
-                if mask & _BIT[_RECORDS]:
-                    records.append((gid, after[_RECORDS]))
-                changed = _positions(mask & ~_BIT[_RECORDS])
-                rows = updates.get(changed)
-                if rows is None:
-                    rows = updates[changed] = []
-                rows.append(after)
-                changes.append((before, after))
-                if mask & _STATE_COUNT_BITS:
-                    moved.append((before, after))
+            mask = dirty[gid]  # never 0: a planned order's updated_at changed at least
+            if mask & _BIT[_RECORDS]:
+                records.append((gid, after[_RECORDS]))
+            changed = _positions(mask & ~_BIT[_RECORDS])
+            rows = updates.get(changed)
+            if rows is None:
+                rows = updates[changed] = []
+            rows.append(after)
+            changes.append((before, after))
+            if mask & _STATE_COUNT_BITS:
+                moved.append((before, after))
         new_facts, counts = self._new_facts, self._count_states(moved)
         new_ids, new_seqs = self._new_ids, list(self._new_seqs.items())
         # In key order, each statement walks its B-trees from one end to the other (neighbouring
@@ -724,8 +723,7 @@ class Store:
             _insert_rows(conn, "INSERT INTO fact_codes (source, state, code)", new_facts)
             _insert_rows(conn, _ORDER_INSERT_HEAD, inserts)
             for changed, rows in updates.items():  # only the changed columns: other indexes untouched
-                if changed:
-                    _update_orders(conn, changed, rows)
+                _update_orders(conn, changed, rows)
             _insert_rows(conn, "INSERT INTO order_records (global_id, records)", records, _RECORDS_UPSERT)
             _insert_rows(conn, "INSERT INTO state_counts (state, dim, value, n)", counts, _STATE_COUNT_TAIL)
 
