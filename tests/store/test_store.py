@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -392,6 +393,42 @@ def test_submitted_groups_build_on_each_other_before_they_are_written(store):
     gid = store.global_id("tmall", raw)
     assert order(store, gid)["state"] == "packed" and count(store, order_ids) == 6
     assert records_stored(store) == 10 and seen == [2] * 5  # repeats alone change no order
+
+
+def test_a_failed_write_drops_the_plan_queued_behind_it(store, monkeypatch):
+    """Two plans handed to the writer, the second built on the first's rows and IDs: when the
+    first write fails, the second is not written either, flush raises the first's error, and
+    both, submitted again, are written in full (nothing of them outlived the failure in memory)."""
+    monkeypatch.setattr(store_module, "MAX_JOBS", 2)
+    store.ingest(Batch("tmall", [obs("3912345678901234567", "paid", 0)], cursor="c0"), T0)
+    release = threading.Event()
+    real_count_health = store._count_health
+
+    def fail_when_released(*args):
+        assert release.wait(10)
+        raise RuntimeError("store lost mid-write")
+
+    monkeypatch.setattr(store, "_count_health", fail_when_released)
+    first = Batch("tmall", [obs("3912345678901234567", "shipped", 5), obs("3912345678901234568", "paid", 5)],
+                  cursor="c1")  # fmt: skip
+    second = Batch("tmall", [obs("3912345678901234568", "shipped", 9), obs("3912345678901234569", "paid", 9)],
+                   cursor="c2")  # fmt: skip
+    store.submit([first], T0 + timedelta(minutes=1))
+    store.submit([second], T0 + timedelta(minutes=2))  # planned while the first waits in the writer
+    release.set()
+    with pytest.raises(RuntimeError, match="mid-write"):
+        store.flush()
+    assert store.cursor("tmall") == "c0"
+    assert records_stored(store) == 1 and count(store, order_ids) == 1
+
+    monkeypatch.setattr(store, "_count_health", real_count_health)
+    results = store.ingest_many([first], T0 + timedelta(minutes=3)) + store.ingest_many(
+        [second], T0 + timedelta(minutes=4)
+    )
+    assert [(r.new_observations, r.duplicate_observations) for r in results] == [(2, 0), (2, 0)]
+    assert store.cursor("tmall") == "c2" and records_stored(store) == 5 and count(store, order_ids) == 3
+    gid = store.global_id("tmall", "3912345678901234568")
+    assert order(store, gid)["state"] == "shipped" and gid.endswith("_000002")  # numbered once
 
 
 def test_rows_read_back_equal_the_rows_the_store_planned(store_url, monkeypatch):
