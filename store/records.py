@@ -1,17 +1,20 @@
 """An order's delivered records, kept in one order_records row beside its orders row.
 
 Each record a source delivered for the order is one JSON array `[source, record_key, state, at_ms,
-ingested_at_ms]` in the row's JSON list. The store decides whether a record is already stored from
-the records it reads with the order's row (no observation table to insert into or look up per
-record), and the evidence of an order is one row. Stores written by older versions
-keep their records in the `observations` table until an order is next touched; readers here see
-both.
+ingested_at_ms]` in the row's JSON list, and `record_keys` holds a 4-byte digest of each record's
+key (its key_of text) in the same order. The store tells a new record from a stored one by the
+digests it reads and keeps with the order's row (no observation table to insert into or look up per
+record, no list text in memory); a digest found is confirmed against the text, so a collision
+never drops a record. The evidence of an order is one row. Stores written by older versions keep
+their records in the `observations` table (or a row without digests) until an order is next
+touched; readers here see both.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy import Connection, text
@@ -42,6 +45,17 @@ def key_of(source: str, record_key: str) -> str:
     """What a stored record's text starts with, to tell whether (source, record key) is stored:
     `["src","key",` (a JSON string's text is canonical, and `[` then `"` opens an entry only)."""
     return f"[{_NAMES[source]},{json_string(record_key)},"
+
+
+def digest(key_text: str) -> bytes:
+    """The 4-byte digest of a record's key_of text, as record_keys holds it (CRC-32: the same in
+    every process and version)."""
+    return zlib.crc32(key_text.encode()).to_bytes(4, "little")
+
+
+def digests(records: str | None) -> bytes:
+    """record_keys of a records list: each record's key digest, in order."""
+    return b"".join(digest(key_of(source, key)) for source, key, *_ in parse(records))
 
 
 def entry_after(key_text: str, state: str, at_ms: int, ingested_ms: int) -> str:

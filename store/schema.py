@@ -11,6 +11,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -166,6 +167,9 @@ order_records = Table(
     metadata,
     Column("global_id", String(48), primary_key=True),
     Column("records", Text, nullable=False),
+    # A 4-byte digest per record's key, in the list's order (store/records.py): what the ingest reads
+    # and keeps in memory to tell a new record from a stored one. NULL in rows of older versions.
+    Column("record_keys", LargeBinary),
     sqlite_with_rowid=False,
 )
 

@@ -36,9 +36,12 @@ from store.lifecycle import (
 )
 from store.pii import write_pii
 from store.records import append as append_records
+from store.records import digest as record_digest
+from store.records import digests as record_digests
 from store.records import entry as record_entry
 from store.records import entry_after as record_entry_after
 from store.records import key_of as record_key_of
+from store.records import parse as parse_records
 from store.schema import (
     cursors,
     order_ids,
@@ -52,8 +55,9 @@ from store.schema import (
 _MILESTONES = [milestone_column(s) for s in STATES]
 _TABLE_COLS = [c.name for c in orders.c]
 _WIDTH = len(_TABLE_COLS)
-# An order's row in memory: its orders columns, then its records (the order_records row).
-_ORDER_COLS = [*_TABLE_COLS, "records"]
+# An order's row in memory: its orders columns, then its records' key digests (order_records.record_keys;
+# the records' text stays in the database: appended there, read only to confirm a digest found).
+_ORDER_COLS = [*_TABLE_COLS, "record_keys"]
 ORDER_COLUMNS = tuple(_ORDER_COLS)  # the order of the row tuples handed to change subscribers
 # Positions in an orders row (the merge works on plain lists, in _ORDER_COLS order).
 _POS = {s: _ORDER_COLS.index(milestone_column(s)) for s in STATES}
@@ -65,7 +69,7 @@ _GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIR
               "created_at", "first_seen_at", "last_event_at", "updated_at")
 )  # fmt: skip
 _ROLES, _DUPS = _ORDER_COLS.index("seen_roles"), _ORDER_COLS.index("duplicate_records")
-_FACTS, _RECORDS = _ORDER_COLS.index("facts"), _ORDER_COLS.index("records")
+_FACTS, _KEYS = _ORDER_COLS.index("facts"), _ORDER_COLS.index("record_keys")
 _PAID_AMOUNT = _ORDER_COLS.index("paid_amount_fen")
 _CALLBACK_DELAY = _ORDER_COLS.index("callback_delay_ms")
 _PAYMENT_ROLE = ROLE_BITS["payment"]
@@ -81,8 +85,23 @@ _STATE_DIMS_OF = itemgetter(
     *(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
 )  # a row's STATE_DIMENSIONS values
 _ORDER_INSERT_HEAD = f"INSERT INTO orders ({', '.join(_TABLE_COLS)})"
-_ORDER_SELECT = f"SELECT {', '.join(f'o.{c}' for c in _TABLE_COLS)}, r.records FROM orders o LEFT JOIN order_records r ON r.global_id = o.global_id"
-_RECORDS_UPSERT = " ON CONFLICT (global_id) DO UPDATE SET records = excluded.records"
+_ORDER_SELECT = f"SELECT {', '.join(f'o.{c}' for c in _TABLE_COLS)}, r.record_keys FROM orders o LEFT JOIN order_records r ON r.global_id = o.global_id"
+_RECORDS_INSERT = "INSERT INTO order_records (global_id, records, record_keys)"
+# A plan's records of an order go to the end of its list ("[a,b]" + "[c]" -> "[a,b,c]") and their
+# digests to the end of record_keys (SQLite's || makes text of blobs: cast back, bytes unchanged); a
+# list is never empty, so its last character is its "]".
+_RECORDS_APPEND = (
+    " ON CONFLICT (global_id) DO UPDATE SET"
+    " records = substr(order_records.records, 1, length(order_records.records) - 1) || ',' || substr(excluded.records, 2),"
+    " record_keys = {keys}"
+)
+_KEYS_APPENDED = {
+    "sqlite": "CAST(order_records.record_keys || excluded.record_keys AS BLOB)",
+    "postgresql": "order_records.record_keys || excluded.record_keys",
+}
+_RECORDS_REPLACE = (  # a row an older version wrote: its whole list and all its digests
+    " ON CONFLICT (global_id) DO UPDATE SET records = excluded.records, record_keys = excluded.record_keys"
+)
 _STATE_COUNT_TAIL = " ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
 _SEQ_UPSERT = " ON CONFLICT (prefix) DO UPDATE SET last_seq = excluded.last_seq"
 MAX_JOBS = 1  # plans handed to the writer and not yet committed, at most (one more is planned meanwhile)
@@ -156,6 +175,7 @@ class _Job:
     pending: dict[str, tuple[tuple | None, int]]  # orders rows and delivered bits it writes
     ids: dict[tuple[str, str], str]  # the global IDs it resolved
     changes: list[OrderChange]
+    texts: dict[str, str]  # per order, the records text it writes (to confirm a digest found)
     future: concurrent.futures.Future | None = None
 
 
@@ -203,6 +223,9 @@ class Store:
         self._new_ids: list[tuple[str, str, str]] = []  # order_ids rows the plan numbered
         self._new_seqs: dict[str, int] = {}  # ID prefix -> its last sequence number, as the plan leaves it
         self._ops: list[Callable[[Connection], None]] = []
+        self._plan_texts: dict[str, list[str]] = {}  # per order, its new records' text, batch by batch
+        self._base_texts: dict[str, str] = {}  # rows of an older version read: their whole records text
+        self._written: dict[str, str] = {}  # per order, the records text the plan writes
         # (source, state) -> its bit in orders.facts, as fact_codes holds them (read at the first
         # plan); codes numbered by the plan being made are in _new_facts until it is handed over.
         self._fact_bits: dict[tuple[str, str], int] | None = None
@@ -282,7 +305,7 @@ class Store:
                 finally:
                     self._drop_plans()
                 raise
-            job = _Job(self._ops, self._pending, ids, self._changes)
+            job = _Job(self._ops, self._pending, ids, self._changes, self._written)
             self._reset_plan()
             while len(self._jobs) >= MAX_JOBS:  # planned while the writer wrote: now wait for it
                 self._collect(block=True, first_only=True)
@@ -330,6 +353,7 @@ class Store:
         self._pending, self._before, self._dirty = {}, {}, {}
         self._ops, self._changes, self._new_facts = [], [], []
         self._new_ids, self._new_seqs = [], {}
+        self._plan_texts, self._base_texts, self._written = {}, {}, {}
 
     def _drop_plans(self) -> None:
         self._inflight, self._inflight_ids, self._seqs = {}, {}, {}
@@ -476,8 +500,9 @@ class Store:
 
     def _entries(self, conn: Connection, gids: Iterable[str]) -> dict[str, tuple[tuple | None, int]]:
         """(orders row, delivered bits) of existing orders: this transaction's, the cache's, or read
-        (one orders row per order not seen lately; its records from the old observations table only when the row has none,
-        as rows written by an older version)."""
+        (one orders row per order not seen lately, with its records' key digests). A row an older
+        version wrote (no digests, or its records still in the observations table) gets its digests
+        and bits from its records, whose text the plan keeps to write the row whole."""
         pending, inflight, cached = self._pending, self._inflight, self._orders.get
         found, missing = {}, []
         for gid in gids:
@@ -488,30 +513,53 @@ class Store:
                 found[gid] = entry
         if not missing:
             return found
-        rows, bits, unknown = {}, dict.fromkeys(missing, 0), []
+        older = []
         for chunk in _chunks(sorted(missing), 500):
             marks = ", ".join("?" * len(chunk))
             for row in _driver_rows(conn, f"{_ORDER_SELECT} WHERE o.global_id IN ({marks})", chunk):
-                rows[row[0]] = row
-                if row[_RECORDS] is None:
-                    unknown.append(row[0])
+                if row[_KEYS] is None:
+                    older.append(row)
                 else:
-                    bits[row[0]] = int(row[_FACTS], 16)
-        legacy: dict[str, list[str]] = {gid: [] for gid in unknown}
-        for chunk in _chunks(unknown, 500):  # rows written by an older version: records in their table
+                    found[row[0]] = (row, int(row[_FACTS], 16))
+        texts = self._read_records(conn, [row[0] for row in older])
+        for row in older:
+            gid, bits = row[0], 0
+            self._base_texts[gid] = text = texts[gid]
+            for source, _key, state, *_ in parse_records(text):
+                bits |= self._fact_bit(source, state)
+            found[gid] = ((*row[:_KEYS], record_digests(text), *row[_KEYS + 1 :]), bits)
+        for gid in missing:
+            found.setdefault(gid, (None, 0))
+        return found
+
+    @staticmethod
+    def _read_records(conn: Connection, gids: list[str]) -> dict[str, str]:
+        """The committed records text of each order (order_records; for an order an older version
+        wrote, from the observations table)."""
+        texts: dict[str, str] = {}
+        for chunk in _chunks(gids, 500):
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT global_id, records FROM order_records WHERE global_id IN ({marks})"
+            texts.update(_driver_rows(conn, sql, chunk))
+        legacy: dict[str, list[str]] = {gid: [] for gid in gids if gid not in texts}
+        for chunk in _chunks(list(legacy), 500):  # written by an older version: records in their table
             sql = (
                 "SELECT global_id, source, record_key, state, at, ingested_at FROM observations "
                 f"WHERE global_id IN ({', '.join('?' * len(chunk))}) ORDER BY global_id, at"
             )
             for gid, source, key, state, at, ingested in _driver_rows(conn, sql, chunk):
-                bits[gid] |= self._fact_bit(source, state)
                 legacy[gid].append(record_entry(source, key, state, at, ingested))
-        for gid, texts in legacy.items():
-            row = rows[gid]
-            rows[gid] = (*row[:_RECORDS], append_records(None, ",".join(texts)), *row[_RECORDS + 1 :])
-        for gid in missing:
-            found[gid] = (rows.get(gid), bits[gid])
-        return found
+        texts.update((gid, append_records(None, ",".join(items))) for gid, items in legacy.items())
+        return texts
+
+    def _stored_texts(self, conn: Connection, gids: set[str]) -> dict[str, str]:
+        """Every record text each order has so far: committed, handed to the writer, planned
+        (joined by newlines, which no record's text holds)."""
+        committed, jobs, planned = self._read_records(conn, sorted(gids)), self._jobs, self._plan_texts
+        return {
+            gid: "\n".join([committed[gid], *(job.texts.get(gid, "") for job in jobs), *planned.get(gid, ())])
+            for gid in gids
+        }
 
     def _fact_bit(self, source: str, state: str) -> int:
         bit = self._fact_bits.get((source, state))
@@ -530,9 +578,11 @@ class Store:
         now: datetime,
     ) -> tuple[dict[str, list[tuple[int, Observation]]], Counter, dict[str, tuple[tuple | None, int]], dict]:
         """Keep the observations not stored yet: a record is stored when its order's records hold
-        its (source, record key). Returns them (the batch's new facts, per order as (epoch ms,
-        observation)), per order how many of them repeat a state the same source had already
-        delivered, the orders' entries before the batch, and per order the new records' text."""
+        its (source, record key); a digest not among the order's is a new record, one among them is
+        confirmed against the records' text. Returns them (the batch's new facts, per order as (epoch
+        ms, observation)), per order how many of them repeat a state the same source had already
+        delivered, the orders' entries before the batch, and per order the new records' (text,
+        digests)."""
         by_key: dict[tuple[str, str, str], Observation] = {}
         for o in obs:
             by_key.setdefault((ids[(o.channel, o.raw_order_id)], o.source, o.record_key), o)
@@ -540,22 +590,33 @@ class Store:
         now_ms = to_ms(now)
         touched, repeats, delivered, fact_bit = {}, Counter(), {}, self._fact_bit
         fact_bits = self._fact_bits
-        texts: dict[str, list[str]] = {}
+        new, suspects = [], []
         for (gid, source, record_key), o in by_key.items():
             entry = entries.get(gid)
-            stored = entry[0][_RECORDS] if entry is not None and entry[0] is not None else None
             head = record_key_of(source, record_key)
-            if stored is not None and head in stored:
-                continue
+            code = record_digest(head)
+            if entry is not None and entry[0] is not None and code in entry[0][_KEYS]:
+                suspects.append((gid, source, o, head, code))
+            else:
+                new.append((gid, source, o, head, code))
+        if suspects:  # most are repeats; a digest shared with another key is not
+            stored = self._stored_texts(conn, {item[0] for item in suspects})
+            new += [item for item in suspects if item[3] not in stored[item[0]]]
+        texts: dict[str, list[str]] = {}
+        codes: dict[str, list[bytes]] = {}
+        for gid, source, o, head, code in new:
+            entry = entries.get(gid)
             at = int(o.at.timestamp() * 1000)
             text_ = record_entry_after(head, o.state, at, now_ms)
             items = touched.get(gid)
             if items is None:
                 touched[gid] = [(at, o)]
                 texts[gid] = [text_]
+                codes[gid] = [code]
             else:
                 items.append((at, o))
                 texts[gid].append(text_)
+                codes[gid].append(code)
             bits = delivered.get(gid)
             if bits is None:
                 bits = entry[1] if entry is not None else 0
@@ -568,14 +629,19 @@ class Store:
                 entries[gid] = (entries[gid][0], bits)
             else:
                 entries[gid] = (None, bits)
-        return touched, repeats, entries, {gid: ",".join(t) for gid, t in texts.items()}
+        return (
+            touched,
+            repeats,
+            entries,
+            {gid: (",".join(t), b"".join(codes[gid])) for gid, t in texts.items()},
+        )
 
     def _fold(
         self,
         touched: dict[str, list[tuple[int, Observation]]],
         entries: dict[str, tuple[tuple | None, int]],
         repeats: Counter,
-        texts: dict[str, str],
+        texts: dict[str, tuple[str, bytes]],
         progress: dict[str, dict[str, int]],
         now: datetime,
     ) -> int:
@@ -613,7 +679,7 @@ class Store:
                 best = row[_STATE]
             if len(items) > 1:
                 items.sort(key=_first)  # the latest dimension value wins
-            changed = _BIT[_RECORDS] | _BIT[_UPDATED]  # a touched order has a new record
+            changed = _BIT[_KEYS] | _BIT[_UPDATED]  # a touched order has a new record
             if gid in repeats:
                 row[_DUPS] += repeats[gid]
                 changed |= _BIT[_DUPS]
@@ -674,7 +740,13 @@ class Store:
             if row[_FACTS] != (facts := f"{bits:x}"):
                 row[_FACTS] = facts
                 changed |= _BIT[_FACTS]
-            row[_RECORDS] = append_records(row[_RECORDS], texts[gid])
+            text, codes = texts[gid]
+            row[_KEYS] = row[_KEYS] + codes if row[_KEYS] else codes
+            plan_texts = self._plan_texts.get(gid)
+            if plan_texts is None:
+                self._plan_texts[gid] = [text]
+            else:
+                plan_texts.append(text)
             row[_UPDATED] = now_ms  # a touched order always changes: a new fact or a repeat counted
             row = tuple(row)
             if gid in progress and (progressed := _with_progress(row, progress[gid])) is not row:
@@ -688,20 +760,27 @@ class Store:
         """Plan the writes of the transaction's changed orders rows (only their changed columns)
         and their moves between the open-state counts; their (before, after) rows are its changes."""
         pending, changes, dirty = self._pending, self._changes, self._dirty
-        inserts, updates, records = [], {}, []
+        plan_texts, base_texts, written = self._plan_texts, self._base_texts, self._written
+        inserts, updates, appended, replaced = [], {}, [], []
         moved = []  # the changes that may move an order between the open-state counts
         for gid, before in self._before.items():
             after = pending[gid][0]
+            mask = dirty[gid]  # never 0: a planned order's updated_at changed at least
+            if mask & _BIT[_KEYS]:  # new records: to the end of its list (or its whole list)
+                text = ",".join(plan_texts[gid])
+                if gid in base_texts:
+                    written[gid] = text = append_records(base_texts[gid], text)
+                    replaced.append((gid, text, after[_KEYS]))
+                else:
+                    written[gid] = text = f"[{text}]"
+                    old_keys = 0 if before is None else len(before[_KEYS])
+                    appended.append((gid, text, after[_KEYS][old_keys:]))
             if before is None:
                 inserts.append(after[:_WIDTH])
-                records.append((gid, after[_RECORDS]))
                 changes.append((None, after))
                 moved.append((None, after))
                 continue
-            mask = dirty[gid]  # never 0: a planned order's updated_at changed at least
-            if mask & _BIT[_RECORDS]:
-                records.append((gid, after[_RECORDS]))
-            changed = _positions(mask & ~_BIT[_RECORDS])
+            changed = _positions(mask & ~_BIT[_KEYS])
             rows = updates.get(changed)
             if rows is None:
                 rows = updates[changed] = []
@@ -713,7 +792,7 @@ class Store:
         new_ids, new_seqs = self._new_ids, list(self._new_seqs.items())
         # In key order, each statement walks its B-trees from one end to the other (neighbouring
         # rows share pages) instead of seeking each row afresh.
-        for rows in (inserts, records, *updates.values()):
+        for rows in (inserts, appended, replaced, *updates.values()):
             rows.sort(key=_first)  # by global ID
         new_ids.sort()  # by (channel, raw ID)
 
@@ -724,7 +803,9 @@ class Store:
             _insert_rows(conn, _ORDER_INSERT_HEAD, inserts)
             for changed, rows in updates.items():  # only the changed columns: other indexes untouched
                 _update_orders(conn, changed, rows)
-            _insert_rows(conn, "INSERT INTO order_records (global_id, records)", records, _RECORDS_UPSERT)
+            keys = _KEYS_APPENDED[conn.dialect.name]
+            _insert_rows(conn, _RECORDS_INSERT, appended, _RECORDS_APPEND.format(keys=keys))
+            _insert_rows(conn, _RECORDS_INSERT, replaced, _RECORDS_REPLACE)
             _insert_rows(conn, "INSERT INTO state_counts (state, dim, value, n)", counts, _STATE_COUNT_TAIL)
 
         self._ops.append(write)

@@ -14,6 +14,7 @@ import store.store as store_module
 from collectors.types import Batch, Observation, Quarantined
 from store.db import init_schema, make_engine
 from store.records import count_records, observation_rows
+from store.records import digests as record_digests
 from store.records import entry as entry_text
 from store.records import key_of as record_key_of
 from store.records import parse as parse_records
@@ -429,6 +430,73 @@ def test_a_failed_write_drops_the_plan_queued_behind_it(store, monkeypatch):
     assert store.cursor("tmall") == "c2" and records_stored(store) == 5 and count(store, order_ids) == 3
     gid = store.global_id("tmall", "3912345678901234568")
     assert order(store, gid)["state"] == "shipped" and gid.endswith("_000002")  # numbered once
+
+
+def test_records_sharing_a_digest_are_each_stored_once(store, monkeypatch):
+    """Every record key given the same digest: a record is still new unless its text is stored,
+    whether the earlier records are committed, in a plan the writer holds, earlier in the same plan,
+    or read back by a new store; repeats are still repeats, and the digests match the list."""
+    monkeypatch.setattr(store_module, "record_digest", lambda key_text: b"\x00\x00\x00\x00")
+    monkeypatch.setattr(store_module, "MAX_JOBS", 2)
+    raw, minute = "3912345678901234567", iter(range(1, 100))
+
+    def ingested(*batches: list[Observation]) -> list[tuple[int, int]]:
+        results = store.submit([Batch("tmall", b) for b in batches], T0 + timedelta(minutes=next(minute)))
+        store.flush()
+        return [(r.new_observations, r.duplicate_observations) for r in results]
+
+    assert ingested([obs(raw, "paid", 1)]) == [(1, 0)]
+    assert ingested([obs(raw, "paid", 1), obs(raw, "wms_received", 2)]) == [(1, 1)]  # committed
+    release = threading.Event()
+    real_count_health = store._count_health
+
+    def held(*args):
+        assert release.wait(10)
+        real_count_health(*args)
+
+    monkeypatch.setattr(store, "_count_health", held)
+    store.submit([Batch("tmall", [obs(raw, "picked", 3)])], T0 + timedelta(minutes=3))
+    in_writer = store.submit(  # planned while the writer holds the one before: its records not committed
+        [Batch("tmall", [obs(raw, "picked", 3), obs(raw, "packed", 4)]),
+         Batch("tmall", [obs(raw, "packed", 4), obs(raw, "shipped", 5)])],  # the first batch's, same plan
+        T0 + timedelta(minutes=4),
+    )  # fmt: skip
+    release.set()
+    store.flush()
+    assert [(r.new_observations, r.duplicate_observations) for r in in_writer] == [(1, 1), (1, 1)]
+    again = Store(store.engine, CHANNELS, "Asia/Shanghai")  # read back: digests from the table
+    results = again.ingest(
+        Batch("tmall", [obs(raw, s, i) for i, s in enumerate(["paid", "shipped", "delivered"])]), T0
+    )
+    assert (results.new_observations, results.duplicate_observations) == (1, 2)
+    with store.engine.connect() as conn:
+        text, keys = conn.execute(select(order_records.c.records, order_records.c.record_keys)).one()
+    assert [r[2] for r in parse_records(text)] == [
+        "paid",
+        "wms_received",
+        "picked",
+        "packed",
+        "shipped",
+        "delivered",
+    ]
+    assert keys == b"\x00" * 4 * 6
+
+
+def test_a_row_an_older_version_wrote_without_digests_gets_them(store):
+    """order_records rows written before record_keys existed: a repeat is still recognised from the
+    records' text, a new record is added to the list, and the row gets every record's digest."""
+    raw = "3912345678901234567"
+    store.ingest(Batch("tmall", [obs(raw, "paid", 1), obs(raw, "shipped", 2)]), T0)
+    with store.engine.begin() as conn:
+        conn.execute(order_records.update().values(record_keys=None))
+    older = Store(store.engine, CHANNELS, "Asia/Shanghai")
+    result = older.ingest(Batch("tmall", [obs(raw, "shipped", 2), obs(raw, "delivered", 30)]), T0)
+    assert (result.new_observations, result.duplicate_observations) == (1, 1)
+    with store.engine.connect() as conn:
+        text, keys = conn.execute(select(order_records.c.records, order_records.c.record_keys)).one()
+    assert [r[2] for r in parse_records(text)] == ["paid", "shipped", "delivered"]
+    assert keys == record_digests(text) and len(keys) == 12
+    assert older.ingest(Batch("tmall", [obs(raw, "paid", 1)]), T0).duplicate_observations == 1
 
 
 def test_rows_read_back_equal_the_rows_the_store_planned(store_url, monkeypatch):
