@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, literal, select
 
 from collectors.errors import SourceError
 from collectors.types import DIMENSIONS, Batch, Observation, Quarantined
-from store.db import trim_heap
+from store.db import checkpoint, trim_heap
 from store.lifecycle import (
     EXITS,
     OPEN_STATES,
@@ -315,9 +315,11 @@ class Store:
         return results
 
     def flush(self) -> None:
-        """Wait until every submitted plan is written and committed; raises a failed write's error."""
+        """Wait until every submitted plan is written and committed, then checkpoint the WAL while
+        the writes pause; raises a failed write's error."""
         with self._plan_lock:
             self._collect(block=True)
+            checkpoint(self.engine)
 
     def _collect(self, block: bool, first_only: bool = False) -> None:
         """Move committed plans' rows and IDs into the caches (the writer's jobs in order); on a
@@ -986,7 +988,7 @@ def _with_progress(row: tuple, progress: dict[str, int]) -> tuple:
 
 
 ID_CACHE_SIZE = 100_000  # (channel, raw id) -> global id of recently seen orders
-ORDER_CACHE_SIZE = 30_000  # recently written orders rows and their delivered facts (~0.6 KB each)
+ORDER_CACHE_SIZE = 30_000  # recently written orders rows and their delivered facts (~1 KB each, the record-key digests included)
 
 
 class _Recent:

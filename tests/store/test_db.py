@@ -1,11 +1,16 @@
-"""The store's engines: SQLite's page caches share one budget for the whole process, and pools hand
-out the most recently used connection first."""
+"""The store's engines: SQLite's page caches share one budget for the whole process, pools hand
+out the most recently used connection first, and the WAL is checkpointed when the writes pause."""
 
 from __future__ import annotations
 
+import shutil
+from datetime import UTC, datetime
+
 from sqlalchemy import text
 
+from collectors.types import Batch, Observation
 from store import db
+from store.store import ChannelIdentity, Store
 
 MB = 1 << 20
 
@@ -52,5 +57,29 @@ def test_the_pool_hands_out_the_most_recently_used_connection(tmp_path):
         second.close()  # returned last
         with engine.connect() as again:
             assert again.connection.dbapi_connection is newer and newer is not older
+    finally:
+        engine.dispose()
+
+
+def test_flush_leaves_the_written_data_in_the_database_file(tmp_path):
+    """The WAL keeps several commits (no checkpoint per commit); Store.flush checkpoints, so the
+    database file alone, copied without its WAL, holds every order written."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == db.WAL_CHECKPOINT_PAGES
+            assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar_one() == 64 * MB
+        db.init_schema(engine)
+        store = Store(engine, {"tmall": ChannelIdentity("TB")}, "Asia/Shanghai")
+        at = datetime(2026, 2, 12, 12, tzinfo=UTC)
+        for n in range(3):
+            batch = [Observation("tmall", f"{n}-{i}", "tmall", f"{n}{i:05d}", "paid", at) for i in range(200)]
+            store.submit([Batch("tmall", batch)], at)
+        store.flush()
+        shutil.copy(tmp_path / "wal.db", tmp_path / "copy.db")  # the file only: not its -wal
+        copy = db.make_engine(f"sqlite:///{tmp_path / 'copy.db'}")
+        with copy.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar_one() == 600
+        copy.dispose()
     finally:
         engine.dispose()
