@@ -104,7 +104,7 @@ _RECORDS_REPLACE = (  # a row an older version wrote: its whole list and all its
 )
 _STATE_COUNT_TAIL = " ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
 _SEQ_UPSERT = " ON CONFLICT (prefix) DO UPDATE SET last_seq = excluded.last_seq"
-MAX_JOBS = 1  # plans handed to the writer and not yet committed, at most (one more is planned meanwhile)
+MAX_JOBS = 2  # plans handed to the writer and not yet committed, at most (one more is planned meanwhile)
 
 
 def _update_orders(conn: Connection, positions: tuple[int, ...], rows: list[tuple]) -> None:
