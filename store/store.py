@@ -790,6 +790,10 @@ class Store:
             changes.append((before, after))
             if mask & _STATE_COUNT_BITS:
                 moved.append((before, after))
+        for gid, base in base_texts.items():  # an older version's row read but given no record:
+            if gid not in written and base != "[]":  # written whole now, so the table has its digests
+                written[gid] = base
+                replaced.append((gid, base, pending[gid][0][_KEYS]))
         new_facts, counts = self._new_facts, self._count_states(moved)
         new_ids, new_seqs = self._new_ids, list(self._new_seqs.items())
         # In key order, each statement walks its B-trees from one end to the other (neighbouring

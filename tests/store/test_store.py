@@ -333,11 +333,14 @@ def test_repeats_are_counted_alike_from_memory_from_the_store_and_from_an_older_
         with engine.connect() as conn:
             assert count_records(conn) == 5
         older = Store(engine, CHANNELS, "Asia/Shanghai")
+        assert older.ingest(Batch("tmall", [obs(raw, "paid", 1)]), T0).duplicate_observations == 1
+        assert records_stored(older) == 5  # read and kept in memory: its records rewritten whole
         older.ingest(Batch("tmall", [repeat("tmall", "delivered", 91), obs(raw, "paid", 1)]), T0)
         row = order(older, gid)
         assert row["duplicate_records"] == 3 and row["state"] == "delivered"
         assert older.ingest(Batch("wms", [obs(raw, "paid", 1, source="wms")]), T0).new_observations == 1
         assert order(older, gid)["duplicate_records"] == 3  # another source's paid is no repeat
+        assert records_stored(older) == 7
     finally:
         engine.dispose()
 
@@ -484,12 +487,16 @@ def test_records_sharing_a_digest_are_each_stored_once(store, monkeypatch):
 
 def test_a_row_an_older_version_wrote_without_digests_gets_them(store):
     """order_records rows written before record_keys existed: a repeat is still recognised from the
-    records' text, a new record is added to the list, and the row gets every record's digest."""
+    records' text, the row gets every record's digest when first read, and a new record later is
+    added to the list."""
     raw = "3912345678901234567"
     store.ingest(Batch("tmall", [obs(raw, "paid", 1), obs(raw, "shipped", 2)]), T0)
     with store.engine.begin() as conn:
         conn.execute(order_records.update().values(record_keys=None))
     older = Store(store.engine, CHANNELS, "Asia/Shanghai")
+    assert older.ingest(Batch("tmall", [obs(raw, "shipped", 2)]), T0).duplicate_observations == 1
+    with store.engine.connect() as conn:  # read and kept in memory: the row gets its digests at once
+        assert conn.execute(select(order_records.c.record_keys)).scalar_one() is not None
     result = older.ingest(Batch("tmall", [obs(raw, "shipped", 2), obs(raw, "delivered", 30)]), T0)
     assert (result.new_observations, result.duplicate_observations) == (1, 1)
     with store.engine.connect() as conn:
