@@ -6,8 +6,8 @@ key (its key_of text) in the same order. The store tells a new record from a sto
 digests it reads and keeps with the order's row (no observation table to insert into or look up per
 record, no list text in memory); a digest found is confirmed against the text, so a collision
 never drops a record. The evidence of an order is one row. Stores written by older versions keep
-their records in the `observations` table (or a row without digests) until an order is next
-touched; readers here see both.
+their records in the `observations` table (or a row without digests) until the ingest next reads
+the order; readers here see both.
 """
 
 from __future__ import annotations
