@@ -53,9 +53,9 @@ def digest(key_text: str) -> bytes:
     return zlib.crc32(key_text.encode()).to_bytes(4, "little")
 
 
-def digests(records: str | None) -> bytes:
-    """record_keys of a records list: each record's key digest, in order."""
-    return b"".join(digest(key_of(source, key)) for source, key, *_ in parse(records))
+def digests(records: Iterable[tuple]) -> bytes:
+    """record_keys of parsed records (parse's tuples): each record's key digest, in order."""
+    return b"".join(digest(key_of(source, key)) for source, key, *_ in records)
 
 
 def entry_after(key_text: str, state: str, at_ms: int, ingested_ms: int) -> str:

@@ -89,15 +89,15 @@ _ORDER_SELECT = f"SELECT {', '.join(f'o.{c}' for c in _TABLE_COLS)}, r.record_ke
 _RECORDS_INSERT = "INSERT INTO order_records (global_id, records, record_keys)"
 # A plan's records of an order go to the end of its list ("[a,b]" + "[c]" -> "[a,b,c]") and their
 # digests to the end of record_keys (SQLite's || makes text of blobs: cast back, bytes unchanged); a
-# list is never empty, so its last character is its "]".
-_RECORDS_APPEND = (
-    " ON CONFLICT (global_id) DO UPDATE SET"
+# list is never empty, so its last character is its "]". Per dialect.
+_RECORDS_APPEND = {
+    dialect: " ON CONFLICT (global_id) DO UPDATE SET"
     " records = substr(order_records.records, 1, length(order_records.records) - 1) || ',' || substr(excluded.records, 2),"
-    " record_keys = {keys}"
-)
-_KEYS_APPENDED = {
-    "sqlite": "CAST(order_records.record_keys || excluded.record_keys AS BLOB)",
-    "postgresql": "order_records.record_keys || excluded.record_keys",
+    f" record_keys = {keys}"
+    for dialect, keys in (
+        ("sqlite", "CAST(order_records.record_keys || excluded.record_keys AS BLOB)"),
+        ("postgresql", "order_records.record_keys || excluded.record_keys"),
+    )
 }
 _RECORDS_REPLACE = (  # a row an older version wrote: its whole list and all its digests
     " ON CONFLICT (global_id) DO UPDATE SET records = excluded.records, record_keys = excluded.record_keys"
@@ -526,10 +526,11 @@ class Store:
         texts = self._read_records(conn, [row[0] for row in older])
         for row in older:
             gid, bits = row[0], 0
-            self._base_texts[gid] = text = texts[gid]
-            for source, _key, state, *_ in parse_records(text):
+            self._base_texts[gid] = texts[gid]
+            records = parse_records(texts[gid])
+            for source, _key, state, *_ in records:
                 bits |= self._fact_bit(source, state)
-            found[gid] = ((*row[:_KEYS], record_digests(text), *row[_KEYS + 1 :]), bits)
+            found[gid] = ((*row[:_KEYS], record_digests(records), *row[_KEYS + 1 :]), bits)
         for gid in missing:
             found.setdefault(gid, (None, 0))
         return found
@@ -809,8 +810,7 @@ class Store:
             _insert_rows(conn, _ORDER_INSERT_HEAD, inserts)
             for changed, rows in updates.items():  # only the changed columns: other indexes untouched
                 _update_orders(conn, changed, rows)
-            keys = _KEYS_APPENDED[conn.dialect.name]
-            _insert_rows(conn, _RECORDS_INSERT, appended, _RECORDS_APPEND.format(keys=keys))
+            _insert_rows(conn, _RECORDS_INSERT, appended, _RECORDS_APPEND[conn.dialect.name])
             _insert_rows(conn, _RECORDS_INSERT, replaced, _RECORDS_REPLACE)
             _insert_rows(conn, "INSERT INTO state_counts (state, dim, value, n)", counts, _STATE_COUNT_TAIL)
 
