@@ -12,6 +12,7 @@ truth, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import threading
@@ -33,6 +34,7 @@ from store.lifecycle import (
     RETURNS,
     ROLE_BITS,
     STATE_DIMENSIONS,
+    STATES,
     WMS_REACHED,
     milestone_column,
 )
@@ -587,6 +589,15 @@ class KpiEngine:
         agg.channels.update(k[2] for k in agg.hops)
         agg.channels.update(k[2] for k in agg.hop_hours)
         low_ms, high_ms = ring.low * DWELL_BUCKET_MS, (ring.low + ring.size) * DWELL_BUCKET_MS
+        for state, bucket, value, reason, n in _rows(conn, self._dwell_load_sql, low=low_ms, high=high_ms):
+            ring.add(state, int(bucket), _dwell_index(int(value)), int(reason), int(n))
+        return agg
+
+    @functools.cached_property
+    def _dwell_load_sql(self) -> str:
+        """The dwell entries of the stays that ended in [:low, :high), per state: the orders whose last
+        event is that recent are read once (their milestones, materialized), each state's part groups
+        them (instead of one index range and row lookups per state)."""
         parts = []
         for state in DWELL_STATES:
             entered, left = milestone_column(state), _left_sql(state)
@@ -594,14 +605,14 @@ class KpiEngine:
             parts.append(
                 f"SELECT '{state}' AS state, b, {_dwell_sql('d')} AS v, r, count(*) AS n FROM ("
                 f"SELECT {left} / {DWELL_BUCKET_MS} AS b, ({left} - {entered}) / 1000 AS d, {reason} AS r "
-                f"FROM orders WHERE last_event_at >= :low AND {entered} IS NOT NULL AND {left} >= {entered} "
+                f"FROM recent WHERE {entered} IS NOT NULL AND {left} >= {entered} "
                 f"AND {left} >= :low AND {left} < :high) t GROUP BY b, v, r"
             )
-        for state, bucket, value, reason, n in _rows(
-            conn, " UNION ALL ".join(parts), low=low_ms, high=high_ms
-        ):
-            ring.add(state, int(bucket), _dwell_index(int(value)), int(reason), int(n))
-        return agg
+        milestones = ", ".join(milestone_column(s) for s in STATES)
+        return (
+            f"WITH recent AS MATERIALIZED (SELECT {milestones} FROM orders WHERE last_event_at >= :low) "
+            + " UNION ALL ".join(parts)
+        )
 
     @property
     def _window_ms(self) -> int:
