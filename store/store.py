@@ -599,16 +599,15 @@ class Store:
             head = record_key_of(source, record_key)
             code = record_digest(head)
             if entry is not None and entry[0] is not None and code in entry[0][_KEYS]:
-                suspects.append((gid, source, o, head, code))
+                suspects.append((gid, source, o, head, code, entry))
             else:
-                new.append((gid, source, o, head, code))
+                new.append((gid, source, o, head, code, entry))
         if suspects:  # most are repeats; a digest shared with another key is not
             stored = self._stored_texts(conn, {item[0] for item in suspects})
             new += [item for item in suspects if item[3] not in stored[item[0]]]
         texts: dict[str, list[str]] = {}
         codes: dict[str, list[bytes]] = {}
-        for gid, source, o, head, code in new:
-            entry = entries.get(gid)
+        for gid, source, o, head, code, entry in new:
             at = int(o.at.timestamp() * 1000)
             text_ = record_entry_after(head, o.state, at, now_ms)
             items = touched.get(gid)

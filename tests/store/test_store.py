@@ -399,20 +399,28 @@ def test_submitted_groups_build_on_each_other_before_they_are_written(store):
     assert records_stored(store) == 10 and seen == [2] * 5  # repeats alone change no order
 
 
+def hold_the_writer(store, monkeypatch, error: Exception | None = None) -> threading.Event:
+    """The writer waits in each transaction (at its source-health statement) until the returned
+    event is set, then raises `error` or writes on."""
+    release, real_count_health = threading.Event(), store._count_health
+
+    def held(*args):
+        assert release.wait(10)
+        if error is not None:
+            raise error
+        real_count_health(*args)
+
+    monkeypatch.setattr(store, "_count_health", held)
+    return release
+
+
 def test_a_failed_write_drops_the_plan_queued_behind_it(store, monkeypatch):
     """Two plans handed to the writer, the second built on the first's rows and IDs: when the
     first write fails, the second is not written either, flush raises the first's error, and
     both, submitted again, are written in full (nothing of them outlived the failure in memory)."""
     monkeypatch.setattr(store_module, "MAX_JOBS", 2)
     store.ingest(Batch("tmall", [obs("3912345678901234567", "paid", 0)], cursor="c0"), T0)
-    release = threading.Event()
-    real_count_health = store._count_health
-
-    def fail_when_released(*args):
-        assert release.wait(10)
-        raise RuntimeError("store lost mid-write")
-
-    monkeypatch.setattr(store, "_count_health", fail_when_released)
+    release = hold_the_writer(store, monkeypatch, RuntimeError("store lost mid-write"))
     first = Batch("tmall", [obs("3912345678901234567", "shipped", 5), obs("3912345678901234568", "paid", 5)],
                   cursor="c1")  # fmt: skip
     second = Batch("tmall", [obs("3912345678901234568", "shipped", 9), obs("3912345678901234569", "paid", 9)],
@@ -425,7 +433,7 @@ def test_a_failed_write_drops_the_plan_queued_behind_it(store, monkeypatch):
     assert store.cursor("tmall") == "c0"
     assert records_stored(store) == 1 and count(store, order_ids) == 1
 
-    monkeypatch.setattr(store, "_count_health", real_count_health)
+    monkeypatch.delattr(store, "_count_health")  # the writer's own method again
     results = store.ingest_many([first], T0 + timedelta(minutes=3)) + store.ingest_many(
         [second], T0 + timedelta(minutes=4)
     )
@@ -450,14 +458,7 @@ def test_records_sharing_a_digest_are_each_stored_once(store, monkeypatch):
 
     assert ingested([obs(raw, "paid", 1)]) == [(1, 0)]
     assert ingested([obs(raw, "paid", 1), obs(raw, "wms_received", 2)]) == [(1, 1)]  # committed
-    release = threading.Event()
-    real_count_health = store._count_health
-
-    def held(*args):
-        assert release.wait(10)
-        real_count_health(*args)
-
-    monkeypatch.setattr(store, "_count_health", held)
+    release = hold_the_writer(store, monkeypatch)
     store.submit([Batch("tmall", [obs(raw, "picked", 3)])], T0 + timedelta(minutes=3))
     in_writer = store.submit(  # planned while the writer holds the one before: its records not committed
         [Batch("tmall", [obs(raw, "picked", 3), obs(raw, "packed", 4)]),
