@@ -9,6 +9,7 @@ import resource
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +63,15 @@ def current_rss_mb() -> float:
     """Resident set size of this process now (Linux /proc/self/statm: pages)."""
     with open("/proc/self/statm") as statm:
         return round(int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20), 1)
+
+
+def usage() -> dict[str, float]:
+    """CPU seconds of the process and of the calling thread, and the bytes the process has passed
+    to read() and write() so far (Linux /proc/self/io: page-cache hits and writes included): taken
+    before and after a phase, their differences say which thread spent what and how much I/O."""
+    times = os.times()
+    out = {"process_cpu_s": times.user + times.system, "thread_cpu_s": time.thread_time()}
+    with contextlib.suppress(OSError), open("/proc/self/io") as io:
+        fields = dict(line.split(": ") for line in io.read().splitlines())
+        out.update(read_bytes=int(fields["rchar"]), written_bytes=int(fields["wchar"]))
+    return out
