@@ -104,6 +104,9 @@ _RECORDS_REPLACE = (  # a row an older version wrote: its whole list and all its
 )
 _STATE_COUNT_TAIL = " ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
 _SEQ_UPSERT = " ON CONFLICT (prefix) DO UPDATE SET last_seq = excluded.last_seq"
+# Orders touched by committed plans before Store.flush checkpoints the WAL: about a group (GROUP_OBSERVATIONS
+# in sentinel/service.py), so a bulk ingest checkpoints at each pause and small polls share one.
+CHECKPOINT_ORDERS = 20_000
 MAX_JOBS = 2  # plans handed to the writer and not yet committed, at most (one more is planned meanwhile)
 
 
@@ -216,6 +219,7 @@ class Store:
         self._jobs: deque[_Job] = deque()  # handed to the writer, in order
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._broken = False  # a write failed: the writer skips the jobs planned on top of it
+        self._unchecked = 0  # orders the plans committed since the last checkpoint touched (SQLite WAL)
         # The plan being made: its rows, the rows as they were, its statements and changes.
         self._pending: dict[str, tuple[tuple | None, int]] = {}
         self._before: dict[str, tuple | None] = {}
@@ -315,11 +319,14 @@ class Store:
         return results
 
     def flush(self) -> None:
-        """Wait until every submitted plan is written and committed, then checkpoint the WAL while
-        the writes pause; raises a failed write's error."""
+        """Wait until every submitted plan is written and committed; raises a failed write's error.
+        Once CHECKPOINT_ORDERS orders rows were written since the last checkpoint, checkpoint the WAL
+        while the writes pause (a checkpoint syncs the database file: not after every small poll)."""
         with self._plan_lock:
             self._collect(block=True)
-            checkpoint(self.engine)
+            if self._unchecked >= CHECKPOINT_ORDERS:
+                checkpoint(self.engine)
+                self._unchecked = 0
 
     def _collect(self, block: bool, first_only: bool = False) -> None:
         """Move committed plans' rows and IDs into the caches (the writer's jobs in order); on a
@@ -338,6 +345,7 @@ class Store:
                 raise error
             self._ids.update(job.ids)
             self._orders.update(job.pending)
+            self._unchecked += len(job.pending)
             inflight, inflight_ids = self._inflight, self._inflight_ids
             for gid, entry in job.pending.items():
                 if inflight.get(gid) is entry:

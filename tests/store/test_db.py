@@ -1,5 +1,6 @@
 """The store's engines: SQLite's page caches share one budget for the whole process, pools hand
-out the most recently used connection first, and the WAL is checkpointed when the writes pause."""
+out the most recently used connection first, and the WAL is checkpointed when the writes pause after
+a group of orders."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import text
 
 from collectors.types import Batch, Observation
 from store import db
+from store import store as store_module
 from store.store import ChannelIdentity, Store
 
 MB = 1 << 20
@@ -61,9 +63,27 @@ def test_the_pool_hands_out_the_most_recently_used_connection(tmp_path):
         engine.dispose()
 
 
-def test_flush_leaves_the_written_data_in_the_database_file(tmp_path):
-    """The WAL keeps several commits (no checkpoint per commit); Store.flush checkpoints, so the
-    database file alone, copied without its WAL, holds every order written."""
+def _orders_in_file_alone(tmp_path) -> int:
+    """Orders the database file holds without its WAL (a copy of the file only)."""
+    shutil.copy(tmp_path / "wal.db", tmp_path / "copy.db")
+    copy = db.make_engine(f"sqlite:///{tmp_path / 'copy.db'}")
+    try:
+        with copy.connect() as conn:
+            if not conn.exec_driver_sql(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'orders'"
+            ).scalar_one():
+                return 0
+            return conn.exec_driver_sql("SELECT count(*) FROM orders").scalar_one()
+    finally:
+        copy.dispose()
+        (tmp_path / "copy.db").unlink()
+
+
+def test_flush_checkpoints_once_a_group_of_orders_is_written(tmp_path, monkeypatch):
+    """The WAL keeps several commits (no checkpoint per commit, nor per small flush: a checkpoint
+    syncs the file); once the plans committed since the last checkpoint touched CHECKPOINT_ORDERS
+    orders, Store.flush checkpoints, so the database file alone holds every order written."""
+    monkeypatch.setattr(store_module, "CHECKPOINT_ORDERS", 1000)
     engine = db.make_engine(f"sqlite:///{tmp_path / 'wal.db'}")
     try:
         with engine.connect() as conn:
@@ -72,14 +92,15 @@ def test_flush_leaves_the_written_data_in_the_database_file(tmp_path):
         db.init_schema(engine)
         store = Store(engine, {"tmall": ChannelIdentity("TB")}, "Asia/Shanghai")
         at = datetime(2026, 2, 12, 12, tzinfo=UTC)
-        for n in range(3):
+        for n in range(6):
             batch = [Observation("tmall", f"{n}-{i}", "tmall", f"{n}{i:05d}", "paid", at) for i in range(200)]
             store.submit([Batch("tmall", batch)], at)
-        store.flush()
-        shutil.copy(tmp_path / "wal.db", tmp_path / "copy.db")  # the file only: not its -wal
-        copy = db.make_engine(f"sqlite:///{tmp_path / 'copy.db'}")
-        with copy.connect() as conn:
-            assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar_one() == 600
-        copy.dispose()
+            if n == 2:  # 600 orders: below the mark, the WAL keeps them
+                store.flush()
+                assert _orders_in_file_alone(tmp_path) == 0
+        store.flush()  # 1,200
+        assert _orders_in_file_alone(tmp_path) == 1200
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar_one() == 1200
     finally:
         engine.dispose()
