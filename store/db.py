@@ -48,8 +48,8 @@ def make_engine(url: str, **kwargs) -> Engine:
             cursor.execute(f"PRAGMA soft_heap_limit={budget_kib * 1024}")
             # A bulk ingest commits ~50,000 pages of the same hot orders each time: checkpointing after
             # every commit copies them all back each time; letting the WAL hold several commits
-            # copies each hot page once for all of them (Store.flush checkpoints when writes pause after a group's worth,
-            # and the WAL file is cut back to 64 MB after).
+            # copies each hot page once for all of them (Store.flush checkpoints when the writes pause
+            # after a group's worth of orders, and the WAL file is cut back to 64 MB after).
             cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             cursor.execute(f"PRAGMA journal_size_limit={64 << 20}")
             cursor.close()

@@ -320,8 +320,8 @@ class Store:
 
     def flush(self) -> None:
         """Wait until every submitted plan is written and committed; raises a failed write's error.
-        Once CHECKPOINT_ORDERS orders rows were written since the last checkpoint, checkpoint the WAL
-        while the writes pause (a checkpoint syncs the database file: not after every small poll)."""
+        Once the plans committed since the last checkpoint touched CHECKPOINT_ORDERS orders, checkpoint
+        the WAL while the writes pause (a checkpoint syncs the database file: not after every small poll)."""
         with self._plan_lock:
             self._collect(block=True)
             if self._unchecked >= CHECKPOINT_ORDERS:
