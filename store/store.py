@@ -104,7 +104,7 @@ _RECORDS_REPLACE = (  # a row an older version wrote: its whole list and all its
 )
 _STATE_COUNT_TAIL = " ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
 _SEQ_UPSERT = " ON CONFLICT (prefix) DO UPDATE SET last_seq = excluded.last_seq"
-# Orders touched by committed plans before Store.flush checkpoints the WAL: about a group (GROUP_OBSERVATIONS
+# Orders rows written by committed plans before Store.flush checkpoints the WAL: about a group (GROUP_OBSERVATIONS
 # in sentinel/service.py), so a bulk ingest checkpoints at each pause and small polls share one.
 CHECKPOINT_ORDERS = 20_000
 MAX_JOBS = 2  # plans handed to the writer and not yet committed, at most (one more is planned meanwhile)
@@ -219,7 +219,7 @@ class Store:
         self._jobs: deque[_Job] = deque()  # handed to the writer, in order
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._broken = False  # a write failed: the writer skips the jobs planned on top of it
-        self._unchecked = 0  # orders the plans committed since the last checkpoint touched (SQLite WAL)
+        self._unchecked = 0  # orders rows committed since the last checkpoint (SQLite's WAL)
         # The plan being made: its rows, the rows as they were, its statements and changes.
         self._pending: dict[str, tuple[tuple | None, int]] = {}
         self._before: dict[str, tuple | None] = {}
@@ -320,7 +320,7 @@ class Store:
 
     def flush(self) -> None:
         """Wait until every submitted plan is written and committed; raises a failed write's error.
-        Once the plans committed since the last checkpoint touched CHECKPOINT_ORDERS orders, checkpoint
+        Once CHECKPOINT_ORDERS orders rows were committed since the last checkpoint, checkpoint
         the WAL while the writes pause (a checkpoint syncs the database file: not after every small poll)."""
         with self._plan_lock:
             self._collect(block=True)
@@ -345,7 +345,7 @@ class Store:
                 raise error
             self._ids.update(job.ids)
             self._orders.update(job.pending)
-            self._unchecked += len(job.pending)
+            self._unchecked += len(job.changes)  # one per orders row written
             inflight, inflight_ids = self._inflight, self._inflight_ids
             for gid, entry in job.pending.items():
                 if inflight.get(gid) is entry:

@@ -81,8 +81,8 @@ def _orders_in_file_alone(tmp_path) -> int:
 
 def test_flush_checkpoints_once_a_group_of_orders_is_written(tmp_path, monkeypatch):
     """The WAL keeps several commits (no checkpoint per commit, nor per small flush: a checkpoint
-    syncs the file); once the plans committed since the last checkpoint touched CHECKPOINT_ORDERS
-    orders, Store.flush checkpoints, so the database file alone holds every order written."""
+    syncs the file); once CHECKPOINT_ORDERS orders rows were committed since the last checkpoint,
+    Store.flush checkpoints, so the database file alone holds every order written."""
     monkeypatch.setattr(store_module, "CHECKPOINT_ORDERS", 1000)
     engine = db.make_engine(f"sqlite:///{tmp_path / 'wal.db'}")
     try:
