@@ -1,13 +1,14 @@
-"""An order's delivered records, kept in one order_records row beside its orders row.
+"""An order's delivered records: the evidence, appended to record_log, and their key digests.
 
-Each record a source delivered for the order is one JSON array `[source, record_key, state, at_ms,
-ingested_at_ms]` in the row's JSON list, and `record_keys` holds a 4-byte digest of each record's
-key (its key_of text) in the same order. The store tells a new record from a stored one by the
-digests it reads and keeps with the order's row (no observation table to insert into or look up per
-record, no list text in memory); a digest found is confirmed against the text, so a collision
-never drops a record. The evidence of an order is one row. Stores written by older versions keep
-their records in the `observations` table (or a row without digests) until the ingest next reads
-the order; readers here see both.
+Each record a source delivered is one JSON array `[source, record_key, state, at_ms, ingested_at_ms]`.
+A plan (one transaction of the store) appends one record_log row per order it gave new records: a
+JSON list of them, with the seq of the order's previous row; orders.records_tail is the newest, so an
+order's records are the chain back from it, and the rows are appended at the end of the table. The
+orders row's `record_keys` holds a 4-byte digest of each record's key (its key_of text) in order:
+the store tells a new record from a stored one by the digests it keeps with the order's row, and
+confirms a digest found against the text, so a collision never drops a record. Orders written by
+older versions keep their records in an order_records row (or the `observations` table) until the
+ingest next touches them; readers here see all three.
 """
 
 from __future__ import annotations
@@ -79,29 +80,80 @@ def parse(records: str | None) -> list[tuple[str, str, str, int, int]]:
     return [tuple(item) for item in json.loads(records)] if records else []
 
 
+def join(lists: Iterable[str]) -> str:
+    """One records list of several (record_log rows' texts, oldest first)."""
+    return f"[{','.join(item[1:-1] for item in lists if item != '[]')}]"
+
+
+def texts(source: Connection | Query, gids: Iterable[str]) -> dict[str, str]:
+    """Every stored record of each given order, as one JSON list text ("[]" for none): its
+    record_log chain, or for an order an older version wrote its order_records row or its
+    observations."""
+    query = _query(source)
+    wanted = sorted(set(gids))
+    tails: dict[int, str] = {}
+    for chunk in _chunked(wanted):
+        where, params = _among(chunk)
+        sql = f"SELECT o.global_id, o.records_tail FROM orders o{where} AND o.records_tail IS NOT NULL"
+        tails.update((tail, gid) for gid, tail in query(sql, params))
+    parts: dict[str, list[str]] = {gid: [] for gid in tails.values()}
+    while tails:  # one IN list per link of the chains: newest row first, then the rows before
+        before: dict[int, str] = {}
+        for chunk in _chunked(sorted(tails)):
+            marks = ", ".join(f":s{i}" for i in range(len(chunk)))
+            sql = f"SELECT seq, prev_seq, records FROM record_log WHERE seq IN ({marks})"
+            for seq, prev, records in query(sql, {f"s{i}": s for i, s in enumerate(chunk)}):
+                gid = tails[seq]
+                parts[gid].append(records)
+                if prev is not None:
+                    before[prev] = gid
+        tails = before
+    out = {gid: join(reversed(items)) for gid, items in parts.items()}
+    out.update(_older_texts(query, [gid for gid in wanted if gid not in out]))
+    return out
+
+
+def _older_texts(query: Query, gids: list[str]) -> dict[str, str]:
+    """Records of orders an older version wrote: its order_records row, else its observations."""
+    out: dict[str, str] = {}
+    for chunk in _chunked(gids):
+        where, params = _among(chunk)
+        sql = f"SELECT o.global_id, o.records FROM order_records o{where}"
+        out.update((gid, records) for gid, records in query(sql, params))
+    legacy: dict[str, list[str]] = {gid: [] for gid in gids if gid not in out}
+    for chunk in _chunked(list(legacy)):
+        where, params = _among(chunk)
+        sql = f"SELECT global_id, source, record_key, state, at, ingested_at FROM observations o{where} ORDER BY global_id, at"
+        for gid, source, key, state, at, ingested in query(sql, params):
+            legacy[gid].append(entry(source, key, state, at, ingested))
+    out.update((gid, f"[{','.join(items)}]") for gid, items in legacy.items())
+    return out
+
+
 def observation_rows(source: Connection | Query, gids: Iterable[str] | None = None) -> Iterator[tuple]:
     """(global id, source, record key, state, at ms, ingested ms) of every stored record, of the
     given orders or of all, read through a connection or a `query(sql, params)` callable; records of
-    a store written by an older version come from its table."""
-    query = source if callable(source) else lambda sql, params: source.execute(text(sql), params)
-    wanted = None if gids is None else sorted(set(gids))
-    chunks = [None] if wanted is None else [wanted[i : i + 500] for i in range(0, len(wanted), 500)]
-    for chunk in chunks:
-        where, params = "", {}
-        if chunk is not None:
-            where, params = _among(chunk)
-        legacy: list[str] = []
-        sql = f"SELECT o.global_id, r.records FROM orders o LEFT JOIN order_records r ON r.global_id = o.global_id{where}"
-        for gid, records in query(sql, params):
-            if records is None:
-                legacy.append(gid)
-            else:
-                for item in parse(records):
-                    yield (gid, *item)
-        for i in range(0, len(legacy), 500):  # a whole older store: many orders, one IN list each 500
-            where, params = _among(legacy[i : i + 500])
-            sql = f"SELECT global_id, source, record_key, state, at, ingested_at FROM observations o{where}"
-            yield from map(tuple, query(sql, params))
+    orders an older version wrote come from its tables."""
+    query = _query(source)
+    if gids is not None:
+        for gid, records in texts(query, gids).items():
+            for item in parse(records):
+                yield (gid, *item)
+        return
+    for gid, records in query("SELECT global_id, records FROM record_log ORDER BY seq", {}):
+        for item in parse(records):
+            yield (gid, *item)
+    older = [gid for (gid,) in query("SELECT global_id FROM orders WHERE records_tail IS NULL", {})]
+    yield from observation_rows(query, older)
+
+
+def _query(source: Connection | Query) -> Query:
+    return source if callable(source) else lambda sql, params: source.execute(text(sql), params)
+
+
+def _chunked(items: list, size: int = 500) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _among(gids: list[str]) -> tuple[str, dict[str, str]]:
@@ -114,8 +166,12 @@ def count_records(conn: Connection) -> int:
     length = (
         "json_array_length(records)" if conn.dialect.name == "sqlite" else "json_array_length(records::json)"
     )
+    logged = conn.execute(text(f"SELECT COALESCE(SUM({length}), 0) FROM record_log")).scalar_one()
     listed = conn.execute(text(f"SELECT COALESCE(SUM({length}), 0) FROM order_records")).scalar_one()
     legacy = conn.execute(
-        text("SELECT COUNT(*) FROM observations WHERE global_id NOT IN (SELECT global_id FROM order_records)")
+        text(
+            "SELECT COUNT(*) FROM observations b WHERE global_id NOT IN (SELECT global_id FROM order_records)"
+            " AND global_id NOT IN (SELECT global_id FROM orders WHERE records_tail IS NOT NULL)"
+        )
     ).scalar_one()
-    return int(listed) + int(legacy)
+    return int(logged) + int(listed) + int(legacy)

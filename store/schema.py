@@ -81,6 +81,12 @@ orders = Table(
     Column("facts", String(255)),
     Column("last_event_at", EpochMs, nullable=False),  # the latest milestone (bounds dwell scans)
     Column("updated_at", EpochMs, nullable=False),
+    # A 4-byte digest of each delivered record's key, in delivery order (store/records.py): what the
+    # ingest keeps in memory to tell a new record from a stored one. NULL in rows of older versions.
+    Column("record_keys", LargeBinary),
+    # The order's newest record_log row (its records are a chain back from it). NULL in rows of older
+    # versions, whose records are in order_records or observations.
+    Column("records_tail", BigInteger),
     # Covering the stuck query (state, time in state, its dimensions): an index-only range scan.
     Index("ix_orders_state", "state", "state_at", *STATE_DIMENSIONS),
     Index("ix_orders_paid", "paid_at"),
@@ -159,9 +165,21 @@ id_sequences = Table(
     Column("last_seq", BigInteger, nullable=False),
 )
 
-# Every record delivered for an order, as a JSON list (store/records.py): the idempotency check and
-# the evidence, one row per order beside its orders row (which stays small for the KPI scans).
-# Orders written by older versions have none: their records are in `observations`.
+# Every record delivered, as the evidence (store/records.py): one row per plan and order with that
+# plan's records of it (a JSON list), appended in seq order, so a group's records fill a few new
+# pages at the end of the table instead of rewriting a row per order in the middle of one.
+# Each row points to the order's previous row; orders.records_tail to its newest.
+record_log = Table(
+    "record_log",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False),
+    Column("global_id", String(48), nullable=False),
+    Column("prev_seq", BigInteger),
+    Column("records", Text, nullable=False),
+)
+
+# Where the previous version kept each order's records (a JSON list per order); read for orders whose
+# row has no records_tail, and moved into record_log when the ingest next touches the order.
 order_records = Table(
     "order_records",
     metadata,
@@ -173,8 +191,8 @@ order_records = Table(
     sqlite_with_rowid=False,
 )
 
-# Where older versions kept each order's records; no longer written (orders.records holds them), read
-# only for orders whose row has no records yet (store/records.py).
+# Where older versions kept each order's records; no longer written, read only for orders that have
+# neither a records_tail nor an order_records row (store/records.py).
 observations = Table(
     "observations",
     metadata,

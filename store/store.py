@@ -38,10 +38,10 @@ from store.pii import write_pii
 from store.records import append as append_records
 from store.records import digest as record_digest
 from store.records import digests as record_digests
-from store.records import entry as record_entry
 from store.records import entry_after as record_entry_after
 from store.records import key_of as record_key_of
 from store.records import parse as parse_records
+from store.records import texts as record_texts
 from store.schema import (
     cursors,
     order_ids,
@@ -55,9 +55,9 @@ from store.schema import (
 _MILESTONES = [milestone_column(s) for s in STATES]
 _TABLE_COLS = [c.name for c in orders.c]
 _WIDTH = len(_TABLE_COLS)
-# An order's row in memory: its orders columns, then its records' key digests (order_records.record_keys;
-# the records' text stays in the database: appended there, read only to confirm a digest found).
-_ORDER_COLS = [*_TABLE_COLS, "record_keys"]
+# An order's row in memory: its orders columns, its records' key digests among them (the records'
+# text stays in the database: appended to record_log, read only to confirm a digest found).
+_ORDER_COLS = _TABLE_COLS
 ORDER_COLUMNS = tuple(_ORDER_COLS)  # the order of the row tuples handed to change subscribers
 # Positions in an orders row (the merge works on plain lists, in _ORDER_COLS order).
 _POS = {s: _ORDER_COLS.index(milestone_column(s)) for s in STATES}
@@ -70,6 +70,7 @@ _GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _AMOUNT, _CREATED, _FIR
 )  # fmt: skip
 _ROLES, _DUPS = _ORDER_COLS.index("seen_roles"), _ORDER_COLS.index("duplicate_records")
 _FACTS, _KEYS = _ORDER_COLS.index("facts"), _ORDER_COLS.index("record_keys")
+_TAIL = _ORDER_COLS.index("records_tail")
 _PAID_AMOUNT = _ORDER_COLS.index("paid_amount_fen")
 _CALLBACK_DELAY = _ORDER_COLS.index("callback_delay_ms")
 _PAYMENT_ROLE = ROLE_BITS["payment"]
@@ -85,23 +86,8 @@ _STATE_DIMS_OF = itemgetter(
     *(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
 )  # a row's STATE_DIMENSIONS values
 _ORDER_INSERT_HEAD = f"INSERT INTO orders ({', '.join(_TABLE_COLS)})"
-_ORDER_SELECT = f"SELECT {', '.join(f'o.{c}' for c in _TABLE_COLS)}, r.record_keys FROM orders o LEFT JOIN order_records r ON r.global_id = o.global_id"
-_RECORDS_INSERT = "INSERT INTO order_records (global_id, records, record_keys)"
-# A plan's records of an order go to the end of its list ("[a,b]" + "[c]" -> "[a,b,c]") and their
-# digests to the end of record_keys (SQLite's || makes text of blobs: cast back, bytes unchanged); a
-# list is never empty, so its last character is its "]". Per dialect.
-_RECORDS_APPEND = {
-    dialect: " ON CONFLICT (global_id) DO UPDATE SET"
-    " records = substr(order_records.records, 1, length(order_records.records) - 1) || ',' || substr(excluded.records, 2),"
-    f" record_keys = {keys}"
-    for dialect, keys in (
-        ("sqlite", "CAST(order_records.record_keys || excluded.record_keys AS BLOB)"),
-        ("postgresql", "order_records.record_keys || excluded.record_keys"),
-    )
-}
-_RECORDS_REPLACE = (  # a row an older version wrote: its whole list and all its digests
-    " ON CONFLICT (global_id) DO UPDATE SET records = excluded.records, record_keys = excluded.record_keys"
-)
+_ORDER_SELECT = f"SELECT {', '.join(f'o.{c}' for c in _TABLE_COLS)} FROM orders o"
+_LOG_INSERT = "INSERT INTO record_log (seq, global_id, prev_seq, records)"
 _STATE_COUNT_TAIL = " ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
 _SEQ_UPSERT = " ON CONFLICT (prefix) DO UPDATE SET last_seq = excluded.last_seq"
 # Orders rows written by committed plans before Store.flush checkpoints the WAL: about a group (GROUP_OBSERVATIONS
@@ -216,6 +202,7 @@ class Store:
         self._inflight: dict[str, tuple[tuple | None, int]] = {}
         self._inflight_ids: dict[tuple[str, str], str] = {}
         self._seqs: dict[str, int] = {}  # ID prefix -> its last sequence number, planned
+        self._next_seq: int | None = None  # the next record_log seq to plan (read at the first plan)
         self._jobs: deque[_Job] = deque()  # handed to the writer, in order
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._broken = False  # a write failed: the writer skips the jobs planned on top of it
@@ -228,6 +215,7 @@ class Store:
         self._new_seqs: dict[str, int] = {}  # ID prefix -> its last sequence number, as the plan leaves it
         self._ops: list[Callable[[Connection], None]] = []
         self._plan_texts: dict[str, list[str]] = {}  # per order, its new records' text, batch by batch
+        self._plan_seqs: dict[str, int] = {}  # per order, the seq of the record_log row the plan appends
         self._base_texts: dict[str, str] = {}  # rows of an older version read: their whole records text
         self._written: dict[str, str] = {}  # per order, the records text the plan writes
         # (source, state) -> its bit in orders.facts, as fact_codes holds them (read at the first
@@ -297,6 +285,9 @@ class Store:
                     if self._fact_bits is None:
                         rows = _driver_rows(reader, "SELECT source, state, code FROM fact_codes", ())
                         self._fact_bits = {(source, state): 1 << code for source, state, code in rows}
+                    if self._next_seq is None:
+                        sql = "SELECT COALESCE(MAX(seq), 0) + 1 FROM record_log"
+                        self._next_seq = _driver_rows(reader, sql, ())[0][0]
                     for batch, result in zip(batches, results, strict=True):
                         ids.update(self._plan(reader, batch, result, now))
                     self._plan_sources(batches, results, now)
@@ -363,12 +354,13 @@ class Store:
         self._pending, self._before, self._dirty = {}, {}, {}
         self._ops, self._changes, self._new_facts = [], [], []
         self._new_ids, self._new_seqs = [], {}
-        self._plan_texts, self._base_texts, self._written = {}, {}, {}
+        self._plan_texts, self._base_texts, self._written, self._plan_seqs = {}, {}, {}, {}
 
     def _drop_plans(self) -> None:
         self._inflight, self._inflight_ids, self._seqs = {}, {}, {}
         self._reset_plan()
         self._fact_bits = None  # codes numbered in a dropped plan: read again
+        self._next_seq = None
 
     def _apply(self, job: _Job) -> None:
         """The writer: run a plan's statements in one transaction, commit, hand out its changes."""
@@ -511,8 +503,8 @@ class Store:
     def _entries(self, conn: Connection, gids: Iterable[str]) -> dict[str, tuple[tuple | None, int]]:
         """(orders row, delivered bits) of existing orders: this transaction's, the cache's, or read
         (one orders row per order not seen lately, with its records' key digests). A row an older
-        version wrote (no digests, or its records still in the observations table) gets its digests
-        and bits from its records, whose text the plan keeps to write the row whole."""
+        version wrote (no digests: its records in order_records or observations) gets its digests
+        and bits from its records, whose text the plan moves to record_log."""
         pending, inflight, cached = self._pending, self._inflight, self._orders.get
         found, missing = {}, []
         for gid in gids:
@@ -545,23 +537,9 @@ class Store:
 
     @staticmethod
     def _read_records(conn: Connection, gids: list[str]) -> dict[str, str]:
-        """The committed records text of each order (order_records; for an order an older version
-        wrote, from the observations table)."""
-        texts: dict[str, str] = {}
-        for chunk in _chunks(gids, 500):
-            marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT global_id, records FROM order_records WHERE global_id IN ({marks})"
-            texts.update(_driver_rows(conn, sql, chunk))
-        legacy: dict[str, list[str]] = {gid: [] for gid in gids if gid not in texts}
-        for chunk in _chunks(list(legacy), 500):  # written by an older version: records in their table
-            sql = (
-                "SELECT global_id, source, record_key, state, at, ingested_at FROM observations "
-                f"WHERE global_id IN ({', '.join('?' * len(chunk))}) ORDER BY global_id, at"
-            )
-            for gid, source, key, state, at, ingested in _driver_rows(conn, sql, chunk):
-                legacy[gid].append(record_entry(source, key, state, at, ingested))
-        texts.update((gid, append_records(None, ",".join(items))) for gid, items in legacy.items())
-        return texts
+        """The committed records text of each order (store/records.py: its record_log chain, or
+        what an older version wrote)."""
+        return record_texts(conn, gids)
 
     def _stored_texts(self, conn: Connection, gids: set[str]) -> dict[str, str]:
         """Every record text each order has so far: committed, handed to the writer, planned
@@ -689,7 +667,7 @@ class Store:
                 best = row[_STATE]
             if len(items) > 1:
                 items.sort(key=_first)  # the latest dimension value wins
-            changed = _BIT[_KEYS] | _BIT[_UPDATED]  # a touched order has a new record
+            changed = _BIT[_KEYS] | _BIT[_TAIL] | _BIT[_UPDATED]  # a touched order has a new record
             if gid in repeats:
                 row[_DUPS] += repeats[gid]
                 changed |= _BIT[_DUPS]
@@ -752,6 +730,7 @@ class Store:
                 changed |= _BIT[_FACTS]
             text, codes = texts[gid]
             row[_KEYS] = row[_KEYS] + codes if row[_KEYS] else codes
+            row[_TAIL] = self._log_seq(gid)
             plan_texts = self._plan_texts.get(gid)
             if plan_texts is None:
                 self._plan_texts[gid] = [text]
@@ -766,31 +745,36 @@ class Store:
             dirty[gid] = dirty.get(gid, 0) | changed
         return len(touched)
 
+    def _log_seq(self, gid: str) -> int:
+        """The seq of the record_log row this plan appends for the order (numbered on first use)."""
+        seq = self._plan_seqs.get(gid)
+        if seq is None:
+            seq = self._plan_seqs[gid] = self._next_seq
+            self._next_seq += 1
+        return seq
+
     def _plan_orders(self) -> None:
-        """Plan the writes of the transaction's changed orders rows (only their changed columns)
-        and their moves between the open-state counts; their (before, after) rows are its changes."""
+        """Plan the writes of the transaction's changed orders rows (only their changed columns),
+        their record_log rows and their moves between the open-state counts; their (before, after)
+        rows are its changes."""
         pending, changes, dirty = self._pending, self._changes, self._dirty
         plan_texts, base_texts, written = self._plan_texts, self._base_texts, self._written
-        inserts, updates, appended, replaced = [], {}, [], []
+        inserts, updates, logged = [], {}, []
         moved = []  # the changes that may move an order between the open-state counts
         for gid, before in self._before.items():
             after = pending[gid][0]
             mask = dirty[gid]  # never 0: a planned order's updated_at changed at least
-            if mask & _BIT[_KEYS]:  # new records: to the end of its list (or its whole list)
+            if mask & _BIT[_KEYS]:  # new records: a record_log row (an older version's list first)
                 text = ",".join(plan_texts[gid])
-                if gid in base_texts:
-                    written[gid] = text = append_records(base_texts[gid], text)
-                    replaced.append((gid, text, after[_KEYS]))
-                else:
-                    written[gid] = text = f"[{text}]"
-                    old_keys = 0 if before is None else len(before[_KEYS])
-                    appended.append((gid, text, after[_KEYS][old_keys:]))
+                base = base_texts.get(gid)
+                written[gid] = text = f"[{text}]" if base is None else append_records(base, text)
+                logged.append((after[_TAIL], gid, None if before is None else before[_TAIL], text))
             if before is None:
-                inserts.append(after[:_WIDTH])
+                inserts.append(after)
                 changes.append((None, after))
                 moved.append((None, after))
                 continue
-            changed = _positions(mask & ~_BIT[_KEYS])
+            changed = _positions(mask)
             rows = updates.get(changed)
             if rows is None:
                 rows = updates[changed] = []
@@ -798,16 +782,22 @@ class Store:
             changes.append((before, after))
             if mask & _STATE_COUNT_BITS:
                 moved.append((before, after))
+        moved_keys = _positions(_BIT[_KEYS] | _BIT[_TAIL])
         for gid, base in base_texts.items():  # an older version's row read but given no record:
-            if gid not in written and base != "[]":  # written whole now, so the table has its digests
+            if gid not in written:  # its list moves to record_log now, its row gets the digests
+                row, bits = pending[gid]
+                row = (*row[:_TAIL], self._log_seq(gid), *row[_TAIL + 1 :])
+                pending[gid] = (row, bits)
                 written[gid] = base
-                replaced.append((gid, base, pending[gid][0][_KEYS]))
+                logged.append((row[_TAIL], gid, None, base))
+                updates.setdefault(moved_keys, []).append(row)
+        older = sorted(base_texts)  # their order_records rows (if any): moved to record_log
         new_facts, counts = self._new_facts, self._count_states(moved)
         new_ids, new_seqs = self._new_ids, list(self._new_seqs.items())
         # In key order, each statement walks its B-trees from one end to the other (neighbouring
-        # rows share pages) instead of seeking each row afresh.
-        for rows in (inserts, appended, replaced, *updates.values()):
-            rows.sort(key=_first)  # by global ID
+        # rows share pages) instead of seeking each row afresh; record_log rows go to its end.
+        for rows in (inserts, logged, *updates.values()):
+            rows.sort(key=_first)  # by global ID (record_log: by seq)
         new_ids.sort()  # by (channel, raw ID)
 
         def write(conn: Connection) -> None:
@@ -817,8 +807,12 @@ class Store:
             _insert_rows(conn, _ORDER_INSERT_HEAD, inserts)
             for changed, rows in updates.items():  # only the changed columns: other indexes untouched
                 _update_orders(conn, changed, rows)
-            _insert_rows(conn, _RECORDS_INSERT, appended, _RECORDS_APPEND[conn.dialect.name])
-            _insert_rows(conn, _RECORDS_INSERT, replaced, _RECORDS_REPLACE)
+            _insert_rows(conn, _LOG_INSERT, logged)
+            for chunk in _chunks(older, 500):
+                conn.exec_driver_sql(
+                    f"DELETE FROM order_records WHERE global_id IN ({', '.join([_placeholder(conn)] * len(chunk))})",
+                    tuple(chunk),
+                )
             _insert_rows(conn, "INSERT INTO state_counts (state, dim, value, n)", counts, _STATE_COUNT_TAIL)
 
         self._ops.append(write)

@@ -41,8 +41,8 @@ def make_replay(workdir: Path, overrides: dict[str, Any] | None = None, **option
 
 def stored(engine) -> tuple[list[dict], set[tuple]]:
     """Order rows and observations in the store, keyed by (channel, raw id) instead of the global id
-    (its sequence number follows which source saw the order first, i.e. poll timing) and without
-    ingest times."""
+    (its sequence number follows which source saw the order first, i.e. poll timing), without ingest
+    times and record_log positions."""
     with engine.connect() as conn:
         codes = {code: (source, state) for source, state, code in conn.execute(select(fact_codes))}
 
@@ -50,10 +50,18 @@ def stored(engine) -> tuple[list[dict], set[tuple]]:
             value = int(bits or "0", 16)
             return sorted(pair for code, pair in codes.items() if value >> code & 1)
 
+        def digests(keys: bytes | None) -> list[bytes]:  # one per record, in arrival order: compared as a set
+            keys = keys or b""
+            return sorted(keys[i : i + 4] for i in range(0, len(keys), 4))
+
         rows = sorted(
-            (
-                {k: v for k, v in r.items() if k not in INGEST_TIMES and k != "global_id"}
-                | {"facts": facts(r["facts"])}
+            (  # records_tail: where in record_log the order's newest row went, which follows poll timing
+                {
+                    k: v
+                    for k, v in r.items()
+                    if k not in INGEST_TIMES and k not in ("global_id", "records_tail")
+                }
+                | {"facts": facts(r["facts"]), "record_keys": digests(r["record_keys"])}
                 for r in conn.execute(select(orders)).mappings()
             ),
             key=lambda r: (r["channel"], r["raw_order_id"]),

@@ -18,7 +18,17 @@ from store.records import digests as record_digests
 from store.records import entry as entry_text
 from store.records import key_of as record_key_of
 from store.records import parse as parse_records
-from store.schema import from_ms, observations, order_ids, order_records, orders, quarantine, state_counts
+from store.records import texts as record_texts
+from store.schema import (
+    from_ms,
+    observations,
+    order_ids,
+    order_records,
+    orders,
+    quarantine,
+    record_log,
+    state_counts,
+)
 from store.store import ORDER_COLUMNS, ChannelIdentity, Store
 
 T0 = datetime(2026, 2, 12, 12, 0, tzinfo=UTC)  # 20:00 in Shanghai
@@ -327,8 +337,8 @@ def test_repeats_are_counted_alike_from_memory_from_the_store_and_from_an_older_
         with engine.begin() as conn:  # as an older version left it: records in their table, no facts
             rows = [(*r[:4], from_ms(r[4]), from_ms(r[5])) for r in observation_rows(conn)]
             conn.execute(insert(observations), [dict(zip(OBSERVATION_FIELDS, r, strict=True)) for r in rows])
-            conn.execute(orders.update().values(facts=None))
-            conn.execute(order_records.delete())
+            conn.execute(orders.update().values(facts=None, record_keys=None, records_tail=None))
+            conn.execute(record_log.delete())
         assert records_stored(first) == len(rows) == 5  # read from the old table
         with engine.connect() as conn:
             assert count_records(conn) == 5
@@ -368,7 +378,7 @@ def test_awkward_record_keys_are_stored_once_and_read_back_as_they_were(store):
     assert store.ingest(batch, T0).new_observations == 0
     with store.engine.connect() as conn:
         rows = list(observation_rows(conn))
-        text = conn.execute(select(order_records.c.records)).scalar_one()
+        (text,) = record_texts(conn, [store.global_id("tmall", raw)]).values()
         assert count_records(conn) == len(AWKWARD_KEYS)
     assert sorted(r[2] for r in rows) == sorted(AWKWARD_KEYS)
     assert json.loads(text) == [list(parse_records(text)[i]) for i in range(len(AWKWARD_KEYS))]
@@ -474,7 +484,8 @@ def test_records_sharing_a_digest_are_each_stored_once(store, monkeypatch):
     )
     assert (results.new_observations, results.duplicate_observations) == (1, 2)
     with store.engine.connect() as conn:
-        text, keys = conn.execute(select(order_records.c.records, order_records.c.record_keys)).one()
+        (text,) = record_texts(conn, [store.global_id("tmall", raw)]).values()
+        keys = conn.execute(select(orders.c.record_keys)).scalar_one()
     assert [r[2] for r in parse_records(text)] == [
         "paid",
         "wms_received",
@@ -486,22 +497,36 @@ def test_records_sharing_a_digest_are_each_stored_once(store, monkeypatch):
     assert keys == b"\x00" * 4 * 6
 
 
-def test_a_row_an_older_version_wrote_without_digests_gets_them(store):
-    """order_records rows written before record_keys existed: a repeat is still recognised from the
-    records' text, the row gets every record's digest when first read, and a new record later is
-    added to the list."""
+@pytest.mark.parametrize("with_digests", [True, False])
+def test_an_order_the_previous_version_wrote_moves_to_the_record_log(store, with_digests):
+    """An order as the previous version left it (its records list in order_records, with or without
+    their digests; none in the orders row): a repeat is still recognised from the list's text, the
+    list moves to record_log and the orders row gets every record's digest when the order is first
+    read, and a new record later is added after them."""
     raw = "3912345678901234567"
     store.ingest(Batch("tmall", [obs(raw, "paid", 1), obs(raw, "shipped", 2)]), T0)
+    gid = store.global_id("tmall", raw)
     with store.engine.begin() as conn:
-        conn.execute(order_records.update().values(record_keys=None))
+        (text,) = record_texts(conn, [gid]).values()
+        keys = record_digests(parse_records(text)) if with_digests else None
+        conn.execute(insert(order_records).values(global_id=gid, records=text, record_keys=keys))
+        conn.execute(record_log.delete())
+        conn.execute(orders.update().values(record_keys=None, records_tail=None))
+    with store.engine.connect() as conn:
+        assert count_records(conn) == 2 and record_texts(conn, [gid]) == {gid: text}
     older = Store(store.engine, CHANNELS, "Asia/Shanghai")
     assert older.ingest(Batch("tmall", [obs(raw, "shipped", 2)]), T0).duplicate_observations == 1
     with store.engine.connect() as conn:  # read and kept in memory: the row gets its digests at once
-        assert conn.execute(select(order_records.c.record_keys)).scalar_one() is not None
+        assert conn.execute(select(orders.c.record_keys)).scalar_one() == record_digests(parse_records(text))
+        assert conn.execute(select(func.count()).select_from(order_records)).scalar_one() == 0
+        assert count_records(conn) == 2
     result = older.ingest(Batch("tmall", [obs(raw, "shipped", 2), obs(raw, "delivered", 30)]), T0)
     assert (result.new_observations, result.duplicate_observations) == (1, 1)
     with store.engine.connect() as conn:
-        text, keys = conn.execute(select(order_records.c.records, order_records.c.record_keys)).one()
+        (text,) = record_texts(conn, [gid]).values()
+        keys = conn.execute(select(orders.c.record_keys)).scalar_one()
+        assert count_records(conn) == 3
+        assert conn.execute(select(func.count()).select_from(record_log)).scalar_one() == 2
     assert [r[2] for r in parse_records(text)] == ["paid", "shipped", "delivered"]
     assert keys == record_digests(parse_records(text)) and len(keys) == 12
     assert older.ingest(Batch("tmall", [obs(raw, "paid", 1)]), T0).duplicate_observations == 1
