@@ -91,26 +91,54 @@ def texts(source: Connection | Query, gids: Iterable[str]) -> dict[str, str]:
     observations."""
     query = _query(source)
     wanted = sorted(set(gids))
-    tails: dict[int, str] = {}
+    parts: dict[str, list[tuple[int, str]]] = {}
     for chunk in _chunked(wanted):
         where, params = _among(chunk)
-        sql = f"SELECT o.global_id, o.records_tail FROM orders o{where} AND o.records_tail IS NOT NULL"
-        tails.update((tail, gid) for gid, tail in query(sql, params))
-    parts: dict[str, list[str]] = {gid: [] for gid in tails.values()}
-    while tails:  # one IN list per link of the chains: newest row first, then the rows before
-        before: dict[int, str] = {}
-        for chunk in _chunked(sorted(tails)):
-            marks = ", ".join(f":s{i}" for i in range(len(chunk)))
-            sql = f"SELECT seq, prev_seq, records FROM record_log WHERE seq IN ({marks})"
-            for seq, prev, records in query(sql, {f"s{i}": s for i, s in enumerate(chunk)}):
-                gid = tails[seq]
-                parts[gid].append(records)
-                if prev is not None:
-                    before[prev] = gid
-        tails = before
-    out = {gid: join(reversed(items)) for gid, items in parts.items()}
+        sql = (  # each order's chain, from orders.records_tail back along prev_seq: one statement
+            "WITH RECURSIVE chain (gid, seq) AS ("
+            f" SELECT o.global_id, o.records_tail FROM orders o{where} AND o.records_tail IS NOT NULL"
+            " UNION ALL SELECT chain.gid, l.prev_seq FROM chain JOIN record_log l ON l.seq = chain.seq"
+            " WHERE l.prev_seq IS NOT NULL)"
+            " SELECT chain.gid, l.seq, l.records FROM chain JOIN record_log l ON l.seq = chain.seq"
+        )
+        for gid, seq, records in query(sql, params):
+            parts.setdefault(gid, []).append((seq, records))
+    out = {gid: join(records for _seq, records in sorted(items)) for gid, items in parts.items()}
     out.update(_older_texts(query, [gid for gid in wanted if gid not in out]))
     return out
+
+
+def stored(query: Query, pairs: list[tuple[str, str]], dialect: str) -> set[tuple[str, str]]:
+    """Which (global id, key_of text) pairs name a stored record of the order: searched in SQL along
+    each order's record_log chain (only the pairs found come back); orders an older version wrote
+    are read whole."""
+    search = "instr" if dialect == "sqlite" else "strpos"
+    found: set[tuple[str, str]] = set()
+    for chunk in _chunked(pairs, 250):
+        values = ", ".join(f"(:g{i}, :h{i})" for i in range(len(chunk)))
+        params = {f"g{i}": gid for i, (gid, _head) in enumerate(chunk)}
+        params.update((f"h{i}", head) for i, (_gid, head) in enumerate(chunk))
+        sql = (  # each pair walks its order's chain from orders.records_tail back along prev_seq
+            f"WITH RECURSIVE wanted (gid, head) AS (VALUES {values}),"
+            " chain (gid, head, seq) AS ("
+            " SELECT w.gid, w.head, o.records_tail FROM wanted w JOIN orders o ON o.global_id = w.gid"
+            " WHERE o.records_tail IS NOT NULL"
+            " UNION ALL SELECT chain.gid, chain.head, l.prev_seq FROM chain JOIN record_log l ON l.seq = chain.seq"
+            f" WHERE l.prev_seq IS NOT NULL AND {search}(l.records, chain.head) = 0)"  # found: stop there
+            " SELECT DISTINCT chain.gid, chain.head FROM chain JOIN record_log l ON l.seq = chain.seq"
+            f" WHERE {search}(l.records, chain.head) > 0"
+        )
+        found.update((gid, head) for gid, head in query(sql, params))
+    rest = sorted({gid for pair in pairs if pair not in found for gid in pair[:1]})
+    older: list[str] = []
+    for chunk in _chunked(rest):
+        where, params = _among(chunk)
+        sql = f"SELECT o.global_id FROM orders o{where} AND o.records_tail IS NULL"
+        older += [gid for (gid,) in query(sql, params)]
+    if older:
+        listed = _older_texts(query, older)
+        found.update(pair for pair in pairs if pair[0] in listed and pair[1] in listed[pair[0]])
+    return found
 
 
 def _older_texts(query: Query, gids: list[str]) -> dict[str, str]:

@@ -41,6 +41,7 @@ from store.records import digests as record_digests
 from store.records import entry_after as record_entry_after
 from store.records import key_of as record_key_of
 from store.records import parse as parse_records
+from store.records import stored as stored_records
 from store.records import texts as record_texts
 from store.schema import (
     cursors,
@@ -539,16 +540,27 @@ class Store:
     def _read_records(conn: Connection, gids: list[str]) -> dict[str, str]:
         """The committed records text of each order (store/records.py: its record_log chain, or
         what an older version wrote)."""
-        return record_texts(conn, gids)
+        return record_texts(functools.partial(_driver_named_rows, conn), gids)
 
-    def _stored_texts(self, conn: Connection, gids: set[str]) -> dict[str, str]:
-        """Every record text each order has so far: committed, handed to the writer, planned
-        (joined by newlines, which no record's text holds)."""
-        committed, jobs, planned = self._read_records(conn, sorted(gids)), self._jobs, self._plan_texts
-        return {
-            gid: "\n".join([committed[gid], *(job.texts.get(gid, "") for job in jobs), *planned.get(gid, ())])
-            for gid in gids
-        }
+    def _stored(self, conn: Connection, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (global id, key_of text) pairs name a record the order has so far: planned, handed
+        to the writer, read whole this plan (an older version's order), else committed (searched in
+        SQL, store/records.py)."""
+        jobs, planned, base = self._jobs, self._plan_texts, self._base_texts
+        found, ask = set(), []
+        for gid, head in pairs:
+            if (
+                any(head in text for text in planned.get(gid, ()))
+                or any(head in job.texts.get(gid, "") for job in jobs)
+                or head in base.get(gid, "")
+            ):
+                found.add((gid, head))
+            else:
+                ask.append((gid, head))
+        if ask:
+            query = functools.partial(_driver_named_rows, conn)
+            found |= stored_records(query, ask, conn.dialect.name)
+        return found
 
     def _fact_bit(self, source: str, state: str) -> int:
         bit = self._fact_bits.get((source, state))
@@ -589,8 +601,8 @@ class Store:
             else:
                 new.append((gid, source, o, head, code, entry))
         if suspects:  # most are repeats; a digest shared with another key is not
-            stored = self._stored_texts(conn, {item[0] for item in suspects})
-            new += [item for item in suspects if item[3] not in stored[item[0]]]
+            stored = self._stored(conn, [(item[0], item[3]) for item in suspects])
+            new += [item for item in suspects if (item[0], item[3]) not in stored]
         texts: dict[str, list[str]] = {}
         codes: dict[str, list[bytes]] = {}
         for gid, source, o, head, code, entry in new:
@@ -1038,6 +1050,21 @@ def _driver_rows(conn: Connection, sql: str, params: tuple | list) -> list[tuple
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql.replace("?", _placeholder(conn)), tuple(params))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+_NAMED = re.compile(r":(\w+)")
+
+
+def _driver_named_rows(conn: Connection, sql: str, params: dict) -> list[tuple]:
+    """_driver_rows with named parameters (`:name`, as SQLAlchemy's text() takes them)."""
+    if conn.dialect.name != "sqlite":  # the sqlite3 module takes :name itself
+        sql = _NAMED.sub(r"%(\1)s", sql)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, params)
         return cursor.fetchall()
     finally:
         cursor.close()
