@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import re
 import threading
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from metrics.snapshot import KpiValue, Snapshot, labels_of
+from store.db import driver_rows as _rows
 from store.lifecycle import (
     EXITS,
     FORWARD,
@@ -912,24 +912,6 @@ def dwell_timeouts_ms(timeouts: dict[str, timedelta]) -> dict[str, int]:
         for s in DWELL_STATES
         if s in timeouts and s not in PROGRESS_STATES
     }
-
-
-def _rows(conn, sql: str, **params) -> list[tuple]:
-    """Run `sql` (named :params) on the DB-API cursor: plain tuples, no per-row processing."""
-    if conn.dialect.paramstyle == "qmark":
-        names = _PARAM.findall(sql)
-        sql, args = _PARAM.sub("?", sql), tuple(params[n] for n in names)
-    else:
-        sql, args = _PARAM.sub(r"%(\1)s", sql), params
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(sql, args)
-        return cursor.fetchall()
-    finally:
-        cursor.close()
-
-
-_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
 
 def _sum_span(

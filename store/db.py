@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import re
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
 from store.schema import metadata
@@ -58,6 +59,24 @@ def make_engine(url: str, **kwargs) -> Engine:
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_use_lifo", True)
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def driver_rows(conn: Connection, sql: str, **params) -> list[tuple]:
+    """Run `sql` (named :params) on the DB-API cursor: plain tuples, no per-row processing."""
+    if conn.dialect.paramstyle == "qmark":
+        names = _PARAM.findall(sql)
+        sql, args = _PARAM.sub("?", sql), tuple(params[n] for n in names)
+    else:
+        sql, args = _PARAM.sub(r"%(\1)s", sql), params
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")  # a :name parameter, not a ::cast
 
 
 def checkpoint(engine: Engine) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, literal, select
 
 from collectors.errors import SourceError
 from collectors.types import DIMENSIONS, Batch, Observation, Quarantined
-from store.db import checkpoint, trim_heap
+from store.db import checkpoint, driver_rows, trim_heap
 from store.lifecycle import (
     EXITS,
     OPEN_STATES,
@@ -540,7 +540,7 @@ class Store:
     def _read_records(conn: Connection, gids: list[str]) -> dict[str, str]:
         """The committed records text of each order (store/records.py: its record_log chain, or
         what an older version wrote)."""
-        return record_texts(functools.partial(_driver_named_rows, conn), gids)
+        return record_texts(_named_query(conn), gids)
 
     def _stored(self, conn: Connection, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which (global id, key_of text) pairs name a record the order has so far: planned, handed
@@ -558,7 +558,7 @@ class Store:
             else:
                 ask.append((gid, head))
         if ask:
-            query = functools.partial(_driver_named_rows, conn)
+            query = _named_query(conn)
             found |= stored_records(query, ask, conn.dialect.name)
         return found
 
@@ -1041,6 +1041,11 @@ class _Recent:
         return len(self.young) + len(self.old)
 
 
+def _named_query(conn: Connection) -> Callable[[str, dict], list[tuple]]:
+    """`query(sql, params)` over the DB-API cursor, as store/records.py takes it."""
+    return lambda sql, params: driver_rows(conn, sql, **params)
+
+
 def _placeholder(conn: Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
@@ -1050,21 +1055,6 @@ def _driver_rows(conn: Connection, sql: str, params: tuple | list) -> list[tuple
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql.replace("?", _placeholder(conn)), tuple(params))
-        return cursor.fetchall()
-    finally:
-        cursor.close()
-
-
-_NAMED = re.compile(r":(\w+)")
-
-
-def _driver_named_rows(conn: Connection, sql: str, params: dict) -> list[tuple]:
-    """_driver_rows with named parameters (`:name`, as SQLAlchemy's text() takes them)."""
-    if conn.dialect.name != "sqlite":  # the sqlite3 module takes :name itself
-        sql = _NAMED.sub(r"%(\1)s", sql)
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(sql, params)
         return cursor.fetchall()
     finally:
         cursor.close()
