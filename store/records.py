@@ -129,7 +129,7 @@ def stored(query: Query, pairs: list[tuple[str, str]], dialect: str) -> set[tupl
             f" WHERE {search}(l.records, chain.head) > 0"
         )
         found.update((gid, head) for gid, head in query(sql, params))
-    rest = sorted({gid for pair in pairs if pair not in found for gid in pair[:1]})
+    rest = sorted({gid for gid, head in pairs if (gid, head) not in found})
     older: list[str] = []
     for chunk in _chunked(rest):
         where, params = _among(chunk)
