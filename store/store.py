@@ -833,23 +833,29 @@ class Store:
     def _count_states(changes: list[OrderChange]) -> list[tuple]:
         """Each changed order's move between the open-state counts (per dimension value), as
         (state, dimension, value, net orders in) rows."""
-        moves: Counter = Counter()  # (state, its dimension values) -> net orders in
-        dims_of = _STATE_DIMS_OF
+        moves: dict = {}  # (state, its dimension values) -> net orders in (plain dicts: no Counter.__missing__)
+        dims_of, opened, get = _STATE_DIMS_OF, _OPEN, moves.get
         for old, new in changes:
-            if old is not None and old[_STATE] in _OPEN:
-                key = (old[_STATE], dims_of(old))
-                if new[_STATE] == old[_STATE] and key[1] == dims_of(new):
+            state = new[_STATE]
+            if old is not None and (was := old[_STATE]) in opened:
+                dims = dims_of(old)
+                if state == was and dims == dims_of(new):
                     continue  # same state, same dimension values: the counts stand
-                moves[key] -= 1
-            if new[_STATE] in _OPEN:
-                moves[(new[_STATE], dims_of(new))] += 1
-        delta: Counter = Counter()
+                key = (was, dims)
+                moves[key] = get(key, 0) - 1
+            if state in opened:
+                key = (state, dims_of(new))
+                moves[key] = get(key, 0) + 1
+        delta: dict = {}
+        add = delta.get
         for (state, values), n in moves.items():
             if n:
-                delta[(state, "", "")] += n
+                key = (state, "", "")
+                delta[key] = add(key, 0) + n
                 for dim, value in zip(STATE_DIMENSIONS, values, strict=True):
                     if value:
-                        delta[(state, dim, value)] += n
+                        key = (state, dim, value)
+                        delta[key] = add(key, 0) + n
         return [(*key, n) for key, n in sorted(delta.items()) if n]
 
     def rebuild_state_counts(self) -> None:
