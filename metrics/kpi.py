@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 
 from metrics.snapshot import KpiValue, Snapshot, labels_of
 from store.db import driver_rows as _rows
+from store.db import small_sorts
 from store.lifecycle import (
     EXITS,
     FORWARD,
@@ -543,6 +544,12 @@ class KpiEngine:
 
     # -- the full load --------------------------------------------------------------------------
     def _load(self, conn, now: datetime) -> _Aggregates:
+        """The aggregates from the store: each statement scans its range once and groups it, with a
+        small SQLite cache (store.db.small_sorts: a week's dwell sorts stay within it)."""
+        with small_sorts(conn):
+            return self._load_cells(conn, now)
+
+    def _load_cells(self, conn, now: datetime) -> _Aggregates:
         now_ms = to_ms(now)
         now_bucket = now_ms // DWELL_BUCKET_MS
         ring = _DwellRing(self._window_buckets, now_bucket - self._window_buckets + 1)

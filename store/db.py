@@ -10,9 +10,11 @@ so the busy writer keeps its warm cache and the rarely needed extra connections 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
@@ -21,6 +23,10 @@ from sqlalchemy.engine import make_url
 from store.schema import metadata
 
 SQLITE_HEAP_LIMIT_MB = 64  # the process's SQLite heap budget, page caches included
+# SQLite keeps up to a connection's cache_size of a sort (GROUP BY, ORDER BY) in memory before it spills
+# to a temp file, on top of the cached pages and past the soft heap limit: a statement that sorts a
+# week of orders ran the process up by the whole budget again. Such statements run with this cache.
+SQLITE_SORT_CACHE_MB = 16
 WAL_CHECKPOINT_PAGES = 400_000  # SQLite: checkpoint once the WAL holds this many pages (1.6 GB)
 
 
@@ -77,6 +83,26 @@ def driver_rows(conn: Connection, sql: str, **params) -> list[tuple]:
 
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")  # a :name parameter, not a ::cast
+
+
+@contextlib.contextmanager
+def small_sorts(conn: Connection) -> Iterator[None]:
+    """Run the statements inside with at most SQLITE_SORT_CACHE_MB of page cache on this SQLite
+    connection (and so of in-memory sort), then give it back its own size; a no-op elsewhere. The
+    pages over it are dropped: for statements that scan once (KPI full loads), not the ingest."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    size = driver_rows(conn, "PRAGMA cache_size")[0][0]
+    small = -SQLITE_SORT_CACHE_MB * 1024
+    if small <= size < 0:  # already that small (negative: KiB)
+        yield
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size={small}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={size}")
 
 
 def checkpoint(engine: Engine) -> None:

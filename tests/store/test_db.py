@@ -1,6 +1,6 @@
 """The store's engines: SQLite's page caches share one budget for the whole process, pools hand
-out the most recently used connection first, and the WAL is checkpointed when the writes pause after
-a group of orders."""
+out the most recently used connection first, the WAL is checkpointed when the writes pause after
+a group of orders, and big sorts stay within a small cache where asked."""
 
 from __future__ import annotations
 
@@ -48,6 +48,56 @@ def test_connections_share_one_heap_budget(tmp_path, monkeypatch):
         with restore.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA soft_heap_limit").scalar_one() == db.SQLITE_HEAP_LIMIT_MB * MB
         restore.dispose()
+
+
+def test_small_sorts_keep_a_big_sort_within_the_small_cache(tmp_path, monkeypatch):
+    """A GROUP BY over ~40 MB of rows: with the connection's own 32 MB cache SQLite sorts in memory up
+    to that size on top of the cached pages; inside small_sorts (4 MB) the sort spills to a temp file
+    and the connection's cache size is given back after."""
+    monkeypatch.setattr(db, "SQLITE_HEAP_LIMIT_MB", 32)
+    monkeypatch.setattr(db, "SQLITE_SORT_CACHE_MB", 4)
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'sorts.db'}")
+    sort = "SELECT k, count(*) FROM t GROUP BY k ORDER BY count(*) DESC LIMIT 3"
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT)")
+            conn.exec_driver_sql(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) "
+                "INSERT INTO t SELECT x, printf('%0120d', x % 250000) FROM c"
+            )
+
+        def sort_growth(conn) -> float:
+            """How far the process's SQLite heap rose above where it was while the sort ran (MB)."""
+            conn.exec_driver_sql("PRAGMA shrink_memory")
+            before = db.sqlite_heap_mb()
+            db._sqlite_library().sqlite3_memory_highwater(1)  # reset the high-water mark to now
+            assert len(conn.exec_driver_sql(sort).all()) == 3
+            return db.sqlite_heap_peak_mb() - before
+
+        with engine.connect() as conn:
+            assert db.sqlite_heap_mb() is not None
+            own = sort_growth(conn)
+            with db.small_sorts(conn):
+                assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -4 * 1024
+                small = sort_growth(conn)
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -32 * 1024
+        assert own > 30, own  # the cache filled and the sort held tens of MB besides
+        assert small < 12, small  # 4 MB of pages, 4 MB of sort, the merge's buffers
+    finally:
+        engine.dispose()
+
+
+def test_small_sorts_leave_a_small_cache_alone(tmp_path):
+    """A connection whose cache is already smaller keeps it (SQLite's default here: 2,000 KiB)."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA cache_size=-2000")
+            with db.small_sorts(conn):
+                assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -2000
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -2000
+    finally:
+        engine.dispose()
 
 
 def test_the_pool_hands_out_the_most_recently_used_connection(tmp_path):
