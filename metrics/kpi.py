@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -171,6 +172,26 @@ def _dwell_index(value: int) -> int:
     return base
 
 
+# (upper limit, lower limit, step, index of the lower limit) of each dwell step: a stay's index in one
+# step (_dwell_index_of), as _dwell_index(dwell_floor(seconds)) gives it (each lower limit is a
+# multiple of its step).
+_DWELL_INDEX_STEPS = tuple(
+    (limit, lower, step, _dwell_index(lower))
+    for lower, (limit, step) in zip(
+        (0, *(limit for limit, _ in _DWELL_STEPS[:-1])), _DWELL_STEPS, strict=True
+    )
+)
+_DWELL_LAST_INDEX = _dwell_index(_DWELL_STEPS[-1][0])
+
+
+def _dwell_index_of(seconds: int) -> int:
+    """The histogram index of a stay of `seconds` (whole seconds, >= 0)."""
+    for limit, lower, step, base in _DWELL_INDEX_STEPS:
+        if seconds < limit:
+            return base + (seconds - lower) // step
+    return _DWELL_LAST_INDEX
+
+
 _DWELL_VALUES = np.array(sorted({dwell_floor(s) for s in range(0, 600)} | {
     v for lower, (limit, step) in zip((0, 600, 7200, 86400), _DWELL_STEPS, strict=True)
     for v in range(lower, limit, step)
@@ -220,6 +241,9 @@ def _left_positions(state: str) -> tuple[tuple[int, int], ...]:
 
 
 _DWELL_POS = [(s, _COL[milestone_column(s)], _left_positions(s)) for s in DWELL_STATES]
+_REACHED_OF = itemgetter(*(_COL[milestone_column(s)] for s in WMS_REACHED))  # the WMS milestones of a row
+_ERP_REACHED_OF = itemgetter(*(_COL[milestone_column(s)] for s in ERP_REACHED))
+_NO_REACHED, _NO_ERP_REACHED = (None,) * len(WMS_REACHED), (None,) * len(ERP_REACHED)
 _PAID, _CANCELLED, _CLOSED = _COL["paid_at"], _COL["cancelled_at"], _COL["closed_at"]
 _REACHED_POS = tuple(_COL[milestone_column(s)] for s in WMS_REACHED)
 _ERP_REACHED_POS = tuple(_COL[milestone_column(s)] for s in ERP_REACHED)
@@ -299,17 +323,17 @@ class _Aggregates:
         self.stuck: Counter = Counter()
         self.stuck_cuts: dict[str, int] = {}
 
-    def contributions(self, row: tuple) -> tuple[tuple | None, list[tuple[str, int, int]], list[tuple]]:
-        """One order row's payment cell entry ((minute, channel), counts), dwell entries and hop
-        cell entries ((family, minute, channel), counts)."""
+    def cells(self, row: tuple) -> tuple[tuple | None, list[tuple]]:
+        """One order row's payment cell entry ((minute, channel), counts) and hop cell entries
+        ((family, minute, channel), counts)."""
         pay = None
         paid = row[_PAID]
-        reached = row[_REACHED_POS[0]] is not None or any(row[p] is not None for p in _REACHED_POS[1:])
+        reached = _REACHED_OF(row) != _NO_REACHED
         cancelled = row[_CANCELLED]
         counted = reached or (cancelled is None and row[_CLOSED] is None)
         roles = row[_ROLES]
         if paid is not None:
-            erp_reached = any(row[p] is not None for p in _ERP_REACHED_POS)
+            erp_reached = _ERP_REACHED_OF(row) != _NO_ERP_REACHED
             erp_counted = erp_reached or (cancelled is None and row[_CLOSED] is None)
             by_payment = 1 if roles & _PAYMENT_BIT else 0
             amount, paid_amount = row[_AMOUNT], row[_PAID_AMOUNT]
@@ -352,23 +376,15 @@ class _Aggregates:
                     ),
                 )
             )
-        dwell = []
-        for state, entered_pos, left_pos in _DWELL_POS:
-            entered = row[entered_pos]
-            if entered is None:
-                continue
-            for p, reason in left_pos:
-                left = row[p]
-                if left is not None:
-                    if left >= entered:
-                        seconds = (left - entered) // 1000
-                        index = seconds if seconds < 600 else _dwell_index(dwell_floor(seconds))
-                        timeout = self.timeouts_ms.get(state)
-                        if reason == _NO_FAILURE and timeout is not None and left - entered >= timeout:
-                            reason = _TIMEOUT
-                        dwell.append((state, left // DWELL_BUCKET_MS, index, reason))
-                    break
-        return pay, dwell, hops
+        return pay, hops
+
+    def _stay(self, state: str, entered: int, left: int, reason: int) -> tuple[str, int, int, int]:
+        """The dwell entry of a stay in `state` from `entered` to `left` (ms) through an exit of `reason`."""
+        stay = left - entered
+        seconds = stay // 1000
+        if reason == _NO_FAILURE and stay >= self.timeouts_ms.get(state, _NEVER_MS):
+            reason = _TIMEOUT
+        return state, left // DWELL_BUCKET_MS, seconds if seconds < 600 else _dwell_index_of(seconds), reason
 
     def change(self, old: tuple | None, new: tuple) -> None:
         """Move one order from its old row's contributions to its new row's."""
@@ -379,11 +395,8 @@ class _Aggregates:
                     if cut is not None and _stuck_clock_of(row) <= cut:
                         for key in _stuck_keys(row):
                             self.stuck[key] += sign
-        new_pay, new_dwell, new_hops = self.contributions(new)
-        if old is None:
-            old_pay, old_dwell, old_hops = None, [], []
-        else:
-            old_pay, old_dwell, old_hops = self.contributions(old)
+        new_pay, new_hops = self.cells(new)
+        old_pay, old_hops = (None, []) if old is None else self.cells(old)
         if old_hops != new_hops:
             for entries, sign in ((old_hops, -1), (new_hops, 1)):
                 for key, counts in entries:
@@ -405,13 +418,31 @@ class _Aggregates:
                             self.channels.add(channel)
                         for i, n in enumerate(counts):
                             cell[i] += sign * n
-        if old_dwell != new_dwell:
-            for entry in old_dwell:
-                if entry not in new_dwell:
-                    self.dwell.add(*entry, -1)
-            for entry in new_dwell:
-                if entry not in old_dwell:
-                    self.dwell.add(*entry, 1)
+        # Per dwell state, the stay each row shows (entered, the exit it left through): only a stay
+        # that differs moves between the histograms (a change usually ends one stay, or none).
+        for state, entered_pos, left_pos in _DWELL_POS:
+            entered, was = new[entered_pos], None if old is None else old[entered_pos]
+            if entered is None and was is None:
+                continue
+            now_stay = before_stay = None
+            if entered is not None:
+                for p, reason in left_pos:
+                    left = new[p]
+                    if left is not None:
+                        now_stay = (left, reason) if left >= entered else None
+                        break
+            if was is not None:
+                for p, reason in left_pos:
+                    left = old[p]
+                    if left is not None:
+                        before_stay = (left, reason) if left >= was else None
+                        break
+            if entered == was and now_stay == before_stay:
+                continue
+            if before_stay is not None:
+                self.dwell.add(*self._stay(state, was, *before_stay), -1)
+            if now_stay is not None:
+                self.dwell.add(*self._stay(state, entered, *now_stay), 1)
 
     def prune_pay(self, oldest_minute: int, oldest_hour: int) -> None:
         """Drop the cells older than any range needs, once an hour (cells a little older are harmless:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from collectors.types import Batch, Observation
+from metrics import kpi as kpi_module
 from metrics.kpi import KpiEngine, dwell_floor
 from store.store import Store
 
@@ -167,6 +168,17 @@ def test_dwell_resolution():
     assert [dwell_floor(s) for s in (0, 599, 600, 7199, 7200, 86399, 86400, 10**8)] == [
         0, 599, 600, 7190, 7200, 86340, 86400, 30 * 86400,
     ]  # fmt: skip
+
+
+def test_a_stays_dwell_index_in_one_step():
+    """The change feed's index of a stay is the full load's index of its floored value, at every
+    step's edges and across the steps."""
+    edges = {e + d for e in (0, 600, 7200, 86400, 30 * 86400) for d in (-601, -11, -1, 0, 1, 9, 10, 599)}
+    for seconds in sorted(edges | set(range(0, 40 * 86400, 997))):
+        if seconds >= 0:
+            assert kpi_module._dwell_index_of(seconds) == kpi_module._dwell_index(dwell_floor(seconds)), (
+                seconds
+            )
 
 
 def test_dwell_failure_ratio_and_reasons_through_refresh_and_full(store):
