@@ -282,6 +282,10 @@ def main() -> int:
         )
         week_full_s = statistics.median(timed(weekly.compute, end)[0] for _ in range(3))
         print(f"full refresh with window 7d (median of 3): {week_full_s:.3f} s")
+        print(
+            f"RSS after the 7d full refreshes: {current_rss_mb()} MB now, {peak_rss_mb()} MB peak",
+            file=sys.stderr,
+        )
 
         kpis.refresh(end)  # right after the full computation: the next refreshes are incremental
         weekly.refresh(end)
