@@ -424,19 +424,8 @@ class _Aggregates:
             entered, was = new[entered_pos], None if old is None else old[entered_pos]
             if entered is None and was is None:
                 continue
-            now_stay = before_stay = None
-            if entered is not None:
-                for p, reason in left_pos:
-                    left = new[p]
-                    if left is not None:
-                        now_stay = (left, reason) if left >= entered else None
-                        break
-            if was is not None:
-                for p, reason in left_pos:
-                    left = old[p]
-                    if left is not None:
-                        before_stay = (left, reason) if left >= was else None
-                        break
+            now_stay = None if entered is None else _exit_of(new, entered, left_pos)
+            before_stay = None if was is None else _exit_of(old, was, left_pos)
             if entered == was and now_stay == before_stay:
                 continue
             if before_stay is not None:
@@ -916,6 +905,16 @@ class KpiEngine:
 
 _STATE_POS, _STATE_AT_POS, _PROGRESS_POS = _COL["state"], _COL["state_at"], _COL["progress_at"]
 _STATE_DIM_POS = tuple(_COL[d] for d in STATE_DIMENSIONS)
+
+
+def _exit_of(row: tuple, entered: int, exits: tuple[tuple[int, int], ...]) -> tuple[int, int] | None:
+    """(left, failure reason) of the stay entered at `entered`: the first of its exits the row has,
+    when not before entering; None while it lasts."""
+    for position, reason in exits:
+        left = row[position]
+        if left is not None:
+            return (left, reason) if left >= entered else None
+    return None
 
 
 def _stuck_clock_of(row: tuple) -> int:
