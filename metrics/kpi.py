@@ -564,12 +564,6 @@ class KpiEngine:
 
     # -- the full load --------------------------------------------------------------------------
     def _load(self, conn, now: datetime) -> _Aggregates:
-        """The aggregates from the store: each statement scans its range once and groups it, with a
-        small SQLite cache (store.db.small_sorts: a week's dwell sorts stay within it)."""
-        with small_sorts(conn):
-            return self._load_cells(conn, now)
-
-    def _load_cells(self, conn, now: datetime) -> _Aggregates:
         now_ms = to_ms(now)
         now_bucket = now_ms // DWELL_BUCKET_MS
         ring = _DwellRing(self._window_buckets, now_bucket - self._window_buckets + 1)
@@ -587,13 +581,6 @@ class KpiEngine:
                 )
                 for i, n in enumerate(counts):
                     hour[i] += n
-        if oldest_hour * HOUR_MS < cut:  # the long windows' older hours: one pass by hour
-            # Most of the table: read in table order (`+paid_at` keeps SQLite off the index).
-            sql = _pay_sql(HOUR_MS, "+paid_at >= :since AND +paid_at < :cut")
-            for hour, channel, *cell in _rows(
-                conn, sql, since=oldest_hour * HOUR_MS, cut=cut, fast_ms=self._fast_ms, late_ms=self._late_ms
-            ):
-                agg.hours[(int(hour), channel)] = [int(x or 0) for x in cell]
         for family, minute, channel, *cell in _rows(
             conn, _HOP_LOAD_SQL, since=oldest_minute * MINUTE_MS, until=_NEVER_MS
         ):
@@ -604,13 +591,27 @@ class KpiEngine:
                 hour = agg.hop_hours.setdefault((family, int(minute) // 60, channel), [0] * len(counts))
                 for i, n in enumerate(counts):
                     hour[i] += n
-        if oldest_hour * HOUR_MS < cut:
-            for family, hour, channel, *cell in _rows(
-                conn, _HOP_HOUR_SQL, since=oldest_hour * HOUR_MS, until=cut
-            ):
-                agg.hop_hours[(family, int(hour), channel)] = [
-                    int(x or 0) for x in cell[: len(HOP_CELLS[family])]
-                ]
+        if oldest_hour * HOUR_MS < cut:  # the long windows' older hours: one pass by hour each
+            # Most of the table, grouped by hour: with a small cache, so that SQLite's sort of it
+            # spills to a temp file instead of growing to the cache budget (store.db.small_sorts).
+            # Read in table order (`+paid_at` keeps SQLite off the index).
+            sql = _pay_sql(HOUR_MS, "+paid_at >= :since AND +paid_at < :cut")
+            with small_sorts(conn):
+                for hour, channel, *cell in _rows(
+                    conn,
+                    sql,
+                    since=oldest_hour * HOUR_MS,
+                    cut=cut,
+                    fast_ms=self._fast_ms,
+                    late_ms=self._late_ms,
+                ):
+                    agg.hours[(int(hour), channel)] = [int(x or 0) for x in cell]
+                for family, hour, channel, *cell in _rows(
+                    conn, _HOP_HOUR_SQL, since=oldest_hour * HOUR_MS, until=cut
+                ):
+                    agg.hop_hours[(family, int(hour), channel)] = [
+                        int(x or 0) for x in cell[: len(HOP_CELLS[family])]
+                    ]
         agg.channels.update(k[1] for k in agg.pay)
         agg.channels.update(k[1] for k in agg.hours)
         agg.channels.update(k[2] for k in agg.hops)

@@ -89,7 +89,8 @@ _PARAM = re.compile(r"(?<![:\w]):(\w+)")  # a :name parameter, not a ::cast
 def small_sorts(conn: Connection) -> Iterator[None]:
     """Run the statements inside with at most SQLITE_SORT_CACHE_MB of page cache on this SQLite
     connection (and so of in-memory sort), then give it back its own size; a no-op elsewhere. The
-    pages over it are dropped: for statements that scan once (KPI full loads), not the ingest."""
+    pages over it are dropped: for statements that scan and sort most of a table once (the KPI
+    full load's hour cells of a long window), not the ingest."""
     if conn.dialect.name != "sqlite":
         yield
         return
