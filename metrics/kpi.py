@@ -241,12 +241,12 @@ def _left_positions(state: str) -> tuple[tuple[int, int], ...]:
 
 
 _DWELL_POS = [(s, _COL[milestone_column(s)], _left_positions(s)) for s in DWELL_STATES]
-_REACHED_OF = itemgetter(*(_COL[milestone_column(s)] for s in WMS_REACHED))  # the WMS milestones of a row
-_ERP_REACHED_OF = itemgetter(*(_COL[milestone_column(s)] for s in ERP_REACHED))
-_NO_REACHED, _NO_ERP_REACHED = (None,) * len(WMS_REACHED), (None,) * len(ERP_REACHED)
 _PAID, _CANCELLED, _CLOSED = _COL["paid_at"], _COL["cancelled_at"], _COL["closed_at"]
 _REACHED_POS = tuple(_COL[milestone_column(s)] for s in WMS_REACHED)
 _ERP_REACHED_POS = tuple(_COL[milestone_column(s)] for s in ERP_REACHED)
+# A row's WMS / ERP milestones in one call (several each, so itemgetter gives tuples), and none of them.
+_REACHED_OF, _ERP_REACHED_OF = itemgetter(*_REACHED_POS), itemgetter(*_ERP_REACHED_POS)
+_NO_REACHED, _NO_ERP_REACHED = (None,) * len(_REACHED_POS), (None,) * len(_ERP_REACHED_POS)
 _ERP_ACCEPTED, _SHIPPED = _COL["erp_accepted_at"], _COL["shipped_at"]
 _MANUAL, _CHANNEL_SHIPPED = _COL["manual_at"], _COL["channel_shipped_at"]
 _CHANNEL, _ROLES, _DUPS = _COL["channel"], _COL["seen_roles"], _COL["duplicate_records"]
