@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 import threading
 import time
@@ -69,7 +70,7 @@ RETURN_BREAK_AFTER = timedelta(hours=24)
 # feed), its partial edge minutes from SQL; hops count whole minutes of their start.
 SHORT_WINDOWS = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1)}  # the default
 HOUR_MS = 3_600_000
-_NEVER_MS = 1 << 62  # an open upper bound for the cell loads
+_NEVER_MS = 1 << 62  # an open upper bound for the cell loads (and no dwell timeout)
 PENDING_LIMIT = 500_000  # changes held between refreshes; beyond this the next refresh is a full one
 
 _COL = {c: i for i, c in enumerate(ORDER_COLUMNS)}
@@ -162,30 +163,23 @@ def dwell_floor(seconds: int) -> int:
     return _DWELL_STEPS[-1][0]
 
 
-def _dwell_index(value: int) -> int:
-    base = lower = 0
-    for limit, step in _DWELL_STEPS:
-        if value < limit:
-            return base + (value - lower) // step
-        base += (limit - lower) // step
-        lower = limit
-    return base
-
-
-# (upper limit, lower limit, step, index of the lower limit) of each dwell step: a stay's index in one
-# step (_dwell_index_of), as _dwell_index(dwell_floor(seconds)) gives it (each lower limit is a
-# multiple of its step).
+_DWELL_LOWERS = (0, *(limit for limit, _ in _DWELL_STEPS[:-1]))  # where each step's range starts
+_DWELL_COUNTS = [
+    (limit - lower) // step for lower, (limit, step) in zip(_DWELL_LOWERS, _DWELL_STEPS, strict=True)
+]
+# (upper limit, lower limit, step, index of the lower limit) of each dwell step.
 _DWELL_INDEX_STEPS = tuple(
-    (limit, lower, step, _dwell_index(lower))
-    for lower, (limit, step) in zip(
-        (0, *(limit for limit, _ in _DWELL_STEPS[:-1])), _DWELL_STEPS, strict=True
+    (limit, lower, step, base)
+    for lower, (limit, step), base in zip(
+        _DWELL_LOWERS, _DWELL_STEPS, itertools.accumulate([0, *_DWELL_COUNTS[:-1]]), strict=True
     )
 )
-_DWELL_LAST_INDEX = _dwell_index(_DWELL_STEPS[-1][0])
+_DWELL_LAST_INDEX = sum(_DWELL_COUNTS)
 
 
-def _dwell_index_of(seconds: int) -> int:
-    """The histogram index of a stay of `seconds` (whole seconds, >= 0)."""
+def _dwell_index(seconds: int) -> int:
+    """The histogram index of a stay of `seconds` (whole seconds, >= 0; floored or not: each lower
+    limit is a multiple of its step, so the index of a value is the index of its dwell_floor)."""
     for limit, lower, step, base in _DWELL_INDEX_STEPS:
         if seconds < limit:
             return base + (seconds - lower) // step
@@ -193,7 +187,7 @@ def _dwell_index_of(seconds: int) -> int:
 
 
 _DWELL_VALUES = np.array(sorted({dwell_floor(s) for s in range(0, 600)} | {
-    v for lower, (limit, step) in zip((0, 600, 7200, 86400), _DWELL_STEPS, strict=True)
+    v for lower, (limit, step) in zip(_DWELL_LOWERS, _DWELL_STEPS, strict=True)
     for v in range(lower, limit, step)
 } | {_DWELL_STEPS[-1][0]}), dtype=np.int64)  # fmt: skip
 assert all(_dwell_index(int(v)) == i for i, v in enumerate(_DWELL_VALUES))
@@ -384,7 +378,7 @@ class _Aggregates:
         seconds = stay // 1000
         if reason == _NO_FAILURE and stay >= self.timeouts_ms.get(state, _NEVER_MS):
             reason = _TIMEOUT
-        return state, left // DWELL_BUCKET_MS, seconds if seconds < 600 else _dwell_index_of(seconds), reason
+        return state, left // DWELL_BUCKET_MS, seconds if seconds < 600 else _dwell_index(seconds), reason
 
     def change(self, old: tuple | None, new: tuple) -> None:
         """Move one order from its old row's contributions to its new row's."""

@@ -171,14 +171,14 @@ def test_dwell_resolution():
 
 
 def test_a_stays_dwell_index_in_one_step():
-    """The change feed's index of a stay is the full load's index of its floored value, at every
-    step's edges and across the steps."""
+    """The change feed's index of a stay (its seconds) is the full load's index of its floored value,
+    at every step's edges and across the steps."""
     edges = {e + d for e in (0, 600, 7200, 86400, 30 * 86400) for d in (-601, -11, -1, 0, 1, 9, 10, 599)}
     for seconds in sorted(edges | set(range(0, 40 * 86400, 997))):
         if seconds >= 0:
-            assert kpi_module._dwell_index_of(seconds) == kpi_module._dwell_index(dwell_floor(seconds)), (
-                seconds
-            )
+            index = kpi_module._dwell_index(seconds)
+            assert index == kpi_module._dwell_index(dwell_floor(seconds)), seconds
+            assert kpi_module._DWELL_VALUES[index] == dwell_floor(seconds), seconds
 
 
 def test_dwell_failure_ratio_and_reasons_through_refresh_and_full(store):
