@@ -72,3 +72,37 @@ def test_empty_store_has_counts_but_no_ratio(store):
     snap = snapshot(store)
     assert snap.get("sync_paid_orders") == 0
     assert snap.get("sync_success_ratio") is None
+
+
+def test_a_long_windows_hour_cells_sort_on_the_small_cache(tmp_path, monkeypatch):
+    """With a 7d window the full load groups most of the table by hour: those statements run with
+    store.db.small_sorts' cache (SQLite sorts in memory up to the cache size), the others with the
+    connection's own, which it has again afterwards."""
+    from metrics import kpi as kpi_module
+    from sentinel.config import load_config
+    from store import db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'week.db'}")
+    db.init_schema(engine)
+    cfg = load_config().kpi
+    week = kpi_module.KpiEngine.from_config(engine, cfg.model_copy(update={"windows": [*cfg.windows, "7d"]}))
+    seen, rows = [], kpi_module._rows
+
+    def spy(conn, sql, **params):
+        if not sql.startswith("PRAGMA"):
+            size = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+            seen.append((sql == kpi_module._HOP_HOUR_SQL or "+paid_at" in sql, size))
+        return rows(conn, sql, **params)
+
+    monkeypatch.setattr(kpi_module, "_rows", spy)
+    try:
+        week.compute(datetime(2026, 2, 12, tzinfo=UTC))
+        own = -db.SQLITE_HEAP_LIMIT_MB * 1024
+        small = -db.SQLITE_SORT_CACHE_MB * 1024
+        hourly = [size for by_hour, size in seen if by_hour]
+        assert len(hourly) == 2 and set(hourly) == {small}, seen  # payments and hops by hour
+        assert {size for by_hour, size in seen if not by_hour} == {own}, seen
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == own
+    finally:
+        engine.dispose()
