@@ -169,15 +169,18 @@ class Service:
         newest: list = []
         results: list = []
 
-        def flush() -> None:
+        def flush(last: bool = False) -> bool:
             """Hand the pages read so far to the store's writer as one transaction (each with its
-            cursor): it writes them while the next pages are read."""
+            cursor): it writes them while the next pages are read. The last pages of a poll that
+            ended well carry its success (no transaction of its own); True when they did."""
             nonlocal pending_records
             newest.extend(b.max_event_at for b in pending if b.max_event_at is not None)
+            carried = last and bool(pending)
             if pending:
-                results.extend(self.store.submit(pending, self.clock.now()))
+                results.extend(self.store.submit(pending, self.clock.now(), {name: now} if carried else None))
             pending.clear()
             pending_records = 0
+            return carried
 
         def written() -> None:
             """Wait for the writes; then count what they stored."""
@@ -199,7 +202,7 @@ class Service:
                 pending_records += len(batch.observations) + len(batch.quarantined)
                 if pending_records >= GROUP_OBSERVATIONS:
                     flush()
-            flush()
+            success_written = flush(last=True)
             written()
         except SourceError as exc:
             flush()  # the pages read before the failure are good: keep them and their cursor
@@ -209,7 +212,8 @@ class Service:
             outcome.ok, outcome.error = False, exc
             self.exporter.observe_poll(name, time.perf_counter() - started)
             return outcome
-        self.store.record_poll_success(name, now)
+        if not success_written:
+            self.store.record_poll_success(name, now)
         if newest:
             self._lead[name] = max(0.0, (max(newest) - now).total_seconds())
         self.exporter.observe_poll(name, time.perf_counter() - started)

@@ -270,12 +270,15 @@ class Store:
         self.flush()
         return results
 
-    def submit(self, batches: list[Batch], now: datetime) -> list[IngestResult]:
+    def submit(
+        self, batches: list[Batch], now: datetime, succeeded: Mapping[str, datetime] | None = None
+    ) -> list[IngestResult]:
         """Plan several batches as one transaction and hand it to the writer once the previous
         one is written (planning overlaps that write); returns then. The results' `quarantined`
         counts, the commit and the subscribers' calls come with the write: `flush` before reading
         them. Raises the error of an earlier write that failed (its plan and those after it are
-        dropped: submit them again)."""
+        dropped: submit them again). `succeeded`: sources whose poll ended well at the given time,
+        recorded in the same transaction (as record_poll_success would, without one of its own)."""
         results = [IngestResult(records=b.records) for b in batches]
         with self._plan_lock:
             self._collect(block=False)
@@ -291,7 +294,7 @@ class Store:
                         self._next_seq = _driver_rows(reader, sql, ())[0][0]
                     for batch, result in zip(batches, results, strict=True):
                         ids.update(self._plan(reader, batch, result, now))
-                    self._plan_sources(batches, results, now)
+                    self._plan_sources(batches, results, now, dict(succeeded or {}))
                     self._plan_orders()
                     reader.rollback()
             except BaseException:  # what this plan numbered must not outlive it
@@ -399,9 +402,12 @@ class Store:
             self._ops.append(write)
         return ids
 
-    def _plan_sources(self, batches: list[Batch], results: list[IngestResult], now: datetime) -> None:
+    def _plan_sources(
+        self, batches: list[Batch], results: list[IngestResult], now: datetime, succeeded: dict[str, datetime]
+    ) -> None:
         """Plan each source's cursor (its last batch's) and health counters (summed over its
-        batches), written once per transaction after the batches' quarantine."""
+        batches, with a successful poll's end when `succeeded` names it), written once per
+        transaction after the batches' quarantine."""
         heads = [(b.source, b.cursor, b.records, b.max_event_at) for b in batches]
 
         def write(conn: Connection) -> None:
@@ -417,9 +423,12 @@ class Store:
                 if max_event_at is not None:
                     counts[3] = max(0.0, (now - max_event_at).total_seconds())
             for source, cursor in last_cursor.items():
-                self._upsert(conn, cursors, {"source": source}, {"value": cursor, "updated_at": now})
+                _update_or_insert(conn, "cursors", "source", source, {"value": cursor, "updated_at": now})
             for source, counts in totals.items():
-                self._count_health(conn, source, *counts)
+                self._count_health(conn, source, *counts, succeeded.get(source))
+            for source, at in succeeded.items():
+                if source not in totals:
+                    self._write_health(conn, source, _poll_success(at), {})
 
         self._ops.append(write)
 
@@ -928,28 +937,30 @@ class Store:
         observations: int,
         quarantined: int,
         lag: float | None,
+        succeeded_at: datetime | None = None,
     ) -> None:
-        col = source_health.c
-        values = {
-            "records_total": col.records_total + records,
-            "observations_total": col.observations_total + observations,
-            "quarantined_total": col.quarantined_total + quarantined,
+        assign = {} if lag is None else {"lag_seconds": lag}
+        if succeeded_at is not None:
+            assign.update(_poll_success(succeeded_at))
+        added = {
+            "records_total": records,
+            "observations_total": observations,
+            "quarantined_total": quarantined,
         }
-        if lag is not None:
-            values["lag_seconds"] = lag
-        self._update_health(conn, source, values)
+        self._write_health(conn, source, assign, added)
 
-    def _update_health(self, conn: Connection, source: str, values: dict) -> None:
-        """One UPDATE of the source's health row (created first when it has none yet)."""
-        statement = update(source_health).where(source_health.c.source == source).values(**values)
-        if not conn.execute(statement).rowcount:
+    def _write_health(self, conn: Connection, source: str, assign: dict, added: dict) -> None:
+        """One UPDATE of the source's health row, on the driver (a poll's fixed cost): `assign`
+        sets columns, `added` adds to counters; the row is created first when it has none yet."""
+        sql = _health_update_sql(tuple(assign), tuple(added), _placeholder(conn))
+        params = (*map(_db_value, assign.values()), *added.values(), source)
+        if not conn.exec_driver_sql(sql, params).rowcount:
             self._health_row(conn, source)
-            conn.execute(statement)
+            conn.exec_driver_sql(sql, params)
 
     def record_poll_success(self, source: str, now: datetime) -> None:
         with self.engine.begin() as conn:
-            values = {"up": True, "last_attempt_at": now, "last_success_at": now, "consecutive_failures": 0}
-            self._update_health(conn, source, values)
+            self._write_health(conn, source, _poll_success(now), {})
 
     def record_poll_failure(self, source: str, error: SourceError, now: datetime) -> None:
         """One place turns a typed failure into health state (message is secret-free by contract)."""
@@ -977,13 +988,6 @@ class Store:
                 dict(r)
                 for r in conn.execute(select(source_health).order_by(source_health.c.source)).mappings()
             ]
-
-    @staticmethod
-    def _upsert(conn: Connection, table, key: dict, values: dict) -> None:
-        cond = [table.c[k] == v for k, v in key.items()]
-        done = conn.execute(update(table).where(*cond).values(**values)).rowcount
-        if not done:
-            conn.execute(insert(table).values(**key, **values))
 
 
 def _progress(obs: list[Observation], ids: dict[tuple[str, str], str]) -> dict[str, dict[str, int]]:
@@ -1050,6 +1054,34 @@ class _Recent:
 def _named_query(conn: Connection) -> Callable[[str, dict], list[tuple]]:
     """`query(sql, params)` over the DB-API cursor, as store/records.py takes it."""
     return lambda sql, params: driver_rows(conn, sql, **params)
+
+
+def _poll_success(at: datetime) -> dict:
+    """The source-health columns a successful poll sets."""
+    return {"up": True, "last_attempt_at": at, "last_success_at": at, "consecutive_failures": 0}
+
+
+def _db_value(value):
+    """A value as the driver takes it for the store's columns (times in epoch ms)."""
+    return to_ms(value) if isinstance(value, datetime) else value
+
+
+@functools.cache
+def _health_update_sql(assigned: tuple[str, ...], added: tuple[str, ...], mark: str) -> str:
+    sets = [f"{c} = {mark}" for c in assigned] + [f"{c} = {c} + {mark}" for c in added]
+    return f"UPDATE source_health SET {', '.join(sets)} WHERE source = {mark}"
+
+
+def _update_or_insert(conn: Connection, table: str, key_column: str, key: str, values: dict) -> None:
+    """UPDATE the row of `key`, or INSERT it when there is none (on the driver: no statement to build)."""
+    mark = _placeholder(conn)
+    params = (*map(_db_value, values.values()), key)
+    sets = ", ".join(f"{c} = {mark}" for c in values)
+    if not conn.exec_driver_sql(f"UPDATE {table} SET {sets} WHERE {key_column} = {mark}", params).rowcount:
+        columns = ", ".join([*values, key_column])
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} ({columns}) VALUES ({', '.join([mark] * len(params))})", params
+        )
 
 
 def _placeholder(conn: Connection) -> str:

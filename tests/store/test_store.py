@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 import store.store as store_module
+from collectors.errors import SourceTimeout
 from collectors.types import Batch, Observation, Quarantined
 from store.db import init_schema, make_engine
 from store.records import count_records, observation_rows
@@ -149,6 +150,40 @@ def test_cursor_commits_with_its_data_or_not_at_all(store, monkeypatch, failing)
     assert store.cursor("tmall") == "c2"
     assert order(store, store.global_id("tmall", "3912345678901234567"))["state"] == "shipped"
     assert order(store, store.global_id("tmall", "3912345678901234568"))["state"] == "paid"
+
+
+def health_of(store: Store, source: str) -> dict:
+    return next(row for row in store.health() if row["source"] == source)
+
+
+def test_a_polls_success_commits_with_its_last_pages_or_not_at_all(store, monkeypatch):
+    """`submit(..., succeeded=...)` records the poll's success in the pages' own transaction (the
+    service's last group of a poll): after a failed poll it clears the failure count with them; a
+    write that fails records neither."""
+    store.record_poll_failure("tmall", SourceTimeout("tmall", "read timed out"), T0)
+    batch = Batch("tmall", [obs("3912345678901234567", "paid", 1)], cursor="c1", records=1)
+    monkeypatch.setattr(store, "_count_health", lambda *args: (_ for _ in ()).throw(RuntimeError("lost")))
+    store.submit([batch], T0 + timedelta(minutes=1), succeeded={"tmall": T0 + timedelta(minutes=1)})
+    with pytest.raises(RuntimeError, match="lost"):
+        store.flush()
+    failed = health_of(store, "tmall")
+    assert (failed["up"], failed["consecutive_failures"], failed["last_success_at"]) == (False, 1, None)
+    assert store.cursor("tmall") is None and records_stored(store) == 0
+    monkeypatch.undo()
+    store.submit([batch], T0 + timedelta(minutes=2), succeeded={"tmall": T0 + timedelta(minutes=2)})
+    store.flush()
+    row = health_of(store, "tmall")
+    assert (row["up"], row["consecutive_failures"]) == (True, 0)
+    assert row["last_success_at"] == row["last_attempt_at"] == T0 + timedelta(minutes=2)
+    assert (row["records_total"], row["observations_total"]) == (1, 1)
+    assert row["last_error_class"] == "timeout"  # the last error stays on record
+    assert store.cursor("tmall") == "c1" and records_stored(store) == 1
+    # A source with no pages in the transaction gets its success too.
+    store.ingest_many([batch], T0 + timedelta(minutes=3))
+    store.submit([], T0 + timedelta(minutes=4), succeeded={"jd_api": T0 + timedelta(minutes=4)})
+    store.flush()
+    assert health_of(store, "jd_api")["last_success_at"] == T0 + timedelta(minutes=4)
+    assert health_of(store, "tmall")["last_success_at"] == T0 + timedelta(minutes=2)
 
 
 def test_state_counts_follow_each_order_and_equal_a_recount(store):
