@@ -44,7 +44,6 @@ from store.records import parse as parse_records
 from store.records import stored as stored_records
 from store.records import texts as record_texts
 from store.schema import (
-    cursors,
     order_ids,
     orders,
     quarantine,
@@ -238,8 +237,10 @@ class Store:
 
     # -- reads -----------------------------------------------------------------------------
     def cursor(self, source: str) -> str | None:
+        """The source's committed cursor, read at each poll's start (on the driver: a poll's fixed cost)."""
         with self.engine.connect() as conn:
-            return conn.execute(select(cursors.c.value).where(cursors.c.source == source)).scalar()
+            rows = _driver_rows(conn, "SELECT value FROM cursors WHERE source = ?", (source,))
+            return rows[0][0] if rows else None
 
     def global_id(self, channel: str, raw_order_id: str) -> str | None:
         with self.engine.connect() as conn:
