@@ -221,3 +221,34 @@ def test_a_source_without_its_salt_reads_nothing_unverified(tmp_path, world):
         assert fields == Counter({"sign": lines})
     finally:
         service.stop()
+
+
+def test_a_polls_success_is_written_with_the_pages_it_read(tmp_path, world, monkeypatch):
+    """A poll that read pages records its success in their transaction (Store.submit's
+    `succeeded`), not in a commit of its own; the health row says when either way."""
+    log = TrackingLog(tmp_path / "tracking")
+    clock = ManualClock(world.start)
+    service = _service(tmp_path, clock, log.path)
+    alone = []
+    real = service.store.record_poll_success
+
+    def record_alone(name, now):
+        alone.append(now)
+        real(name, now)
+
+    monkeypatch.setattr(service.store, "record_poll_success", record_alone)
+
+    def last_success():
+        return next(r for r in service.store.health() if r["source"] == SOURCE)["last_success_at"]
+
+    try:
+        middle = world.start + (world.end - world.start) / 2
+        clock.set(middle)
+        log.sync(world, middle)
+        assert service.poll_source(SOURCE).totals.new_observations > 0
+        assert alone == [] and last_success() == middle
+        clock.set(middle + timedelta(minutes=1))
+        assert service.poll_source(SOURCE).totals.records == 0  # nothing new in the log
+        assert last_success() == middle + timedelta(minutes=1)
+    finally:
+        service.stop()
