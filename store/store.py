@@ -93,9 +93,6 @@ _SEQ_UPSERT = " ON CONFLICT (prefix) DO UPDATE SET last_seq = excluded.last_seq"
 # Orders rows written by committed plans before Store.flush checkpoints the WAL: about a group (GROUP_OBSERVATIONS
 # in sentinel/service.py), so a bulk ingest checkpoints at each pause and small polls share one.
 CHECKPOINT_ORDERS = 20_000
-# Orders rows committed between two trims of the C heap: each bulk group's plan is trimmed after, small
-# polls' plans (a few rows, and a trim walks the whole heap) share one.
-TRIM_ORDERS = 5_000
 MAX_JOBS = 2  # plans handed to the writer and not yet committed, at most (one more is planned meanwhile)
 
 
@@ -210,7 +207,6 @@ class Store:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._broken = False  # a write failed: the writer skips the jobs planned on top of it
         self._unchecked = 0  # orders rows committed since the last checkpoint (SQLite's WAL)
-        self._untrimmed = 0  # orders rows committed since the C heap was last trimmed
         # The plan being made: its rows, the rows as they were, its statements and changes.
         self._pending: dict[str, tuple[tuple | None, int]] = {}
         self._before: dict[str, tuple | None] = {}
@@ -346,7 +342,6 @@ class Store:
             self._ids.update(job.ids)
             self._orders.update(job.pending)
             self._unchecked += len(job.changes)  # one per orders row written
-            self._untrimmed += len(job.changes)
             inflight, inflight_ids = self._inflight, self._inflight_ids
             for gid, entry in job.pending.items():
                 if inflight.get(gid) is entry:
@@ -355,9 +350,7 @@ class Store:
                 if inflight_ids.get(key) is gid:
                     del inflight_ids[key]
             del job
-            if self._untrimmed >= TRIM_ORDERS:  # the written plans' memory, freed across two threads' arenas
-                trim_heap()
-                self._untrimmed = 0
+            trim_heap()  # the written plan's memory, freed across two threads' arenas
             if first_only:
                 return
 

@@ -186,21 +186,6 @@ def test_a_polls_success_commits_with_its_last_pages_or_not_at_all(store, monkey
     assert health_of(store, "tmall")["last_success_at"] == T0 + timedelta(minutes=2)
 
 
-def test_small_plans_share_one_trim_of_the_c_heap(store, monkeypatch):
-    """malloc_trim walks the whole heap: a poll of a few rows does not pay for it, the plans since
-    the last trim do once they wrote TRIM_ORDERS orders rows."""
-    trims = []
-    monkeypatch.setattr(store_module, "trim_heap", lambda: trims.append(1))
-    monkeypatch.setattr(store_module, "TRIM_ORDERS", 5)
-    for i in range(4):
-        store.ingest(Batch("tmall", [obs(f"39123456789012345{i:02d}", "paid", i)]), T0)
-    assert trims == []
-    store.ingest(Batch("tmall", [obs("3912345678901234599", "paid", 9)]), T0)
-    assert trims == [1]
-    store.ingest(Batch("tmall", [obs(f"39123456789012346{i:02d}", "paid", i) for i in range(7)]), T0)
-    assert trims == [1, 1]
-
-
 def test_state_counts_follow_each_order_and_equal_a_recount(store):
     """The ingest keeps open-state counts per dimension value; a recount from the orders agrees."""
     store.ingest(
