@@ -694,8 +694,8 @@ class KpiEngine:
             (start, now_ms),
             (start, now_ms - int(self.order_grace.total_seconds() * 1000)),
         )
-        stuck = self._stuck(conn, agg, now_ms)
         counts = _rows(conn, "SELECT state, dim, value, n FROM state_counts WHERE n > 0")
+        stuck = self._stuck(conn, agg, now_ms, counts)
         values = (
             _payment_values(synced, recent, settled)
             + _manual_values(recent)
@@ -777,7 +777,7 @@ class KpiEngine:
             values += _hop_series(labels_of(hop=hop), *total)
         return values
 
-    def _stuck(self, conn, agg: _Aggregates, now_ms: int) -> Counter:
+    def _stuck(self, conn, agg: _Aggregates, now_ms: int, counts: list[tuple]) -> Counter:
         """Stuck orders by (state, dimension, value): the aggregates' counts moved on to `now_ms` by
         the orders whose stuck clock passed their timeout since (one index range per state), or
         counted afresh when there are none yet (or the clock went back)."""
@@ -787,9 +787,29 @@ class KpiEngine:
             ranges = {s: (old[s], cut) for s, cut in cuts.items() if cut > old[s]}
             agg.stuck.update(self._stuck_between(conn, ranges))  # update: keeps every key
         else:
-            agg.stuck = self._stuck_between(conn, {s: (None, cut) for s, cut in cuts.items()})
+            agg.stuck = self._stuck_afresh(conn, cuts, counts)
         agg.stuck_cuts = cuts
         return agg.stuck
+
+    def _stuck_afresh(self, conn, cuts: dict[str, int], counts: list[tuple]) -> Counter:
+        """Stuck orders counted afresh, each state from the smaller side of its cut: the orders past
+        it grouped, or, when fewer are still within their timeout (in transit: 24,465 of 83,082 at
+        1 M orders), the state's open counts less those grouped. Only under the store's lock, which
+        makes state_counts and the orders one commit's, and where the counts hold the orders past."""
+        states = sorted(cuts) if self._store is not None else []
+        sql = " UNION ALL ".join(
+            f"SELECT '{s}', count(*) FROM orders WHERE state = '{s}' AND {stuck_clock(s)} <= :cut{i}"
+            for i, s in enumerate(states)
+        )
+        past = dict(_rows(conn, sql, **{f"cut{i}": cuts[s] for i, s in enumerate(states)})) if states else {}
+        totals = {state: n for state, dim, _value, n in counts if not dim}
+        within = {s for s, n in past.items() if n <= (t := totals.get(s, 0)) and t - n < n}
+        stuck = self._stuck_between(conn, {s: (None, cut) for s, cut in cuts.items() if s not in within})
+        fresh = self._stuck_between(conn, {s: (cuts[s], _NEVER_MS) for s in within})
+        for state, dim, value, n in counts:
+            if state in within and (left := n - fresh.get((state, dim, value), 0)):
+                stuck[(state, dim, value)] = left
+        return stuck
 
     def _stuck_between(self, conn, ranges: dict[str, tuple[int | None, int]]) -> Counter:
         """Orders held in a state longer than its timeout, by (state, dimension, value): from

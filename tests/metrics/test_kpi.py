@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from collectors.types import Batch, Observation
-from metrics.kpi import compute_snapshot
+from metrics.kpi import KpiEngine, compute_snapshot
 from store.store import Store
 
 NOW = datetime(2026, 2, 12, 14, 0, tzinfo=UTC)
@@ -66,6 +66,40 @@ def test_stuck_ratio_per_state_uses_each_states_timeout(store):
     assert snap.get("stuck_ratio", state="picked", channel="jd") == 0.5
     assert snap.get("state_orders", state="delivered") is None
     assert snap.get("state_orders", state="picked") == 2
+
+
+def test_stuck_counts_from_the_smaller_side_of_each_states_timeout(store, monkeypatch):
+    """With the store's lock, a state whose orders are mostly past its timeout is counted as its
+    open counts less the orders still within it; the values equal grouping the stuck ones."""
+    feed(
+        store,
+        [("tmall", str(i), "paid", (20 + i) * M) for i in range(5)]  # paid: 5 of 6 stuck
+        + [("jd", "9", "paid", 5 * M)]
+        + [("jd", str(10 + i), "picked", (5 - i) * M) for i in range(3)]  # picked: 1 of 4 stuck
+        + [("tmall", "20", "picked", 30 * M)],
+    )
+    ranges = []
+    real = KpiEngine._stuck_between
+
+    def spied(self, conn, asked):
+        ranges.append(asked)
+        return real(self, conn, asked)
+
+    monkeypatch.setattr(KpiEngine, "_stuck_between", spied)
+    timeouts = {"paid": 15 * M, "picked": 12 * M}
+    locked = KpiEngine(store.engine, timedelta(hours=24), 15 * M, timeouts, store=store).compute(NOW)
+    cut = int((NOW - 15 * M).timestamp() * 1000)
+    picked = (None, int((NOW - 12 * M).timestamp() * 1000))
+    assert len(ranges) == 2 and ranges[0]["picked"] == picked and "paid" not in ranges[0]
+    assert ranges[1] == {"paid": (cut, 1 << 62)}  # the one order within 15 minutes
+    assert locked.get("stuck_orders", state="paid") == 5 and locked.get("stuck_orders", state="picked") == 1
+    assert locked.get("stuck_orders", state="paid", channel="tmall") == 5
+    assert locked.get("stuck_orders", state="paid", channel="jd") == 0
+    unlocked = snapshot(store)  # no store: both states grouped from their stuck side
+    assert len(ranges) == 4 and ranges[2]["paid"] == (None, cut) and ranges[2]["picked"] == picked
+    assert {(v.kpi, v.labels): v.value for v in locked.values} == {
+        (v.kpi, v.labels): v.value for v in unlocked.values
+    }
 
 
 def test_empty_store_has_counts_but_no_ratio(store):
