@@ -796,15 +796,14 @@ class KpiEngine:
         it grouped, or, when fewer are still within their timeout (in transit: 24,465 of 83,082 at
         1 M orders), the state's open counts less those grouped. Only under the store's lock, which
         makes state_counts and the orders one commit's, and where the counts hold the orders past."""
-        states = sorted(cuts) if self._store is not None else []
-        sql = " UNION ALL ".join(
-            f"SELECT '{s}', count(*) FROM orders WHERE state = '{s}' AND {stuck_clock(s)} <= :cut{i}"
-            for i, s in enumerate(states)
-        )
-        past = dict(_rows(conn, sql, **{f"cut{i}": cuts[s] for i, s in enumerate(states)})) if states else {}
+        direct = {s: (None, cut) for s, cut in cuts.items()}
+        if self._store is None or not cuts:
+            return self._stuck_between(conn, direct)
+        sql, params = _per_state_sql(direct, "state, count(*)", "GROUP BY state")
+        past = dict(_rows(conn, sql, **params))
         totals = {state: n for state, dim, _value, n in counts if not dim}
         within = {s for s, n in past.items() if n <= (t := totals.get(s, 0)) and t - n < n}
-        stuck = self._stuck_between(conn, {s: (None, cut) for s, cut in cuts.items() if s not in within})
+        stuck = self._stuck_between(conn, {s: r for s, r in direct.items() if s not in within})
         fresh = self._stuck_between(conn, {s: (cuts[s], _NEVER_MS) for s in within})
         for state, dim, value, n in counts:
             if state in within and (left := n - fresh.get((state, dim, value), 0)):
@@ -818,18 +817,8 @@ class KpiEngine:
         if not ranges:
             return stuck
         dims = ", ".join(STATE_DIMENSIONS)
-        parts, params = [], {}
-        for i, (state, (low, high)) in enumerate(sorted(ranges.items())):
-            clock = stuck_clock(state)
-            after = "" if low is None else f"AND {clock} > :low{i} "
-            parts.append(
-                f"SELECT state, {dims}, count(*) FROM orders WHERE state = '{state}' "
-                f"{after}AND {clock} <= :cut{i} GROUP BY state, {dims}"
-            )
-            params[f"cut{i}"] = high
-            if low is not None:
-                params[f"low{i}"] = low
-        for state, *values, n in _rows(conn, " UNION ALL ".join(parts), **params):
+        sql, params = _per_state_sql(ranges, f"state, {dims}, count(*)", f"GROUP BY state, {dims}")
+        for state, *values, n in _rows(conn, sql, **params):
             stuck[(state, "", "")] += n
             for dim, value in zip(STATE_DIMENSIONS, values, strict=True):
                 if value:
@@ -930,6 +919,24 @@ def _exit_of(row: tuple, entered: int, exits: tuple[tuple[int, int], ...]) -> tu
         if left is not None:
             return (left, reason) if left >= entered else None
     return None
+
+
+def _per_state_sql(
+    ranges: dict[str, tuple[int | None, int]], columns: str, group_by: str
+) -> tuple[str, dict]:
+    """One SELECT of `columns` per state over its orders whose stuck clock is in (low, high] (low
+    None: up to high), UNION ALL: the SQL and its parameters."""
+    parts, params = [], {}
+    for i, (state, (low, high)) in enumerate(sorted(ranges.items())):
+        clock = stuck_clock(state)
+        after = "" if low is None else f"AND {clock} > :low{i} "
+        parts.append(
+            f"SELECT {columns} FROM orders WHERE state = '{state}' {after}AND {clock} <= :cut{i} {group_by}"
+        )
+        params[f"cut{i}"] = high
+        if low is not None:
+            params[f"low{i}"] = low
+    return " UNION ALL ".join(parts), params
 
 
 def _stuck_clock_of(row: tuple) -> int:
