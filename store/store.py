@@ -90,6 +90,9 @@ _ORDER_SELECT = f"SELECT {', '.join(f'o.{c}' for c in _TABLE_COLS)} FROM orders 
 _LOG_INSERT = "INSERT INTO record_log (seq, global_id, prev_seq, records)"
 _STATE_COUNT_TAIL = " ON CONFLICT (state, dim, value) DO UPDATE SET n = state_counts.n + excluded.n"
 _SEQ_UPSERT = " ON CONFLICT (prefix) DO UPDATE SET last_seq = excluded.last_seq"
+_CURSOR_UPSERT = (
+    " ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
 # Orders rows written by committed plans before Store.flush checkpoints the WAL: about a group (GROUP_OBSERVATIONS
 # in sentinel/service.py), so a bulk ingest checkpoints at each pause and small polls share one.
 CHECKPOINT_ORDERS = 20_000
@@ -423,8 +426,8 @@ class Store:
                 counts[2] += result.quarantined
                 if max_event_at is not None:
                     counts[3] = max(0.0, (now - max_event_at).total_seconds())
-            for source, cursor in last_cursor.items():
-                _update_or_insert(conn, "cursors", "source", source, {"value": cursor, "updated_at": now})
+            rows = [(source, cursor, to_ms(now)) for source, cursor in sorted(last_cursor.items())]
+            _insert_rows(conn, "INSERT INTO cursors (source, value, updated_at)", rows, _CURSOR_UPSERT)
             for source, counts in totals.items():
                 self._count_health(conn, source, *counts, succeeded.get(source))
             for source, at in succeeded.items():
@@ -1071,18 +1074,6 @@ def _db_value(value):
 def _health_update_sql(assigned: tuple[str, ...], added: tuple[str, ...], mark: str) -> str:
     sets = [f"{c} = {mark}" for c in assigned] + [f"{c} = {c} + {mark}" for c in added]
     return f"UPDATE source_health SET {', '.join(sets)} WHERE source = {mark}"
-
-
-def _update_or_insert(conn: Connection, table: str, key_column: str, key: str, values: dict) -> None:
-    """UPDATE the row of `key`, or INSERT it when there is none (on the driver: no statement to build)."""
-    mark = _placeholder(conn)
-    params = (*map(_db_value, values.values()), key)
-    sets = ", ".join(f"{c} = {mark}" for c in values)
-    if not conn.exec_driver_sql(f"UPDATE {table} SET {sets} WHERE {key_column} = {mark}", params).rowcount:
-        columns = ", ".join([*values, key_column])
-        conn.exec_driver_sql(
-            f"INSERT INTO {table} ({columns}) VALUES ({', '.join([mark] * len(params))})", params
-        )
 
 
 def _placeholder(conn: Connection) -> str:
