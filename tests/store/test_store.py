@@ -162,7 +162,11 @@ def test_a_polls_success_commits_with_its_last_pages_or_not_at_all(store, monkey
     write that fails records neither."""
     store.record_poll_failure("tmall", SourceTimeout("tmall", "read timed out"), T0)
     batch = Batch("tmall", [obs("3912345678901234567", "paid", 1)], cursor="c1", records=1)
-    monkeypatch.setattr(store, "_count_health", lambda *args: (_ for _ in ()).throw(RuntimeError("lost")))
+
+    def lost(*args):
+        raise RuntimeError("lost")
+
+    monkeypatch.setattr(store, "_count_health", lost)
     store.submit([batch], T0 + timedelta(minutes=1), succeeded={"tmall": T0 + timedelta(minutes=1)})
     with pytest.raises(RuntimeError, match="lost"):
         store.flush()
