@@ -11,7 +11,14 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
-setup: $(VENV)/.installed
+# The store's compiled planner (store/_planner.c), built in place with the venv's compiler settings.
+PLANNER := store/_planner$(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+
+$(PLANNER): store/_planner.c setup.py $(VENV)/.installed
+	$(PY) setup.py -q build_ext --inplace
+	rm -rf build
+
+setup: $(VENV)/.installed $(PLANNER)
 
 demo: setup
 	$(PY) -m sentinel demo
@@ -27,4 +34,4 @@ test: setup lint check-config
 	$(PY) -m pytest -n 2 --dist worksteal  # two workers: the replays keep both cores busy
 
 clean:
-	rm -rf var .pytest_cache
+	rm -rf var .pytest_cache build store/_planner*.so

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, literal, select
 
 from collectors.errors import SourceError
 from collectors.types import DIMENSIONS, Batch, Observation, Quarantined
+from store import _planner
 from store.db import checkpoint, driver_rows, trim_heap
 from store.lifecycle import (
     EXITS,
@@ -35,11 +36,10 @@ from store.lifecycle import (
     milestone_column,
 )
 from store.pii import write_pii
+from store.records import _NAMES as KEY_NAMES
 from store.records import append as append_records
-from store.records import digest as record_digest
 from store.records import digests as record_digests
-from store.records import entry_after as record_entry_after
-from store.records import key_of as record_key_of
+from store.records import json_string
 from store.records import parse as parse_records
 from store.records import stored as stored_records
 from store.records import texts as record_texts
@@ -85,6 +85,12 @@ _STATE_COUNT_BITS = sum(_BIT[_ORDER_COLS.index(c)] for c in ("state", *STATE_DIM
 _STATE_DIMS_OF = itemgetter(
     *(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
 )  # a row's STATE_DIMENSIONS values
+_planner.configure(  # the compiled fold and idempotency split (store/_planner.c) work on these rows
+    _WIDTH,
+    (_GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _CREATED, _FIRST_SEEN, _ROLES, _DUPS, _LAST, _UPDATED,
+     _FACTS, _KEYS, _TAIL, _PAID_AMOUNT, _AMOUNT, _CALLBACK_DELAY, _MANUAL, _CHANNEL_SHIPPED, _PROGRESS),
+    _POS, _DIM_POS, RANK, _SHIPPED_OR_LATER, (OTHER_ROLE_BIT, _CHANNEL_ROLE, _PAYMENT_ROLE), KEY_NAMES, json_string,
+)  # fmt: skip
 _ORDER_INSERT_HEAD = f"INSERT INTO orders ({', '.join(_TABLE_COLS)})"
 _ORDER_SELECT = f"SELECT {', '.join(f'o.{c}' for c in _TABLE_COLS)} FROM orders o"
 _LOG_INSERT = "INSERT INTO record_log (seq, global_id, prev_seq, records)"
@@ -597,57 +603,14 @@ class Store:
         ms, observation)), per order how many of them repeat a state the same source had already
         delivered, the orders' entries before the batch, and per order the new records' (text,
         digests)."""
-        by_key: dict[tuple[str, str, str], Observation] = {}
-        for o in obs:
-            by_key.setdefault((ids[(o.channel, o.raw_order_id)], o.source, o.record_key), o)
+        by_key = _planner.by_key(obs, ids)
         entries = self._entries(conn, {key[0] for key in by_key if key[0] not in fresh})
-        now_ms = to_ms(now)
-        touched, repeats, delivered, fact_bit = {}, Counter(), {}, self._fact_bit
-        fact_bits = self._fact_bits
-        new, suspects = [], []
-        for (gid, source, record_key), o in by_key.items():
-            entry = entries.get(gid)
-            head = record_key_of(source, record_key)
-            code = record_digest(head)
-            if entry is not None and entry[0] is not None and code in entry[0][_KEYS]:
-                suspects.append((gid, source, o, head, code, entry))
-            else:
-                new.append((gid, source, o, head, code, entry))
+        new, suspects = _planner.split(by_key, entries)  # (gid, source, o, key_of text, digest, entry)
         if suspects:  # most are repeats; a digest shared with another key is not
             stored = self._stored(conn, [(item[0], item[3]) for item in suspects])
             new += [item for item in suspects if (item[0], item[3]) not in stored]
-        texts: dict[str, list[str]] = {}
-        codes: dict[str, list[bytes]] = {}
-        for gid, source, o, head, code, entry in new:
-            at = int(o.at.timestamp() * 1000)
-            text_ = record_entry_after(head, o.state, at, now_ms)
-            items = touched.get(gid)
-            if items is None:
-                touched[gid] = [(at, o)]
-                texts[gid] = [text_]
-                codes[gid] = [code]
-            else:
-                items.append((at, o))
-                texts[gid].append(text_)
-                codes[gid].append(code)
-            bits = delivered.get(gid)
-            if bits is None:
-                bits = entry[1] if entry is not None else 0
-            bit = fact_bits.get((source, o.state)) or fact_bit(source, o.state)
-            if bits & bit:
-                repeats[gid] += 1
-            delivered[gid] = bits | bit
-        for gid, bits in delivered.items():
-            if gid in entries:
-                entries[gid] = (entries[gid][0], bits)
-            else:
-                entries[gid] = (None, bits)
-        return (
-            touched,
-            repeats,
-            entries,
-            {gid: (",".join(t), b"".join(codes[gid])) for gid, t in texts.items()},
-        )
+        touched, repeats, texts = _planner.gather(new, entries, to_ms(now), self._fact_bits, self._fact_bit)
+        return touched, repeats, entries, texts
 
     def _fold(
         self,
@@ -666,7 +629,7 @@ class Store:
         pending, before_txn, dirty = self._pending, self._before, self._dirty
         pending.update(entries)
         now_ms = to_ms(now)
-        role_bits, positions, dim_pos, rank = self._role_bits, _POS, _DIM_POS, RANK
+        role_bits = self._role_bits
         for gid in progress.keys() - touched.keys():  # only repeats: no new milestone, maybe news
             before, bits = entries[gid]
             row = before if before is None else _with_progress(before, progress[gid])
@@ -676,98 +639,10 @@ class Store:
                     before_txn[gid] = before
                 pending[gid] = (row, bits)
                 dirty[gid] = dirty.get(gid, 0) | _BIT[_PROGRESS] | _BIT[_UPDATED]
-        for gid, items in touched.items():
-            before, bits = entries[gid]
-            if gid not in before_txn:
-                before_txn[gid] = before
-            if before is None:
-                first = items[0][1]
-                row = [None] * len(_ORDER_COLS)
-                row[_GLOBAL_ID], row[_CHANNEL], row[_RAW_ID] = gid, first.channel, first.raw_order_id
-                row[_FIRST_SEEN] = now_ms
-                row[_ROLES] = row[_DUPS] = 0
-                best = None
-            else:
-                row = list(before)
-                best = row[_STATE]
-            if len(items) > 1:
-                items.sort(key=_first)  # the latest dimension value wins
-            changed = _BIT[_KEYS] | _BIT[_TAIL] | _BIT[_UPDATED]  # a touched order has a new record
-            if gid in repeats:
-                row[_DUPS] += repeats[gid]
-                changed |= _BIT[_DUPS]
-            last = row[_LAST]
-            for at, o in items:
-                role = role_bits.get(o.source, OTHER_ROLE_BIT)
-                if not row[_ROLES] & role:
-                    row[_ROLES] |= role
-                    changed |= _BIT[_ROLES]
-                state = o.state
-                col = positions[state]
-                if row[col] is None or at < row[col]:
-                    row[col] = at
-                    changed |= _BIT[col]
-                if last is None or at > last:
-                    last = at
-                if o.created_at is not None:
-                    created = int(o.created_at.timestamp() * 1000)
-                    if row[_CREATED] is None or created < row[_CREATED]:
-                        row[_CREATED] = created
-                        changed |= _BIT[_CREATED]
-                    if created > last:
-                        last = created
-                if o.dims:
-                    for dim, value in o.dims.items():
-                        if value and dim in dim_pos and row[p := dim_pos[dim]] != value:
-                            row[p] = value
-                            changed |= _BIT[p]
-                if o.notified_at is not None and state == "paid" and row[_CALLBACK_DELAY] is None:
-                    row[_CALLBACK_DELAY] = to_ms(o.notified_at) - at
-                    changed |= _BIT[_CALLBACK_DELAY]
-                if o.manual_at is not None:
-                    manual = to_ms(o.manual_at)
-                    if row[_MANUAL] is None or manual < row[_MANUAL]:
-                        row[_MANUAL] = manual
-                        changed |= _BIT[_MANUAL]
-                if role == _CHANNEL_ROLE and o.state in _SHIPPED_OR_LATER:
-                    if row[_CHANNEL_SHIPPED] is None or at < row[_CHANNEL_SHIPPED]:
-                        row[_CHANNEL_SHIPPED] = at
-                        changed |= _BIT[_CHANNEL_SHIPPED]
-                if o.amount_fen is not None:
-                    at_pos = _PAID_AMOUNT if role == _PAYMENT_ROLE else _AMOUNT
-                    if row[at_pos] is None:
-                        row[at_pos] = o.amount_fen
-                        changed |= _BIT[at_pos]
-                if best is None or rank[state] > rank[best]:
-                    best = state
-            if last != row[_LAST]:
-                row[_LAST] = last
-                changed |= _BIT[_LAST]
-            if best != row[_STATE]:
-                row[_PROGRESS] = None  # the progress was the old state's
-                row[_STATE], row[_RANK] = best, rank[best]
-                changed |= _BIT[_PROGRESS] | _BIT[_STATE] | _BIT[_RANK]
-            if row[_STATE_AT] != (state_at := row[positions[best]]):
-                row[_STATE_AT] = state_at
-                changed |= _BIT[_STATE_AT]
-            if row[_FACTS] != (facts := f"{bits:x}"):
-                row[_FACTS] = facts
-                changed |= _BIT[_FACTS]
-            text, codes = texts[gid]
-            row[_KEYS] = row[_KEYS] + codes if row[_KEYS] else codes
-            row[_TAIL] = self._log_seq(gid)
-            plan_texts = self._plan_texts.get(gid)
-            if plan_texts is None:
-                self._plan_texts[gid] = [text]
-            else:
-                plan_texts.append(text)
-            row[_UPDATED] = now_ms  # a touched order always changes: a new fact or a repeat counted
-            row = tuple(row)
-            if gid in progress and (progressed := _with_progress(row, progress[gid])) is not row:
-                row = progressed
-                changed |= _BIT[_PROGRESS]
-            pending[gid] = (row, bits)
-            dirty[gid] = dirty.get(gid, 0) | changed
+        self._next_seq = _planner.fold(
+            touched, entries, repeats, texts, progress, now_ms, role_bits, pending, before_txn, dirty,
+            self._plan_texts, self._plan_seqs, self._next_seq,
+        )  # fmt: skip
         return len(touched)
 
     def _log_seq(self, gid: str) -> int:

@@ -492,11 +492,12 @@ def test_a_failed_write_drops_the_plan_queued_behind_it(store, monkeypatch):
     assert order(store, gid)["state"] == "shipped" and gid.endswith("_000002")  # numbered once
 
 
-def test_records_sharing_a_digest_are_each_stored_once(store, monkeypatch):
+def test_records_sharing_a_digest_are_each_stored_once(store, monkeypatch, request):
     """Every record key given the same digest: a record is still new unless its text is stored,
     whether the earlier records are committed, in a plan the writer holds, earlier in the same plan,
     or read back by a new store; repeats are still repeats, and the digests match the list."""
-    monkeypatch.setattr(store_module, "record_digest", lambda key_text: b"\x00\x00\x00\x00")
+    store_module._planner.set_digest(lambda key_text: b"\x00\x00\x00\x00")
+    request.addfinalizer(lambda: store_module._planner.set_digest(None))
     monkeypatch.setattr(store_module, "MAX_JOBS", 2)
     raw, minute = "3912345678901234567", iter(range(1, 100))
 

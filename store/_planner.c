@@ -1,0 +1,833 @@
+/* The store's per-observation planning in C: the idempotency split, the new records' texts and
+ * digests, and the fold of new observations into orders rows. Same inputs, outputs and results as
+ * the Python it replaced (store/store.py calls it; tests/store compare it with plain rules); the
+ * Python objects stay the interface, only the interpreter's per-item work goes. */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+#include <datetime.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Positions in an orders row, set once by configure() from store/store.py. */
+enum {
+    GID, CHANNEL, RAW, STATE, RANK, STATE_AT, CREATED, FIRST_SEEN, ROLES, DUPS, LAST, UPDATED,
+    FACTS, KEYS, TAIL, PAID_AMOUNT, AMOUNT, CALLBACK, MANUAL, CHANNEL_SHIPPED, PROGRESS, N_INDEXES
+};
+static Py_ssize_t ix[N_INDEXES];
+static Py_ssize_t width;
+static PyObject *positions;  /* state -> milestone column */
+static PyObject *dim_pos;    /* dimension -> column */
+static PyObject *rank_of;    /* state -> rank */
+static PyObject *shipped_or_later;  /* frozenset of states */
+static PyObject *names;      /* records._NAMES: a name -> its JSON string (builds missing ones) */
+static PyObject *json_string;  /* records.json_string */
+static PyObject *paid_str, *zero, *one, *hex_format;
+static long long other_role, channel_role, payment_role;
+static PyObject *s_source, *s_state, *s_created_at, *s_dims, *s_notified_at, *s_manual_at,
+    *s_amount_fen, *s_at, *s_channel, *s_raw_order_id, *s_record_key, *s_timestamp;
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[n] = c;
+    }
+}
+
+static uint32_t crc32_of(const unsigned char *p, Py_ssize_t n) {  /* zlib.crc32 */
+    uint32_t c = 0xFFFFFFFFu;
+    while (n-- > 0) c = crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* Days from 1970-01-01 to a proleptic Gregorian date. */
+static long long days_from_civil(long long y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+/* store.schema.to_ms: int(moment.timestamp() * 1000), the same float steps for UTC datetimes;
+ * other zones through timestamp() itself. Returns -1 with an error set on failure. */
+static int to_ms(PyObject *moment, long long *out) {
+    double seconds;
+    if (PyDateTime_Check(moment) && PyDateTime_DATE_GET_TZINFO(moment) == PyDateTime_TimeZone_UTC) {
+        long long days = days_from_civil(PyDateTime_GET_YEAR(moment), PyDateTime_GET_MONTH(moment),
+                                         PyDateTime_GET_DAY(moment));
+        long long us = ((days * 86400 + PyDateTime_DATE_GET_HOUR(moment) * 3600 +
+                         PyDateTime_DATE_GET_MINUTE(moment) * 60 + PyDateTime_DATE_GET_SECOND(moment)) *
+                            1000000LL +
+                        PyDateTime_DATE_GET_MICROSECOND(moment));
+        seconds = (double)us / 1e6;  /* timedelta.total_seconds(): microseconds / 10**6, rounded once */
+    } else {
+        PyObject *ts = PyObject_CallMethodNoArgs(moment, s_timestamp);
+        if (ts == NULL) return -1;
+        seconds = PyFloat_AsDouble(ts);
+        Py_DECREF(ts);
+        if (seconds == -1.0 && PyErr_Occurred()) return -1;
+    }
+    double ms = seconds * 1000.0;
+    *out = (long long)ms;  /* int() truncates toward zero */
+    return 0;
+}
+
+/* An int column of a row (list) or "none". */
+static int get_ms(PyObject *value, long long *out) {
+    if (value == Py_None) return 0;
+    *out = PyLong_AsLongLong(value);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    return 1;
+}
+
+/* Replace row[i] with a new reference (value stolen). `row` is a tuple this module just made and
+ * nobody else holds yet, so it may still be filled in (as PyTuple_SET_ITEM does at creation). */
+static int set_item(PyObject *row, Py_ssize_t i, PyObject *value) {
+    if (value == NULL) return -1;
+    PyObject *old = PyTuple_GET_ITEM(row, i);
+    PyTuple_SET_ITEM(row, i, value);
+    Py_XDECREF(old);
+    return 0;
+}
+
+#define ROW(i) PyTuple_GET_ITEM(row, i)
+#define PUT(i, value) set_item(row, i, Py_NewRef(value))
+
+static int set_ms(PyObject *row, Py_ssize_t i, long long value) {
+    return set_item(row, i, PyLong_FromLongLong(value));
+}
+
+static PyObject *configure(PyObject *self, PyObject *args) {
+    PyObject *indexes, *roles;
+    Py_ssize_t w;
+    if (!PyArg_ParseTuple(args, "nO!O!O!O!O!O!OO", &w, &PyTuple_Type, &indexes, &PyDict_Type, &positions,
+                          &PyDict_Type, &dim_pos, &PyDict_Type, &rank_of, &PyFrozenSet_Type,
+                          &shipped_or_later, &PyTuple_Type, &roles, &names, &json_string))
+        return NULL;
+    if (PyTuple_GET_SIZE(indexes) != N_INDEXES || PyTuple_GET_SIZE(roles) != 3) {
+        PyErr_SetString(PyExc_ValueError, "configure: wrong number of indexes or roles");
+        return NULL;
+    }
+    width = w;
+    for (int i = 0; i < N_INDEXES; i++) {
+        ix[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(indexes, i));
+        if (ix[i] < 0 || ix[i] >= width || ix[i] >= 64) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "configure: index out of range");
+            return NULL;
+        }
+    }
+    other_role = PyLong_AsLongLong(PyTuple_GET_ITEM(roles, 0));
+    channel_role = PyLong_AsLongLong(PyTuple_GET_ITEM(roles, 1));
+    payment_role = PyLong_AsLongLong(PyTuple_GET_ITEM(roles, 2));
+    if (PyErr_Occurred()) return NULL;
+    Py_INCREF(positions), Py_INCREF(dim_pos), Py_INCREF(rank_of), Py_INCREF(shipped_or_later);
+    Py_INCREF(names), Py_INCREF(json_string);
+    Py_RETURN_NONE;
+}
+
+#define BIT(i) (1ULL << (unsigned)(i))
+
+/* One touched order: `items` (a list of (at ms, observation)) folded into its row. Returns the
+ * row (a new tuple) and sets *changed, or NULL on error. */
+static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyObject *bits,
+                          PyObject *repeats, PyObject *text_codes, PyObject *progress, long long now_ms,
+                          PyObject *role_bits, PyObject *plan_texts, PyObject *plan_seqs,
+                          long long *next_seq, unsigned long long *changed_out) {
+    PyObject *row = NULL, *best = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    if (before == Py_None) {
+        PyObject *first = PyTuple_GET_ITEM(PyList_GET_ITEM(items, 0), 1);
+        row = PyTuple_New(width);
+        if (row == NULL) return NULL;
+        for (Py_ssize_t i = 0; i < width; i++) PyTuple_SET_ITEM(row, i, Py_NewRef(Py_None));
+        Py_INCREF(gid);
+        if (set_item(row, ix[GID], gid) < 0 ||
+            set_item(row, ix[CHANNEL], PyObject_GetAttr(first, s_channel)) < 0 ||
+            set_item(row, ix[RAW], PyObject_GetAttr(first, s_raw_order_id)) < 0 ||
+            set_ms(row, ix[FIRST_SEEN], now_ms) < 0)
+            goto error;
+        PUT(ix[ROLES], zero);
+        PUT(ix[DUPS], zero);
+    } else {
+        if (!PyTuple_Check(before) || PyTuple_GET_SIZE(before) != width) {
+            PyErr_SetString(PyExc_ValueError, "fold: an orders row that is not a tuple of its width");
+            return NULL;
+        }
+        row = PyTuple_New(width);
+        if (row == NULL) return NULL;
+        for (Py_ssize_t i = 0; i < width; i++) PyTuple_SET_ITEM(row, i, Py_NewRef(PyTuple_GET_ITEM(before, i)));
+        best = ROW(ix[STATE]);
+        Py_INCREF(best);
+        if (best == Py_None) Py_CLEAR(best);
+    }
+    if (n > 1) {  /* stable by time: the latest dimension value wins */
+        for (Py_ssize_t i = 1; i < n; i++) {
+            PyObject *item = PyList_GET_ITEM(items, i);
+            long long at = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 0));
+            Py_ssize_t j = i;
+            while (j > 0 && PyLong_AsLongLong(PyTuple_GET_ITEM(PyList_GET_ITEM(items, j - 1), 0)) > at) {
+                PyList_SET_ITEM(items, j, PyList_GET_ITEM(items, j - 1));
+                j--;
+            }
+            PyList_SET_ITEM(items, j, item);
+        }
+        if (PyErr_Occurred()) goto error;
+    }
+    unsigned long long changed = BIT(ix[KEYS]) | BIT(ix[TAIL]) | BIT(ix[UPDATED]);
+    PyObject *repeat = PyDict_GetItemWithError(repeats, gid);
+    if (repeat == NULL && PyErr_Occurred()) goto error;
+    if (repeat != NULL) {
+        PyObject *sum = PyNumber_Add(ROW(ix[DUPS]), repeat);
+        if (set_item(row, ix[DUPS], sum) < 0) goto error;
+        changed |= BIT(ix[DUPS]);
+    }
+    long long last = 0, roles = 0;
+    int has_last = get_ms(ROW(ix[LAST]), &last);
+    if (has_last < 0 || get_ms(ROW(ix[ROLES]), &roles) < 0) goto error;
+    int roles_changed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *o = PyTuple_GET_ITEM(item, 1), *value;
+        long long at = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 0)), col_ms;
+        if (at == -1 && PyErr_Occurred()) goto error;
+        PyObject *source = PyObject_GetAttr(o, s_source);
+        if (source == NULL) goto error;
+        PyObject *role_obj = PyDict_GetItemWithError(role_bits, source);
+        Py_DECREF(source);
+        long long role = other_role;
+        if (role_obj != NULL) role = PyLong_AsLongLong(role_obj);
+        if (PyErr_Occurred()) goto error;
+        if (!(roles & role)) {
+            roles |= role;
+            roles_changed = 1;
+            changed |= BIT(ix[ROLES]);
+        }
+        PyObject *state = PyObject_GetAttr(o, s_state);  /* held until the item's end */
+        if (state == NULL) goto error;
+        PyObject *col_obj = PyDict_GetItemWithError(positions, state);
+        if (col_obj == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, state);
+            goto item_error;
+        }
+        Py_ssize_t col = PyLong_AsSsize_t(col_obj);
+        int has = get_ms(ROW(col), &col_ms);
+        if (has < 0) goto item_error;
+        if (!has || at < col_ms) {
+            if (set_ms(row, col, at) < 0) goto item_error;
+            changed |= BIT(col);
+        }
+        if (!has_last || at > last) last = at, has_last = 1;
+        if ((value = PyObject_GetAttr(o, s_created_at)) == NULL) goto item_error;
+        if (value != Py_None) {
+            long long created, old;
+            int bad = to_ms(value, &created) < 0;
+            Py_DECREF(value);
+            if (bad) goto item_error;
+            int had = get_ms(ROW(ix[CREATED]), &old);
+            if (had < 0) goto item_error;
+            if (!had || created < old) {
+                if (set_ms(row, ix[CREATED], created) < 0) goto item_error;
+                changed |= BIT(ix[CREATED]);
+            }
+            if (created > last) last = created;
+        } else
+            Py_DECREF(value);
+        if ((value = PyObject_GetAttr(o, s_dims)) == NULL) goto item_error;
+        int truth = PyObject_IsTrue(value);
+        if (truth > 0 && PyDict_Check(value)) {
+            PyObject *dim, *dim_value;
+            Py_ssize_t pos = 0;
+            while (PyDict_Next(value, &pos, &dim, &dim_value)) {
+                int t = PyObject_IsTrue(dim_value);
+                if (t < 0) truth = -1;
+                if (t <= 0) continue;
+                PyObject *p_obj = PyDict_GetItemWithError(dim_pos, dim);
+                if (p_obj == NULL) {
+                    if (PyErr_Occurred()) truth = -1;
+                    continue;
+                }
+                Py_ssize_t p = PyLong_AsSsize_t(p_obj);
+                int ne = PyObject_RichCompareBool(ROW(p), dim_value, Py_NE);
+                if (ne < 0) truth = -1;
+                if (ne > 0) {
+                    Py_INCREF(dim_value);
+                    set_item(row, p, dim_value);
+                    changed |= BIT(p);
+                }
+            }
+        } else if (truth > 0) {
+            PyErr_SetString(PyExc_TypeError, "fold: an observation's dims is not a dict");
+            truth = -1;
+        }
+        Py_DECREF(value);
+        if (truth < 0) goto item_error;
+        int is_paid = PyUnicode_Compare(state, paid_str) == 0;
+        if (is_paid && ROW(ix[CALLBACK]) == Py_None) {
+            if ((value = PyObject_GetAttr(o, s_notified_at)) == NULL) goto item_error;
+            if (value != Py_None) {
+                long long notified;
+                int bad = to_ms(value, &notified) < 0;
+                Py_DECREF(value);
+                if (bad || set_ms(row, ix[CALLBACK], notified - at) < 0) goto item_error;
+                changed |= BIT(ix[CALLBACK]);
+            } else
+                Py_DECREF(value);
+        }
+        if ((value = PyObject_GetAttr(o, s_manual_at)) == NULL) goto item_error;
+        if (value != Py_None) {
+            long long manual, old;
+            int bad = to_ms(value, &manual) < 0;
+            Py_DECREF(value);
+            if (bad) goto item_error;
+            int had = get_ms(ROW(ix[MANUAL]), &old);
+            if (had < 0) goto item_error;
+            if (!had || manual < old) {
+                if (set_ms(row, ix[MANUAL], manual) < 0) goto item_error;
+                changed |= BIT(ix[MANUAL]);
+            }
+        } else
+            Py_DECREF(value);
+        if (role == channel_role) {
+            int later = PySet_Contains(shipped_or_later, state);
+            if (later < 0) goto item_error;
+            if (later) {
+                long long old;
+                int had = get_ms(ROW(ix[CHANNEL_SHIPPED]), &old);
+                if (had < 0) goto item_error;
+                if (!had || at < old) {
+                    if (set_ms(row, ix[CHANNEL_SHIPPED], at) < 0) goto item_error;
+                    changed |= BIT(ix[CHANNEL_SHIPPED]);
+                }
+            }
+        }
+        if ((value = PyObject_GetAttr(o, s_amount_fen)) == NULL) goto item_error;
+        if (value != Py_None) {
+            Py_ssize_t at_pos = role == payment_role ? ix[PAID_AMOUNT] : ix[AMOUNT];
+            if (ROW(at_pos) == Py_None) {
+                Py_INCREF(value);
+                set_item(row, at_pos, value);
+                changed |= BIT(at_pos);
+            }
+        }
+        Py_DECREF(value);
+        if (best == NULL) {
+            Py_INCREF(state);
+            best = state;
+        } else {
+            PyObject *r_new = PyDict_GetItemWithError(rank_of, state);
+            PyObject *r_best = r_new ? PyDict_GetItemWithError(rank_of, best) : NULL;
+            if (r_new == NULL || r_best == NULL) {
+                if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, r_new ? best : state);
+                goto item_error;
+            }
+            if (PyLong_AsLongLong(r_new) > PyLong_AsLongLong(r_best)) {
+                Py_INCREF(state);
+                Py_SETREF(best, state);
+            }
+        }
+        Py_DECREF(state);
+        continue;
+    item_error:
+        Py_DECREF(state);
+        goto error;
+    }
+    if (roles_changed && set_ms(row, ix[ROLES], roles) < 0) goto error;
+    {
+        long long old;
+        int had = get_ms(ROW(ix[LAST]), &old);
+        if (had < 0) goto error;
+        if (has_last && (!had || old != last)) {
+            if (set_ms(row, ix[LAST], last) < 0) goto error;
+            changed |= BIT(ix[LAST]);
+        }
+    }
+    int ne = PyObject_RichCompareBool(best, ROW(ix[STATE]), Py_NE);
+    if (ne < 0) goto error;
+    if (ne) {
+        PyObject *r = PyDict_GetItemWithError(rank_of, best);
+        if (r == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, best);
+            goto error;
+        }
+        Py_INCREF(Py_None);
+        set_item(row, ix[PROGRESS], Py_None);  /* the progress was the old state's */
+        Py_INCREF(best), Py_INCREF(r);
+        set_item(row, ix[STATE], best);
+        set_item(row, ix[RANK], r);
+        changed |= BIT(ix[PROGRESS]) | BIT(ix[STATE]) | BIT(ix[RANK]);
+    }
+    {
+        PyObject *col_obj = PyDict_GetItemWithError(positions, best);
+        if (col_obj == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, best);
+            goto error;
+        }
+        PyObject *state_at = ROW(PyLong_AsSsize_t(col_obj));
+        ne = PyObject_RichCompareBool(ROW(ix[STATE_AT]), state_at, Py_NE);
+        if (ne < 0) goto error;
+        if (ne) {
+            Py_INCREF(state_at);
+            set_item(row, ix[STATE_AT], state_at);
+            changed |= BIT(ix[STATE_AT]);
+        }
+    }
+    {
+        PyObject *facts = PyObject_Format(bits, hex_format);
+        if (facts == NULL) goto error;
+        ne = PyObject_RichCompareBool(ROW(ix[FACTS]), facts, Py_NE);
+        if (ne < 0) {
+            Py_DECREF(facts);
+            goto error;
+        }
+        if (ne) {
+            set_item(row, ix[FACTS], facts);
+            changed |= BIT(ix[FACTS]);
+        } else
+            Py_DECREF(facts);
+    }
+    {
+        PyObject *text = PyTuple_GET_ITEM(text_codes, 0), *codes = PyTuple_GET_ITEM(text_codes, 1);
+        PyObject *keys = ROW(ix[KEYS]);
+        int has_keys = PyObject_IsTrue(keys);
+        if (has_keys < 0) goto error;
+        if (has_keys) {
+            if (set_item(row, ix[KEYS], PyNumber_Add(keys, codes)) < 0) goto error;
+        } else {
+            Py_INCREF(codes);
+            set_item(row, ix[KEYS], codes);
+        }
+        PyObject *seq = PyDict_GetItemWithError(plan_seqs, gid);  /* this plan's record_log row */
+        if (seq == NULL) {
+            if (PyErr_Occurred()) goto error;
+            seq = PyLong_FromLongLong((*next_seq)++);
+            if (seq == NULL || PyDict_SetItem(plan_seqs, gid, seq) < 0) {
+                Py_XDECREF(seq);
+                goto error;
+            }
+        } else
+            Py_INCREF(seq);
+        set_item(row, ix[TAIL], seq);
+        PyObject *planned = PyDict_GetItemWithError(plan_texts, gid);
+        if (planned == NULL) {
+            if (PyErr_Occurred()) goto error;
+            PyObject *list = PyList_New(1);
+            if (list == NULL) goto error;
+            Py_INCREF(text);
+            PyList_SET_ITEM(list, 0, text);
+            int bad = PyDict_SetItem(plan_texts, gid, list) < 0;
+            Py_DECREF(list);
+            if (bad) goto error;
+        } else if (PyList_Append(planned, text) < 0)
+            goto error;
+    }
+    if (set_ms(row, ix[UPDATED], now_ms) < 0) goto error;  /* a touched order always changes */
+    if (progress != NULL) {  /* store._with_progress: news for its current state */
+        PyObject *at = PyDict_GetItemWithError(progress, ROW(ix[STATE]));
+        if (at == NULL && PyErr_Occurred()) goto error;
+        if (at != NULL) {
+            int newer = PyObject_RichCompareBool(at, ROW(ix[STATE_AT]), Py_GT);
+            PyObject *old = ROW(ix[PROGRESS]);
+            if (newer > 0 && old != Py_None) newer = PyObject_RichCompareBool(at, old, Py_GT);
+            if (newer < 0) goto error;
+            if (newer) {
+                Py_INCREF(at);
+                set_item(row, ix[PROGRESS], at);
+                changed |= BIT(ix[PROGRESS]);
+            }
+        }
+    }
+    Py_XDECREF(best);
+    *changed_out = changed;
+    return row;
+error:
+    Py_XDECREF(best);
+    Py_XDECREF(row);
+    return NULL;
+}
+
+/* fold(touched, entries, repeats, texts, progress, now_ms, role_bits, pending, before_txn, dirty,
+ *      plan_texts, plan_seqs, next_seq) -> next_seq: Store._fold's loop over touched orders. */
+static PyObject *fold(PyObject *self, PyObject *args) {
+    PyObject *touched, *entries, *repeats, *texts, *progress, *role_bits, *pending, *before_txn, *dirty,
+        *plan_texts, *plan_seqs;
+    long long now_ms, next_seq;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!LO!O!O!O!O!O!L", &PyDict_Type, &touched, &PyDict_Type, &entries,
+                          &PyDict_Type, &repeats, &PyDict_Type, &texts, &PyDict_Type, &progress, &now_ms,
+                          &PyDict_Type, &role_bits, &PyDict_Type, &pending, &PyDict_Type, &before_txn,
+                          &PyDict_Type, &dirty, &PyDict_Type, &plan_texts, &PyDict_Type, &plan_seqs,
+                          &next_seq))
+        return NULL;
+    PyObject *gid, *items;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(touched, &pos, &gid, &items)) {
+        PyObject *entry = PyDict_GetItemWithError(entries, gid);
+        PyObject *text_codes = PyDict_GetItemWithError(texts, gid);
+        if (entry == NULL || text_codes == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, gid);
+            return NULL;
+        }
+        if (!PyList_Check(items) || !PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2 ||
+            !PyTuple_Check(text_codes) || PyTuple_GET_SIZE(text_codes) != 2) {
+            PyErr_SetString(PyExc_TypeError, "fold: unexpected shapes");
+            return NULL;
+        }
+        PyObject *before = PyTuple_GET_ITEM(entry, 0), *bits = PyTuple_GET_ITEM(entry, 1);
+        int had = PyDict_Contains(before_txn, gid);
+        if (had < 0 || (!had && PyDict_SetItem(before_txn, gid, before) < 0)) return NULL;
+        PyObject *news = PyDict_GetItemWithError(progress, gid);
+        if (news == NULL && PyErr_Occurred()) return NULL;
+        unsigned long long changed = 0;
+        PyObject *row = fold_one(gid, items, before, bits, repeats, text_codes, news, now_ms, role_bits,
+                                 plan_texts, plan_seqs, &next_seq, &changed);
+        if (row == NULL) return NULL;
+        PyObject *new_entry = PyTuple_Pack(2, row, bits);
+        Py_DECREF(row);
+        if (new_entry == NULL) return NULL;
+        int bad = PyDict_SetItem(pending, gid, new_entry) < 0;
+        Py_DECREF(new_entry);
+        if (bad) return NULL;
+        PyObject *mask = PyLong_FromUnsignedLongLong(changed), *old = PyDict_GetItemWithError(dirty, gid);
+        if (mask == NULL) return NULL;
+        if (old != NULL) Py_SETREF(mask, PyNumber_Or(old, mask));
+        else if (PyErr_Occurred()) Py_CLEAR(mask);
+        if (mask == NULL) return NULL;
+        bad = PyDict_SetItem(dirty, gid, mask) < 0;
+        Py_DECREF(mask);
+        if (bad) return NULL;
+    }
+    return PyLong_FromLongLong(next_seq);
+}
+
+/* records.json_string: `"value"` when JSON writes it as it is, else through json.dumps. */
+static PyObject *json_text(PyObject *value) {
+    if (!PyUnicode_Check(value)) return PyObject_CallOneArg(json_string, value);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    int kind = PyUnicode_KIND(value);
+    const void *data = PyUnicode_DATA(value);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x20 || c == '"' || c == '\\') return PyObject_CallOneArg(json_string, value);
+    }
+    return PyUnicode_FromFormat("\"%U\"", value);
+}
+
+/* records.key_of(source, record_key): `["source","key",` */
+static PyObject *key_of(PyObject *source, PyObject *record_key) {
+    PyObject *name = PyObject_GetItem(names, source);
+    if (name == NULL) return NULL;
+    PyObject *key = json_text(record_key);
+    if (key == NULL) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    PyObject *head = PyUnicode_FromFormat("[%U,%U,", name, key);
+    Py_DECREF(name);
+    Py_DECREF(key);
+    return head;
+}
+
+static PyObject *digest_override;  /* set_digest(): a test's digest function instead of CRC-32 */
+
+static PyObject *digest_of(PyObject *head) {  /* records.digest */
+    if (digest_override != NULL) return PyObject_CallOneArg(digest_override, head);
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(head, &n);
+    if (utf8 == NULL) return NULL;
+    uint32_t c = crc32_of((const unsigned char *)utf8, n);
+    unsigned char out[4] = {c & 0xFF, (c >> 8) & 0xFF, (c >> 16) & 0xFF, (c >> 24) & 0xFF};
+    return PyBytes_FromStringAndSize((const char *)out, 4);
+}
+
+static PyObject *py_key_of(PyObject *self, PyObject *args) {
+    PyObject *source, *record_key;
+    if (!PyArg_ParseTuple(args, "UU", &source, &record_key)) return NULL;
+    return key_of(source, record_key);
+}
+
+static PyObject *py_digest(PyObject *self, PyObject *head) {
+    if (!PyUnicode_Check(head)) {
+        PyErr_SetString(PyExc_TypeError, "digest: a str");
+        return NULL;
+    }
+    return digest_of(head);
+}
+
+/* by_key(observations, ids) -> {(global id, source, record key): the first observation}. */
+static PyObject *by_key(PyObject *self, PyObject *args) {
+    PyObject *obs, *ids;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &obs, &PyDict_Type, &ids)) return NULL;
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(obs); i++) {
+        PyObject *o = PyList_GET_ITEM(obs, i);
+        PyObject *channel = PyObject_GetAttr(o, s_channel);
+        PyObject *raw = channel ? PyObject_GetAttr(o, s_raw_order_id) : NULL;
+        PyObject *pair = raw ? PyTuple_Pack(2, channel, raw) : NULL;
+        Py_XDECREF(channel);
+        Py_XDECREF(raw);
+        if (pair == NULL) goto error;
+        PyObject *gid = PyDict_GetItemWithError(ids, pair);
+        if (gid == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, pair);
+            Py_DECREF(pair);
+            goto error;
+        }
+        Py_DECREF(pair);
+        PyObject *source = PyObject_GetAttr(o, s_source);
+        PyObject *record_key = source ? PyObject_GetAttr(o, s_record_key) : NULL;
+        PyObject *key = record_key ? PyTuple_Pack(3, gid, source, record_key) : NULL;
+        Py_XDECREF(source);
+        Py_XDECREF(record_key);
+        if (key == NULL) goto error;
+        PyObject *had = PyDict_SetDefault(out, key, o);
+        Py_DECREF(key);
+        if (had == NULL) goto error;
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* split(by_key, entries) -> (new, suspects): each (gid, source, observation, key_of text, digest,
+ * entry or None); a suspect's digest is among its order's record_keys (most are repeats). */
+static PyObject *split(PyObject *self, PyObject *args) {
+    PyObject *keyed, *entries;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyDict_Type, &keyed, &PyDict_Type, &entries)) return NULL;
+    PyObject *fresh = PyList_New(0), *suspects = PyList_New(0);
+    if (fresh == NULL || suspects == NULL) goto error;
+    PyObject *key, *o;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(keyed, &pos, &key, &o)) {
+        PyObject *gid = PyTuple_GET_ITEM(key, 0), *source = PyTuple_GET_ITEM(key, 1);
+        PyObject *entry = PyDict_GetItemWithError(entries, gid);
+        if (entry == NULL && PyErr_Occurred()) goto error;
+        PyObject *head = key_of(source, PyTuple_GET_ITEM(key, 2));
+        if (head == NULL) goto error;
+        PyObject *code = digest_of(head);
+        if (code == NULL) {
+            Py_DECREF(head);
+            goto error;
+        }
+        PyObject *target = fresh;
+        if (entry != NULL && PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2 &&
+            PyTuple_GET_ITEM(entry, 0) != Py_None) {
+            PyObject *keys = PyTuple_GET_ITEM(PyTuple_GET_ITEM(entry, 0), ix[KEYS]);
+            int found = PyBytes_Check(keys)
+                            ? memmem(PyBytes_AS_STRING(keys), PyBytes_GET_SIZE(keys), PyBytes_AS_STRING(code), 4) != NULL
+                            : PySequence_Contains(keys, code);  /* as `code in keys` would */
+            if (found < 0) {
+                Py_DECREF(head), Py_DECREF(code);
+                goto error;
+            }
+            if (found) target = suspects;
+        }
+        PyObject *item = PyTuple_Pack(6, gid, source, o, head, code, entry ? entry : Py_None);
+        Py_DECREF(head);
+        Py_DECREF(code);
+        if (item == NULL) goto error;
+        int bad = PyList_Append(target, item) < 0;
+        Py_DECREF(item);
+        if (bad) goto error;
+    }
+    PyObject *result = PyTuple_Pack(2, fresh, suspects);
+    Py_DECREF(fresh);
+    Py_DECREF(suspects);
+    return result;
+error:
+    Py_XDECREF(fresh);
+    Py_XDECREF(suspects);
+    return NULL;
+}
+
+/* gather(new, entries, now_ms, fact_bits, fact_bit) -> (touched, repeats, texts): the new records
+ * per order as (at ms, observation), how many repeat a fact their source had delivered, and per
+ * order (records text, digests); entries get each order's delivered bits. */
+static PyObject *gather(PyObject *self, PyObject *args) {
+    PyObject *fresh, *entries, *fact_bits, *fact_bit;
+    long long now_ms;
+    if (!PyArg_ParseTuple(args, "O!O!LO!O", &PyList_Type, &fresh, &PyDict_Type, &entries, &now_ms,
+                          &PyDict_Type, &fact_bits, &fact_bit))
+        return NULL;
+    PyObject *touched = PyDict_New(), *repeats = PyDict_New(), *texts = PyDict_New(),
+             *codes = PyDict_New(), *delivered = PyDict_New(), *result = NULL;
+    if (!touched || !repeats || !texts || !codes || !delivered) goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fresh); i++) {
+        PyObject *item = PyList_GET_ITEM(fresh, i);
+        PyObject *gid = PyTuple_GET_ITEM(item, 0), *source = PyTuple_GET_ITEM(item, 1);
+        PyObject *o = PyTuple_GET_ITEM(item, 2), *head = PyTuple_GET_ITEM(item, 3);
+        PyObject *code = PyTuple_GET_ITEM(item, 4), *entry = PyTuple_GET_ITEM(item, 5);
+        PyObject *moment = PyObject_GetAttr(o, s_at);
+        if (moment == NULL) goto done;
+        long long at;
+        int bad = to_ms(moment, &at) < 0;
+        Py_DECREF(moment);
+        if (bad) goto done;
+        PyObject *state = PyObject_GetAttr(o, s_state);
+        if (state == NULL) goto done;
+        PyObject *state_name = PyObject_GetItem(names, state);
+        if (state_name == NULL) {
+            Py_DECREF(state);
+            goto done;
+        }
+        PyObject *text = PyUnicode_FromFormat("%U%U,%lld,%lld]", head, state_name, at, now_ms);
+        Py_DECREF(state_name);
+        PyObject *at_obj = text ? PyLong_FromLongLong(at) : NULL;
+        PyObject *pair = at_obj ? PyTuple_Pack(2, at_obj, o) : NULL;
+        Py_XDECREF(at_obj);
+        if (pair == NULL) {
+            Py_XDECREF(text);
+            Py_DECREF(state);
+            goto done;
+        }
+        PyObject *items = PyDict_GetItemWithError(touched, gid);
+        if (items == NULL) {
+            PyObject *l1 = PyList_New(1), *l2 = PyList_New(1), *l3 = PyList_New(1);
+            if (l1 && l2 && l3) {
+                Py_INCREF(pair), Py_INCREF(text), Py_INCREF(code);
+                PyList_SET_ITEM(l1, 0, pair);
+                PyList_SET_ITEM(l2, 0, text);
+                PyList_SET_ITEM(l3, 0, code);
+                bad = PyErr_Occurred() || PyDict_SetItem(touched, gid, l1) < 0 ||
+                      PyDict_SetItem(texts, gid, l2) < 0 || PyDict_SetItem(codes, gid, l3) < 0;
+            } else
+                bad = 1;
+            Py_XDECREF(l1), Py_XDECREF(l2), Py_XDECREF(l3);
+        } else {
+            bad = PyList_Append(items, pair) < 0 || PyList_Append(PyDict_GetItem(texts, gid), text) < 0 ||
+                  PyList_Append(PyDict_GetItem(codes, gid), code) < 0;
+        }
+        Py_DECREF(pair);
+        Py_DECREF(text);
+        if (bad) {
+            Py_DECREF(state);
+            goto done;
+        }
+        PyObject *bits = PyDict_GetItemWithError(delivered, gid);  /* borrowed */
+        if (bits == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(state);
+                goto done;
+            }
+            bits = entry != Py_None ? PyTuple_GET_ITEM(entry, 1) : zero;
+        }
+        PyObject *fact = PyTuple_Pack(2, source, state);
+        Py_DECREF(state);
+        if (fact == NULL) goto done;
+        PyObject *bit = PyDict_GetItemWithError(fact_bits, fact);
+        if (bit != NULL) Py_INCREF(bit);
+        else if (!PyErr_Occurred()) bit = PyObject_CallObject(fact_bit, fact);
+        Py_DECREF(fact);
+        if (bit == NULL) goto done;
+        PyObject *both = PyNumber_And(bits, bit);
+        int truth = both ? PyObject_IsTrue(both) : -1;
+        Py_XDECREF(both);
+        if (truth > 0) {
+            PyObject *count = PyDict_GetItemWithError(repeats, gid);
+            PyObject *more = count ? PyNumber_Add(count, one) : (PyErr_Occurred() ? NULL : Py_NewRef(one));
+            truth = more == NULL || PyDict_SetItem(repeats, gid, more) < 0 ? -1 : 0;
+            Py_XDECREF(more);
+        }
+        PyObject *merged = truth < 0 ? NULL : PyNumber_Or(bits, bit);
+        Py_DECREF(bit);
+        if (merged == NULL) goto done;
+        bad = PyDict_SetItem(delivered, gid, merged) < 0;
+        Py_DECREF(merged);
+        if (bad) goto done;
+    }
+    {
+        PyObject *gid, *bits;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(delivered, &pos, &gid, &bits)) {
+            PyObject *entry = PyDict_GetItemWithError(entries, gid);
+            if (entry == NULL && PyErr_Occurred()) goto done;
+            PyObject *updated = PyTuple_Pack(2, entry ? PyTuple_GET_ITEM(entry, 0) : Py_None, bits);
+            if (updated == NULL) goto done;
+            int bad = PyDict_SetItem(entries, gid, updated) < 0;
+            Py_DECREF(updated);
+            if (bad) goto done;
+        }
+        PyObject *list;
+        pos = 0;
+        PyObject *comma = PyUnicode_FromString(","), *nothing = PyBytes_FromStringAndSize("", 0);
+        if (comma == NULL || nothing == NULL) {
+            Py_XDECREF(comma), Py_XDECREF(nothing);
+            goto done;
+        }
+        while (PyDict_Next(texts, &pos, &gid, &list)) {
+            PyObject *joined = PyUnicode_Join(comma, list);
+            PyObject *code_list = PyDict_GetItem(codes, gid);
+            PyObject *digests = joined ? _PyBytes_Join(nothing, code_list) : NULL;
+            PyObject *pair = digests ? PyTuple_Pack(2, joined, digests) : NULL;
+            Py_XDECREF(joined);
+            Py_XDECREF(digests);
+            /* replacing the value of an existing key during PyDict_Next is allowed */
+            int bad = pair == NULL || PyDict_SetItem(texts, gid, pair) < 0;
+            Py_XDECREF(pair);
+            if (bad) {
+                Py_DECREF(comma), Py_DECREF(nothing);
+                goto done;
+            }
+        }
+        Py_DECREF(comma), Py_DECREF(nothing);
+    }
+    result = PyTuple_Pack(3, touched, repeats, texts);
+done:
+    Py_XDECREF(touched), Py_XDECREF(repeats), Py_XDECREF(texts), Py_XDECREF(codes), Py_XDECREF(delivered);
+    return result;
+}
+
+static PyObject *set_digest(PyObject *self, PyObject *fn) {
+    Py_XSETREF(digest_override, fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_to_ms(PyObject *self, PyObject *moment) {
+    long long ms;
+    if (to_ms(moment, &ms) < 0) return NULL;
+    return PyLong_FromLongLong(ms);
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS, "Set the orders row's positions and the lifecycle's maps."},
+    {"fold", fold, METH_VARARGS, "Fold touched orders' new observations into their rows."},
+    {"by_key", by_key, METH_VARARGS, "A batch's observations by (global id, source, record key)."},
+    {"split", split, METH_VARARGS, "New records and suspected repeats (digest among the order's)."},
+    {"gather", gather, METH_VARARGS, "New records per order: items, repeats, texts and digests."},
+    {"key_of", py_key_of, METH_VARARGS, "records.key_of"},
+    {"digest", py_digest, METH_O, "records.digest"},
+    {"to_ms", py_to_ms, METH_O, "schema.to_ms"},
+    {"set_digest", set_digest, METH_O, "Tests: digest record keys with this function (None: CRC-32)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "store._planner", NULL, -1, methods};
+
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+
+PyMODINIT_FUNC PyInit__planner(void) {
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) return NULL;
+    crc_init();
+    INTERN(s_source, "source");
+    INTERN(s_state, "state");
+    INTERN(s_created_at, "created_at");
+    INTERN(s_dims, "dims");
+    INTERN(s_notified_at, "notified_at");
+    INTERN(s_manual_at, "manual_at");
+    INTERN(s_amount_fen, "amount_fen");
+    INTERN(s_at, "at");
+    INTERN(s_channel, "channel");
+    INTERN(s_raw_order_id, "raw_order_id");
+    INTERN(s_record_key, "record_key");
+    INTERN(s_timestamp, "timestamp");
+    INTERN(paid_str, "paid");
+    INTERN(hex_format, "x");
+    if ((zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL) return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,79 @@
+"""The compiled planner (store/_planner.c) against the Python rules it stands for."""
+
+from __future__ import annotations
+
+import gc
+import random
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from collectors.types import Batch, Observation
+from store import _planner
+from store.db import init_schema, make_engine
+from store.records import digest, key_of
+from store.schema import to_ms
+from store.store import ChannelIdentity, Store
+
+ZONES = [UTC, ZoneInfo("Asia/Shanghai"), timezone(timedelta(hours=-3, minutes=-30))]
+
+
+@given(
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+    st.sampled_from(ZONES),
+)
+def test_epoch_ms_as_schema_to_ms(moment, zone):
+    aware = moment.replace(tzinfo=zone)
+    assert _planner.to_ms(aware) == to_ms(aware)
+
+
+def test_epoch_ms_at_millisecond_edges():
+    rng = random.Random(7)
+    base = datetime(2026, 12, 7, tzinfo=UTC)
+    for _ in range(20_000):  # the float steps of timestamp() * 1000, truncated, at every sub-ms offset
+        moment = base + timedelta(
+            seconds=rng.randrange(10**8), microseconds=rng.choice([0, 1, 999, 500, 999_999])
+        )
+        assert _planner.to_ms(moment) == to_ms(moment)
+
+
+@given(st.text(max_size=30), st.text(max_size=40))
+def test_key_text_and_digest_as_the_records_module(source, record_key):
+    head = _planner.key_of(source, record_key)
+    assert head == key_of(source, record_key)
+    assert _planner.digest(head) == digest(head)
+
+
+def test_escaped_and_wide_keys():
+    for record_key in ['a"b', "back\\slash", "tab\there", "订单|已发货", "emoji 📦", "\x00\x1f", ""]:
+        head = _planner.key_of("京东", record_key)
+        assert head == key_of("京东", record_key) and _planner.digest(head) == digest(head)
+
+
+def test_the_fold_keeps_no_reference_it_does_not_hand_out(tmp_path):
+    """Objects an observation carries are referenced by the store's rows only: once the store and
+    the observations are gone, their reference counts are back where they started."""
+    warehouse, amount = "仓-" + str(random.random()), 10**12 + random.randrange(1000)
+    start = (sys.getrefcount(warehouse), sys.getrefcount(amount))
+
+    def ingest() -> None:
+        engine = make_engine(f"sqlite:///{tmp_path}/s.db")
+        init_schema(engine)
+        store = Store(engine, {"tmall": ChannelIdentity("TB")}, "Asia/Shanghai")
+        t0 = datetime(2026, 12, 7, tzinfo=UTC)
+        for step in range(3):
+            batch = [
+                Observation("tmall", f"{i}|{state}", "tmall", str(i), state, t0 + timedelta(minutes=step),
+                            dims={"warehouse": warehouse}, amount_fen=amount, created_at=t0)
+                for i in range(50)
+                for state in ("paid", "shipped")[: step + 1]
+            ]  # fmt: skip
+            store.ingest(Batch("tmall", batch), t0 + timedelta(minutes=step))
+        engine.dispose()
+
+    ingest()
+    gc.collect()
+    assert (sys.getrefcount(warehouse), sys.getrefcount(amount)) == start
