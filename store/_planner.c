@@ -787,6 +787,197 @@ static PyObject *set_digest(PyObject *self, PyObject *fn) {
     Py_RETURN_NONE;
 }
 
+
+/* plan_rows(before_txn, pending, dirty, plan_texts, base_texts, written, append_records, positions_of,
+ *           state_count_bits) -> (inserts, updates, logged, changes, moved): Store._plan_orders's
+ * pass over the transaction's changed orders: new rows, updated rows grouped by their changed
+ * positions, record_log rows (seq, gid, previous seq, text), (before, after) changes, and the
+ * changes that may move an order between the open-state counts. */
+static PyObject *plan_rows(PyObject *self, PyObject *args) {
+    PyObject *before_txn, *pending, *dirty, *plan_texts, *base_texts, *written, *append_records,
+        *positions_of;
+    unsigned long long state_count_bits;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OOK", &PyDict_Type, &before_txn, &PyDict_Type, &pending,
+                          &PyDict_Type, &dirty, &PyDict_Type, &plan_texts, &PyDict_Type, &base_texts,
+                          &PyDict_Type, &written, &append_records, &positions_of, &state_count_bits))
+        return NULL;
+    PyObject *inserts = PyList_New(0), *updates = PyDict_New(), *logged = PyList_New(0),
+             *changes = PyList_New(0), *moved = PyList_New(0), *masks = PyDict_New(), *result = NULL;
+    PyObject *comma = PyUnicode_FromString(",");
+    if (!inserts || !updates || !logged || !changes || !moved || !masks || !comma) goto done;
+    PyObject *gid, *before;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(before_txn, &pos, &gid, &before)) {
+        PyObject *entry = PyDict_GetItemWithError(pending, gid), *mask_obj = PyDict_GetItemWithError(dirty, gid);
+        if (entry == NULL || mask_obj == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, gid);
+            goto done;
+        }
+        PyObject *after = PyTuple_GET_ITEM(entry, 0);
+        unsigned long long mask = PyLong_AsUnsignedLongLong(mask_obj);
+        if (mask == (unsigned long long)-1 && PyErr_Occurred()) goto done;
+        if (mask & BIT(ix[KEYS])) {  /* new records: a record_log row (an older version's list first) */
+            PyObject *planned = PyDict_GetItemWithError(plan_texts, gid);
+            if (planned == NULL) {
+                if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, gid);
+                goto done;
+            }
+            PyObject *joined = PyUnicode_Join(comma, planned), *text;
+            if (joined == NULL) goto done;
+            PyObject *base = PyDict_GetItemWithError(base_texts, gid);
+            if (base != NULL) text = PyObject_CallFunctionObjArgs(append_records, base, joined, NULL);
+            else text = PyErr_Occurred() ? NULL : PyUnicode_FromFormat("[%U]", joined);
+            Py_DECREF(joined);
+            if (text == NULL) goto done;
+            PyObject *log = PyTuple_Pack(4, PyTuple_GET_ITEM(after, ix[TAIL]), gid,
+                                         before == Py_None ? Py_None : PyTuple_GET_ITEM(before, ix[TAIL]), text);
+            int bad = log == NULL || PyDict_SetItem(written, gid, text) < 0 || PyList_Append(logged, log) < 0;
+            Py_DECREF(text);
+            Py_XDECREF(log);
+            if (bad) goto done;
+        }
+        PyObject *change = PyTuple_Pack(2, before, after);
+        if (change == NULL) goto done;
+        int bad;
+        if (before == Py_None) {
+            bad = PyList_Append(inserts, after) < 0 || PyList_Append(changes, change) < 0 ||
+                  PyList_Append(moved, change) < 0;
+        } else {
+            PyObject *rows = PyDict_GetItemWithError(masks, mask_obj);  /* this call's rows per mask */
+            if (rows == NULL && !PyErr_Occurred()) {
+                PyObject *changed = PyObject_CallOneArg(positions_of, mask_obj);
+                rows = changed ? PyDict_GetItemWithError(updates, changed) : NULL;
+                if (rows == NULL && changed != NULL && !PyErr_Occurred()) {
+                    PyObject *list = PyList_New(0);
+                    if (list != NULL && PyDict_SetItem(updates, changed, list) == 0) rows = list;
+                    Py_XDECREF(list);  /* updates holds it */
+                }
+                if (rows != NULL && PyDict_SetItem(masks, mask_obj, rows) < 0) rows = NULL;
+                Py_XDECREF(changed);
+            }
+            bad = rows == NULL || PyList_Append(rows, after) < 0 || PyList_Append(changes, change) < 0 ||
+                  ((mask & state_count_bits) && PyList_Append(moved, change) < 0);
+        }
+        Py_DECREF(change);
+        if (bad) goto done;
+    }
+    result = PyTuple_Pack(5, inserts, updates, logged, changes, moved);
+done:
+    Py_XDECREF(inserts), Py_XDECREF(updates), Py_XDECREF(logged), Py_XDECREF(changes), Py_XDECREF(moved);
+    Py_XDECREF(masks), Py_XDECREF(comma);
+    return result;
+}
+
+/* state_moves(changes, dimension positions, open states) -> {(state, dimension values): net orders
+ * in}: each change's move between the open-state counts (Store._count_states's first pass). */
+static PyObject *state_moves(PyObject *self, PyObject *args) {
+    PyObject *changes, *dims, *opened;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &changes, &PyTuple_Type, &dims, &PyFrozenSet_Type,
+                          &opened))
+        return NULL;
+    Py_ssize_t n_dims = PyTuple_GET_SIZE(dims);
+    Py_ssize_t at[16];
+    if (n_dims > 16) {
+        PyErr_SetString(PyExc_ValueError, "state_moves: too many dimensions");
+        return NULL;
+    }
+    for (Py_ssize_t d = 0; d < n_dims; d++)
+        if ((at[d] = PyLong_AsSsize_t(PyTuple_GET_ITEM(dims, d))) < 0) return NULL;
+    PyObject *moves = PyDict_New();
+    if (moves == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(changes); i++) {
+        PyObject *change = PyList_GET_ITEM(changes, i);
+        PyObject *old = PyTuple_GET_ITEM(change, 0), *new = PyTuple_GET_ITEM(change, 1);
+        PyObject *state = PyTuple_GET_ITEM(new, ix[STATE]);
+        PyObject *keys[2] = {NULL, NULL};
+        int steps[2] = {-1, 1}, is_open;
+        if (old != Py_None) {
+            PyObject *was = PyTuple_GET_ITEM(old, ix[STATE]);
+            if ((is_open = PySet_Contains(opened, was)) < 0) goto error;
+            if (is_open) {
+                int same = PyObject_RichCompareBool(state, was, Py_EQ);
+                for (Py_ssize_t d = 0; same > 0 && d < n_dims; d++)
+                    same = PyObject_RichCompareBool(PyTuple_GET_ITEM(old, at[d]), PyTuple_GET_ITEM(new, at[d]), Py_EQ);
+                if (same < 0) goto error;
+                if (same) continue;  /* same state, same dimension values: the counts stand */
+                keys[0] = old;
+            }
+        }
+        if ((is_open = PySet_Contains(opened, state)) < 0) goto error;
+        if (is_open) keys[1] = new;
+        for (int k = 0; k < 2; k++) {
+            if (keys[k] == NULL) continue;
+            PyObject *values = PyTuple_New(n_dims);
+            if (values == NULL) goto error;
+            for (Py_ssize_t d = 0; d < n_dims; d++)
+                PyTuple_SET_ITEM(values, d, Py_NewRef(PyTuple_GET_ITEM(keys[k], at[d])));
+            PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(keys[k], ix[STATE]), values);
+            Py_DECREF(values);
+            if (key == NULL) goto error;
+            PyObject *count = PyDict_GetItemWithError(moves, key);
+            long long n = count ? PyLong_AsLongLong(count) : 0;
+            PyObject *sum = PyErr_Occurred() ? NULL : PyLong_FromLongLong(n + steps[k]);
+            int bad = sum == NULL || PyDict_SetItem(moves, key, sum) < 0;
+            Py_XDECREF(sum);
+            Py_DECREF(key);
+            if (bad) goto error;
+        }
+    }
+    return moves;
+error:
+    Py_DECREF(moves);
+    return NULL;
+}
+
+
+/* identify(observations, channels, rank, patterns) -> (valid, wanted, rejected): the observations
+ * of a known channel and canonical state whose raw ID matches its channel's pattern, the first
+ * valid one of each (channel, raw id), and the positions of the others (Store._validate_identity
+ * writes their reasons). A (channel, raw id) already wanted passed its pattern: not matched again. */
+static PyObject *identify(PyObject *self, PyObject *args) {
+    PyObject *seq, *channels, *rank, *patterns;
+    if (!PyArg_ParseTuple(args, "OOO!O!", &seq, &channels, &PyDict_Type, &rank, &PyDict_Type, &patterns))
+        return NULL;
+    PyObject *obs = PySequence_Fast(seq, "identify: observations must be a sequence");
+    if (obs == NULL) return NULL;
+    PyObject *valid = PyList_New(0), *wanted = PyDict_New(), *rejected = PyList_New(0), *result = NULL;
+    PyObject *fullmatch = PyUnicode_InternFromString("fullmatch");
+    if (!valid || !wanted || !rejected || !fullmatch) goto done;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(obs); i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(obs, i);
+        PyObject *channel = PyObject_GetAttr(o, s_channel);
+        PyObject *raw = channel ? PyObject_GetAttr(o, s_raw_order_id) : NULL;
+        PyObject *state = raw ? PyObject_GetAttr(o, s_state) : NULL;
+        PyObject *key = state ? PyTuple_Pack(2, channel, raw) : NULL;
+        int ok = key == NULL ? -1 : PyDict_Contains(wanted, key);
+        if (ok == 0) {
+            ok = PySequence_Contains(channels, channel);
+            PyObject *pattern = ok > 0 ? PyDict_GetItemWithError(patterns, channel) : NULL;
+            if (pattern != NULL) {
+                PyObject *match = PyObject_CallMethodOneArg(pattern, fullmatch, raw);
+                ok = match == NULL ? -1 : match != Py_None;
+                Py_XDECREF(match);
+            } else if (PyErr_Occurred())
+                ok = -1;
+        }
+        if (ok > 0) ok = PyDict_Contains(rank, state);
+        if (ok > 0) {
+            if (PyList_Append(valid, o) < 0 || PyDict_SetDefault(wanted, key, o) == NULL) ok = -1;
+        } else if (ok == 0) {
+            PyObject *at = PyLong_FromSsize_t(i);
+            if (at == NULL || PyList_Append(rejected, at) < 0) ok = -1;
+            Py_XDECREF(at);
+        }
+        Py_XDECREF(channel), Py_XDECREF(raw), Py_XDECREF(state), Py_XDECREF(key);
+        if (ok < 0) goto done;
+    }
+    result = PyTuple_Pack(3, valid, wanted, rejected);
+done:
+    Py_DECREF(obs);
+    Py_XDECREF(valid), Py_XDECREF(wanted), Py_XDECREF(rejected), Py_XDECREF(fullmatch);
+    return result;
+}
+
 static PyObject *py_to_ms(PyObject *self, PyObject *moment) {
     long long ms;
     if (to_ms(moment, &ms) < 0) return NULL;
@@ -801,6 +992,9 @@ static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, "New records per order: items, repeats, texts and digests."},
     {"key_of", py_key_of, METH_VARARGS, "records.key_of"},
     {"digest", py_digest, METH_O, "records.digest"},
+    {"plan_rows", plan_rows, METH_VARARGS, "The transaction's changed orders as statements' rows and changes."},
+    {"state_moves", state_moves, METH_VARARGS, "Changes' moves between the open-state counts."},
+    {"identify", identify, METH_VARARGS, "Valid observations, the first of each order, the rest's positions."},
     {"to_ms", py_to_ms, METH_O, "schema.to_ms"},
     {"set_digest", set_digest, METH_O, "Tests: digest record keys with this function (None: CRC-32)."},
     {NULL, NULL, 0, NULL},

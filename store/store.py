@@ -82,9 +82,7 @@ _SHIPPED_OR_LATER = frozenset(s for s in STATES if RANK[s] >= RANK["shipped"] an
 _OPEN = frozenset(OPEN_STATES)
 # The columns whose change may move an order between the open-state counts (state_counts).
 _STATE_COUNT_BITS = sum(_BIT[_ORDER_COLS.index(c)] for c in ("state", *STATE_DIMENSIONS))
-_STATE_DIMS_OF = itemgetter(
-    *(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
-)  # a row's STATE_DIMENSIONS values
+_STATE_DIM_POSITIONS = tuple(_ORDER_COLS.index(d) for d in STATE_DIMENSIONS)
 _planner.configure(  # the compiled fold and idempotency split (store/_planner.c) work on these rows
     _WIDTH,
     (_GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _CREATED, _FIRST_SEEN, _ROLES, _DUPS, _LAST, _UPDATED,
@@ -394,8 +392,8 @@ class Store:
 
     def _plan(self, reader: Connection, batch: Batch, result: IngestResult, now: datetime) -> dict:
         """Plan one batch of the transaction; returns the global IDs it resolved."""
-        valid, rejected = self._validate_identity(batch.observations)
-        ids, fresh = self._resolve_ids(reader, valid)
+        valid, wanted, rejected = self._validate_identity(batch.observations)
+        ids, fresh = self._resolve_ids(reader, wanted)
         touched, repeats, entries, texts = self._insert_observations(reader, valid, ids, fresh, now)
         result.new_observations = sum(map(len, touched.values()))
         result.duplicate_observations = len(valid) - result.new_observations
@@ -442,41 +440,34 @@ class Store:
 
         self._ops.append(write)
 
-    def _validate_identity(self, obs: Iterable[Observation]) -> tuple[list[Observation], list[Quarantined]]:
-        valid, rejected = [], []
-        for o in obs:
-            reason = None
+    def _validate_identity(
+        self, obs: list[Observation]
+    ) -> tuple[list[Observation], dict[tuple[str, str], Observation], list[Quarantined]]:
+        """The observations of a known channel and state with a raw ID its channel's pattern takes,
+        the first of them per (channel, raw id), and the others as quarantine entries."""
+        valid, wanted, rejected_at = _planner.identify(obs, self.channels, RANK, self._patterns)
+        rejected = []
+        for o in (obs[i] for i in rejected_at):
             if o.channel not in self.channels:
                 reason = ("channel", f"unknown channel {o.channel!r}")
             elif o.state not in RANK:
                 reason = ("state", f"unknown canonical state {o.state!r}")
-            elif (pattern := self._patterns.get(o.channel)) and not pattern.fullmatch(o.raw_order_id):
-                reason = ("order_id", f"{o.raw_order_id!r} does not match the {o.channel} id pattern")
-            if reason is None:
-                valid.append(o)
             else:
-                raw = json.dumps(
-                    {
-                        "channel": o.channel,
-                        "order_id": o.raw_order_id,
-                        "state": o.state,
-                        "at": o.at.isoformat(),
-                    },
-                    ensure_ascii=False,
-                )
-                rejected.append(
-                    Quarantined(o.source, o.record_key, reason[0], f"field {reason[0]}: {reason[1]}", raw)
-                )
-        return valid, rejected
+                reason = ("order_id", f"{o.raw_order_id!r} does not match the {o.channel} id pattern")
+            raw = json.dumps(
+                {"channel": o.channel, "order_id": o.raw_order_id, "state": o.state, "at": o.at.isoformat()},
+                ensure_ascii=False,
+            )
+            rejected.append(
+                Quarantined(o.source, o.record_key, reason[0], f"field {reason[0]}: {reason[1]}", raw)
+            )
+        return valid, wanted, rejected
 
     def _resolve_ids(
-        self, conn: Connection, obs: list[Observation]
+        self, conn: Connection, wanted: dict[tuple[str, str], Observation]
     ) -> tuple[dict[tuple[str, str], str], set[str]]:
-        """Global ID for every (channel, raw id), and the IDs created now (orders with no rows yet);
-        new ones get {CODE}_{YYYYMMDD}_{SEQ}."""
-        wanted: dict[tuple[str, str], Observation] = {}
-        for o in obs:
-            wanted.setdefault((o.channel, o.raw_order_id), o)
+        """Global ID for every (channel, raw id) (each with its first observation), and the IDs
+        created now (orders with no rows yet); new ones get {CODE}_{YYYYMMDD}_{SEQ}."""
         if not wanted:
             return {}, set()
         known, unknown, cached, inflight = {}, {}, self._ids.get, self._inflight_ids
@@ -659,29 +650,11 @@ class Store:
         rows are its changes."""
         pending, changes, dirty = self._pending, self._changes, self._dirty
         plan_texts, base_texts, written = self._plan_texts, self._base_texts, self._written
-        inserts, updates, logged = [], {}, []
-        moved = []  # the changes that may move an order between the open-state counts
-        for gid, before in self._before.items():
-            after = pending[gid][0]
-            mask = dirty[gid]  # never 0: a planned order's updated_at changed at least
-            if mask & _BIT[_KEYS]:  # new records: a record_log row (an older version's list first)
-                text = ",".join(plan_texts[gid])
-                base = base_texts.get(gid)
-                written[gid] = text = f"[{text}]" if base is None else append_records(base, text)
-                logged.append((after[_TAIL], gid, None if before is None else before[_TAIL], text))
-            if before is None:
-                inserts.append(after)
-                changes.append((None, after))
-                moved.append((None, after))
-                continue
-            changed = _positions(mask)
-            rows = updates.get(changed)
-            if rows is None:
-                rows = updates[changed] = []
-            rows.append(after)
-            changes.append((before, after))
-            if mask & _STATE_COUNT_BITS:
-                moved.append((before, after))
+        inserts, updates, logged, changed, moved = _planner.plan_rows(
+            self._before, pending, dirty, plan_texts, base_texts, written, append_records, _positions,
+            _STATE_COUNT_BITS,
+        )  # fmt: skip
+        changes.extend(changed)  # (before, after) of each: its write's change, handed to subscribers
         moved_keys = _positions(_BIT[_KEYS] | _BIT[_TAIL])
         for gid, base in base_texts.items():  # an older version's row read but given no record:
             if gid not in written:  # its list moves to record_log now, its row gets the digests
@@ -721,19 +694,9 @@ class Store:
     def _count_states(changes: list[OrderChange]) -> list[tuple]:
         """Each changed order's move between the open-state counts (per dimension value), as
         (state, dimension, value, net orders in) rows."""
-        moves: dict = {}  # (state, its dimension values) -> net orders in (plain dicts: no Counter.__missing__)
-        dims_of, opened, get = _STATE_DIMS_OF, _OPEN, moves.get
-        for old, new in changes:
-            state = new[_STATE]
-            if old is not None and (was := old[_STATE]) in opened:
-                dims = dims_of(old)
-                if state == was and dims == dims_of(new):
-                    continue  # same state, same dimension values: the counts stand
-                key = (was, dims)
-                moves[key] = get(key, 0) - 1
-            if state in opened:
-                key = (state, dims_of(new))
-                moves[key] = get(key, 0) + 1
+        moves = _planner.state_moves(
+            changes, _STATE_DIM_POSITIONS, _OPEN
+        )  # (state, dimension values) -> net in
         delta: dict = {}
         add = delta.get
         for (state, values), n in moves.items():
