@@ -22,7 +22,7 @@ static PyObject *rank_of;    /* state -> rank */
 static PyObject *shipped_or_later;  /* frozenset of states */
 static PyObject *names;      /* records._NAMES: a name -> its JSON string (builds missing ones) */
 static PyObject *json_string;  /* records.json_string */
-static PyObject *paid_str, *zero, *one, *hex_format;
+static PyObject *paid_str, *zero, *one, *hex_format, *by_time, *empty_args;
 static long long other_role, channel_role, payment_role;
 static PyObject *s_source, *s_state, *s_created_at, *s_dims, *s_notified_at, *s_manual_at,
     *s_amount_fen, *s_at, *s_channel, *s_raw_order_id, *s_record_key, *s_timestamp;
@@ -165,7 +165,13 @@ static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyOb
         Py_INCREF(best);
         if (best == Py_None) Py_CLEAR(best);
     }
-    if (n > 1) {  /* stable by time: the latest dimension value wins */
+    if (n > 32) {  /* stable by time: the latest dimension value wins */
+        PyObject *sort = PyObject_GetAttrString(items, "sort"), *kwargs = Py_BuildValue("{sO}", "key", by_time);
+        PyObject *done = sort && kwargs ? PyObject_Call(sort, empty_args, kwargs) : NULL;
+        Py_XDECREF(sort), Py_XDECREF(kwargs);
+        if (done == NULL) goto error;
+        Py_DECREF(done);
+    } else if (n > 1) {  /* the same, by insertion: few items */
         for (Py_ssize_t i = 1; i < n; i++) {
             PyObject *item = PyList_GET_ITEM(items, i);
             long long at = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 0));
@@ -242,13 +248,15 @@ static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyOb
         if (truth > 0 && PyDict_Check(value)) {
             PyObject *dim, *dim_value;
             Py_ssize_t pos = 0;
-            while (PyDict_Next(value, &pos, &dim, &dim_value)) {
+            while (truth > 0 && PyDict_Next(value, &pos, &dim, &dim_value)) {
                 int t = PyObject_IsTrue(dim_value);
-                if (t < 0) truth = -1;
-                if (t <= 0) continue;
+                if (t <= 0) {
+                    truth = t < 0 ? -1 : truth;
+                    continue;
+                }
                 PyObject *p_obj = PyDict_GetItemWithError(dim_pos, dim);
                 if (p_obj == NULL) {
-                    if (PyErr_Occurred()) truth = -1;
+                    truth = PyErr_Occurred() ? -1 : truth;
                     continue;
                 }
                 Py_ssize_t p = PyLong_AsSsize_t(p_obj);
@@ -1023,5 +1031,10 @@ PyMODINIT_FUNC PyInit__planner(void) {
     INTERN(paid_str, "paid");
     INTERN(hex_format, "x");
     if ((zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL) return NULL;
+    if ((empty_args = PyTuple_New(0)) == NULL) return NULL;
+    PyObject *operator = PyImport_ImportModule("operator");
+    by_time = operator ? PyObject_CallMethod(operator, "itemgetter", "i", 0) : NULL;  /* an item's (at, o) time */
+    Py_XDECREF(operator);
+    if (by_time == NULL) return NULL;
     return PyModule_Create(&module);
 }

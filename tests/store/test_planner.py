@@ -77,3 +77,28 @@ def test_the_fold_keeps_no_reference_it_does_not_hand_out(tmp_path):
     ingest()
     gc.collect()
     assert (sys.getrefcount(warehouse), sys.getrefcount(amount)) == start
+
+
+def test_the_latest_dimension_value_wins_however_many_records_an_order_gets_at_once(tmp_path):
+    """An order's records in one batch are folded in time order (insertion for a few, a sort for
+    many): the warehouse of the latest record is the row's, ties kept in arrival order."""
+    engine = make_engine(f"sqlite:///{tmp_path}/s.db")
+    init_schema(engine)
+    store = Store(engine, {"tmall": ChannelIdentity("TB")}, "Asia/Shanghai")
+    t0 = datetime(2026, 12, 7, tzinfo=UTC)
+    rng = random.Random(3)
+    for n in (5, 40):
+        minutes = [rng.randrange(1, 30) for _ in range(n)]
+        batch = [
+            Observation("tmall", f"{n}-{i}", "tmall", str(n), "paid", t0 + timedelta(minutes=m),
+                        dims={"warehouse": f"WH{i}"})
+            for i, m in enumerate(minutes)
+        ]  # fmt: skip
+        store.ingest(Batch("tmall", batch), t0 + timedelta(hours=1))
+        latest = max(range(n), key=lambda i: (minutes[i], i))  # the last of the latest time
+        with engine.connect() as conn:
+            warehouse, paid_at = conn.exec_driver_sql(
+                "SELECT warehouse, paid_at FROM orders WHERE raw_order_id = ?", (str(n),)
+            ).one()
+        assert warehouse == f"WH{latest}" and paid_at == to_ms(t0 + timedelta(minutes=min(minutes)))
+    engine.dispose()
