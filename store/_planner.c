@@ -96,6 +96,7 @@ static int set_item(PyObject *row, Py_ssize_t i, PyObject *value) {
 }
 
 #define ROW(i) PyTuple_GET_ITEM(row, i)
+#define BIT(i) (1ULL << (unsigned)(i))
 #define PUT(i, value) set_item(row, i, Py_NewRef(value))
 
 static int set_ms(PyObject *row, Py_ssize_t i, long long value) {
@@ -130,7 +131,26 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-#define BIT(i) (1ULL << (unsigned)(i))
+/* row[col] = value when it holds none or a later one (the earliest-time columns). */
+static int keep_earliest(PyObject *row, Py_ssize_t col, long long value, unsigned long long *changed) {
+    long long old;
+    int had = get_ms(ROW(col), &old);
+    if (had < 0) return -1;
+    if (!had || value < old) {
+        if (set_ms(row, col, value) < 0) return -1;
+        *changed |= BIT(col);
+    }
+    return 0;
+}
+
+/* The epoch ms of an observation's optional time attribute: 1, 0 when it is None, -1 on error. */
+static int attr_ms(PyObject *o, PyObject *name, long long *out) {
+    PyObject *value = PyObject_GetAttr(o, name);
+    if (value == NULL) return -1;
+    int found = value == Py_None ? 0 : to_ms(value, out) < 0 ? -1 : 1;
+    Py_DECREF(value);
+    return found;
+}
 
 /* One touched order: `items` (a list of (at ms, observation)) folded into its row. Returns the
  * row (a new tuple) and sets *changed, or NULL on error. */
@@ -199,7 +219,7 @@ static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyOb
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
         PyObject *o = PyTuple_GET_ITEM(item, 1), *value;
-        long long at = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 0)), col_ms;
+        long long at = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 0));
         if (at == -1 && PyErr_Occurred()) goto error;
         PyObject *source = PyObject_GetAttr(o, s_source);
         if (source == NULL) goto error;
@@ -220,29 +240,13 @@ static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyOb
             if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, state);
             goto item_error;
         }
-        Py_ssize_t col = PyLong_AsSsize_t(col_obj);
-        int has = get_ms(ROW(col), &col_ms);
-        if (has < 0) goto item_error;
-        if (!has || at < col_ms) {
-            if (set_ms(row, col, at) < 0) goto item_error;
-            changed |= BIT(col);
-        }
+        if (keep_earliest(row, PyLong_AsSsize_t(col_obj), at, &changed) < 0) goto item_error;
         if (!has_last || at > last) last = at, has_last = 1;
-        if ((value = PyObject_GetAttr(o, s_created_at)) == NULL) goto item_error;
-        if (value != Py_None) {
-            long long created, old;
-            int bad = to_ms(value, &created) < 0;
-            Py_DECREF(value);
-            if (bad) goto item_error;
-            int had = get_ms(ROW(ix[CREATED]), &old);
-            if (had < 0) goto item_error;
-            if (!had || created < old) {
-                if (set_ms(row, ix[CREATED], created) < 0) goto item_error;
-                changed |= BIT(ix[CREATED]);
-            }
-            if (created > last) last = created;
-        } else
-            Py_DECREF(value);
+        long long created;
+        int has_created = attr_ms(o, s_created_at, &created);
+        if (has_created < 0 || (has_created && keep_earliest(row, ix[CREATED], created, &changed) < 0))
+            goto item_error;
+        if (has_created && created > last) last = created;
         if ((value = PyObject_GetAttr(o, s_dims)) == NULL) goto item_error;
         int truth = PyObject_IsTrue(value);
         if (truth > 0 && PyDict_Check(value)) {
@@ -276,42 +280,18 @@ static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyOb
         if (truth < 0) goto item_error;
         int is_paid = PyUnicode_Compare(state, paid_str) == 0;
         if (is_paid && ROW(ix[CALLBACK]) == Py_None) {
-            if ((value = PyObject_GetAttr(o, s_notified_at)) == NULL) goto item_error;
-            if (value != Py_None) {
-                long long notified;
-                int bad = to_ms(value, &notified) < 0;
-                Py_DECREF(value);
-                if (bad || set_ms(row, ix[CALLBACK], notified - at) < 0) goto item_error;
-                changed |= BIT(ix[CALLBACK]);
-            } else
-                Py_DECREF(value);
+            long long notified;
+            int has = attr_ms(o, s_notified_at, &notified);
+            if (has < 0 || (has && set_ms(row, ix[CALLBACK], notified - at) < 0)) goto item_error;
+            if (has) changed |= BIT(ix[CALLBACK]);
         }
-        if ((value = PyObject_GetAttr(o, s_manual_at)) == NULL) goto item_error;
-        if (value != Py_None) {
-            long long manual, old;
-            int bad = to_ms(value, &manual) < 0;
-            Py_DECREF(value);
-            if (bad) goto item_error;
-            int had = get_ms(ROW(ix[MANUAL]), &old);
-            if (had < 0) goto item_error;
-            if (!had || manual < old) {
-                if (set_ms(row, ix[MANUAL], manual) < 0) goto item_error;
-                changed |= BIT(ix[MANUAL]);
-            }
-        } else
-            Py_DECREF(value);
+        long long manual;
+        int has_manual = attr_ms(o, s_manual_at, &manual);
+        if (has_manual < 0 || (has_manual && keep_earliest(row, ix[MANUAL], manual, &changed) < 0))
+            goto item_error;
         if (role == channel_role) {
             int later = PySet_Contains(shipped_or_later, state);
-            if (later < 0) goto item_error;
-            if (later) {
-                long long old;
-                int had = get_ms(ROW(ix[CHANNEL_SHIPPED]), &old);
-                if (had < 0) goto item_error;
-                if (!had || at < old) {
-                    if (set_ms(row, ix[CHANNEL_SHIPPED], at) < 0) goto item_error;
-                    changed |= BIT(ix[CHANNEL_SHIPPED]);
-                }
-            }
+            if (later < 0 || (later && keep_earliest(row, ix[CHANNEL_SHIPPED], at, &changed) < 0)) goto item_error;
         }
         if ((value = PyObject_GetAttr(o, s_amount_fen)) == NULL) goto item_error;
         if (value != Py_None) {
