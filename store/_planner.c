@@ -152,8 +152,16 @@ static int attr_ms(PyObject *o, PyObject *name, long long *out) {
     return found;
 }
 
-/* One touched order: `items` (a list of (at ms, observation)) folded into its row. Returns the
- * row (a new tuple) and sets *changed, or NULL on error. */
+/* One touched order: `items` (a list of (at ms, observation)) folded into its row, in time order
+ * (the latest dimension value wins). The rules: each state's milestone is its earliest time; the
+ * state is the highest-ranked one seen, its state_at that state's milestone (a new state clears
+ * the progress); created_at, manual_at and channel_shipped_at (a channel source's shipped-or-later
+ * record) are the earliest seen; last_event_at the latest record or creation time; the callback
+ * delay comes from the first paid record with a notification time; an amount fills amount_fen
+ * (paid_amount_fen from a payment source) once; seen_roles collects the sources' role bits,
+ * duplicate_records adds the batch's repeats; facts, record_keys (digests appended), records_tail
+ * (this plan's record_log seq), updated_at = now, and the progress reported for the current state
+ * (store._with_progress). Returns the row (a new tuple) and sets *changed, or NULL on error. */
 static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyObject *bits,
                           PyObject *repeats, PyObject *text_codes, PyObject *progress, long long now_ms,
                           PyObject *role_bits, PyObject *plan_texts, PyObject *plan_seqs,

@@ -39,13 +39,13 @@ class _Names(dict):
         return text
 
 
-_NAMES = _Names()
+JSON_NAMES = _Names()
 
 
 def key_of(source: str, record_key: str) -> str:
     """What a stored record's text starts with, to tell whether (source, record key) is stored:
     `["src","key",` (a JSON string's text is canonical, and `[` then `"` opens an entry only)."""
-    return f"[{_NAMES[source]},{json_string(record_key)},"
+    return f"[{JSON_NAMES[source]},{json_string(record_key)},"
 
 
 def digest(key_text: str) -> bytes:
@@ -61,7 +61,7 @@ def digests(records: Iterable[tuple]) -> bytes:
 
 def entry_after(key_text: str, state: str, at_ms: int, ingested_ms: int) -> str:
     """A record's text from its key_of text and the rest of it."""
-    return f"{key_text}{_NAMES[state]},{at_ms},{ingested_ms}]"
+    return f"{key_text}{JSON_NAMES[state]},{at_ms},{ingested_ms}]"
 
 
 def entry(source: str, record_key: str, state: str, at_ms: int, ingested_ms: int) -> str:
