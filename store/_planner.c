@@ -530,7 +530,15 @@ static PyObject *key_of(PyObject *source, PyObject *record_key) {
 static PyObject *digest_override;  /* set_digest(): a test's digest function instead of CRC-32 */
 
 static PyObject *digest_of(PyObject *head) {  /* records.digest */
-    if (digest_override != NULL) return PyObject_CallOneArg(digest_override, head);
+    if (digest_override != NULL) {
+        PyObject *code = PyObject_CallOneArg(digest_override, head);
+        if (code != NULL && !PyBytes_Check(code)) {
+            Py_DECREF(code);
+            PyErr_SetString(PyExc_TypeError, "set_digest: the digest function must return bytes");
+            return NULL;
+        }
+        return code;
+    }
     Py_ssize_t n;
     const char *utf8 = PyUnicode_AsUTF8AndSize(head, &n);
     if (utf8 == NULL) return NULL;
@@ -639,6 +647,21 @@ error:
     Py_XDECREF(fresh);
     Py_XDECREF(suspects);
     return NULL;
+}
+
+/* b"".join(a list of bytes) */
+static PyObject *join_bytes(PyObject *list) {
+    Py_ssize_t size = 0, n = PyList_GET_SIZE(list);
+    for (Py_ssize_t i = 0; i < n; i++) size += PyBytes_GET_SIZE(PyList_GET_ITEM(list, i));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) return NULL;
+    char *at = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *part = PyList_GET_ITEM(list, i);
+        memcpy(at, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part));
+        at += PyBytes_GET_SIZE(part);
+    }
+    return out;
 }
 
 /* gather(new, entries, now_ms, fact_bits, fact_bit) -> (touched, repeats, texts): the new records
@@ -750,15 +773,12 @@ static PyObject *gather(PyObject *self, PyObject *args) {
         }
         PyObject *list;
         pos = 0;
-        PyObject *comma = PyUnicode_FromString(","), *nothing = PyBytes_FromStringAndSize("", 0);
-        if (comma == NULL || nothing == NULL) {
-            Py_XDECREF(comma), Py_XDECREF(nothing);
-            goto done;
-        }
+        PyObject *comma = PyUnicode_FromString(",");
+        if (comma == NULL) goto done;
         while (PyDict_Next(texts, &pos, &gid, &list)) {
             PyObject *joined = PyUnicode_Join(comma, list);
             PyObject *code_list = PyDict_GetItem(codes, gid);
-            PyObject *digests = joined ? _PyBytes_Join(nothing, code_list) : NULL;
+            PyObject *digests = joined ? join_bytes(code_list) : NULL;
             PyObject *pair = digests ? PyTuple_Pack(2, joined, digests) : NULL;
             Py_XDECREF(joined);
             Py_XDECREF(digests);
@@ -766,11 +786,11 @@ static PyObject *gather(PyObject *self, PyObject *args) {
             int bad = pair == NULL || PyDict_SetItem(texts, gid, pair) < 0;
             Py_XDECREF(pair);
             if (bad) {
-                Py_DECREF(comma), Py_DECREF(nothing);
+                Py_DECREF(comma);
                 goto done;
             }
         }
-        Py_DECREF(comma), Py_DECREF(nothing);
+        Py_DECREF(comma);
     }
     result = PyTuple_Pack(3, touched, repeats, texts);
 done:
@@ -974,6 +994,76 @@ done:
     return result;
 }
 
+
+/* forget(inflight, committed): drop from `inflight` each key `committed` maps to the same object
+ * (what a later plan put there since stays). */
+static PyObject *forget(PyObject *self, PyObject *args) {
+    PyObject *inflight, *committed, *key, *value;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyDict_Type, &inflight, &PyDict_Type, &committed)) return NULL;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(committed, &pos, &key, &value)) {
+        PyObject *held = PyDict_GetItemWithError(inflight, key);
+        if (held == NULL && PyErr_Occurred()) return NULL;
+        if (held == value && PyDict_DelItem(inflight, key) < 0) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+
+/* look_up(keys, maps, recent) -> (found, missing): each key's value from the first of `maps` (dicts)
+ * that has it, else from `recent` (store._Recent: its young generation, or its old one, whose hit
+ * moves to the young one, which turns old once it holds `half`), as Store's lookups did one by one. */
+static PyObject *look_up(PyObject *self, PyObject *args) {
+    PyObject *keys, *maps, *recent;
+    if (!PyArg_ParseTuple(args, "OO!O", &keys, &PyTuple_Type, &maps, &recent)) return NULL;
+    PyObject *young = PyObject_GetAttrString(recent, "young"), *old = PyObject_GetAttrString(recent, "old");
+    PyObject *half_obj = PyObject_GetAttrString(recent, "half"), *iter = PyObject_GetIter(keys);
+    PyObject *found = PyDict_New(), *missing = PyList_New(0), *result = NULL, *key;
+    Py_ssize_t half = half_obj ? PyLong_AsSsize_t(half_obj) : -1;
+    if (!young || !old || !PyDict_Check(young) || !PyDict_Check(old) || half < 0 || !iter || !found || !missing) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "look_up: recent must hold young and old dicts");
+        goto done;
+    }
+    while ((key = PyIter_Next(iter)) != NULL) {
+        PyObject *value = NULL;
+        for (Py_ssize_t m = 0; value == NULL && m < PyTuple_GET_SIZE(maps); m++) {
+            value = PyDict_GetItemWithError(PyTuple_GET_ITEM(maps, m), key);
+            Py_XINCREF(value);
+        }
+        if (value == NULL && !PyErr_Occurred()) {
+            value = PyDict_GetItemWithError(young, key);
+            Py_XINCREF(value);
+        }
+        if (value == NULL && !PyErr_Occurred()) {
+            value = PyDict_GetItemWithError(old, key);
+            if (value != NULL) {
+                Py_INCREF(value);
+                if (PyDict_DelItem(old, key) < 0) Py_CLEAR(value);  /* the error is seen below */
+                if (value != NULL && PyDict_SetItem(young, key, value) == 0 && PyDict_GET_SIZE(young) >= half) {
+                    PyObject *fresh = PyDict_New();  /* the young generation turns old */
+                    if (fresh != NULL && PyObject_SetAttrString(recent, "old", young) == 0 &&
+                        PyObject_SetAttrString(recent, "young", fresh) == 0) {
+                        Py_SETREF(old, young);
+                        young = fresh;
+                        fresh = NULL;
+                    }
+                    Py_XDECREF(fresh);
+                }
+            }
+        }
+        int bad = PyErr_Occurred() != NULL;
+        if (!bad) bad = value != NULL ? PyDict_SetItem(found, key, value) < 0 : PyList_Append(missing, key) < 0;
+        Py_XDECREF(value);
+        Py_DECREF(key);
+        if (bad) goto done;
+    }
+    if (!PyErr_Occurred()) result = PyTuple_Pack(2, found, missing);
+done:
+    Py_XDECREF(young), Py_XDECREF(old), Py_XDECREF(half_obj), Py_XDECREF(iter);
+    Py_XDECREF(found), Py_XDECREF(missing);
+    return result;
+}
+
 static PyObject *py_to_ms(PyObject *self, PyObject *moment) {
     long long ms;
     if (to_ms(moment, &ms) < 0) return NULL;
@@ -991,6 +1081,8 @@ static PyMethodDef methods[] = {
     {"plan_rows", plan_rows, METH_VARARGS, "The transaction's changed orders as statements' rows and changes."},
     {"state_moves", state_moves, METH_VARARGS, "Changes' moves between the open-state counts."},
     {"identify", identify, METH_VARARGS, "Valid observations, the first of each order, the rest's positions."},
+    {"forget", forget, METH_VARARGS, "Drop the entries a committed plan wrote from the in-flight map."},
+    {"look_up", look_up, METH_VARARGS, "Values from the first map that has each key, else from a store._Recent."},
     {"to_ms", py_to_ms, METH_O, "schema.to_ms"},
     {"set_digest", set_digest, METH_O, "Tests: digest record keys with this function (None: CRC-32)."},
     {NULL, NULL, 0, NULL},

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, delete, func, insert, literal, select, update
@@ -137,8 +136,7 @@ def _order_upsert_tail(positions: tuple[int, ...]) -> str:
 OrderChange = tuple[tuple | None, tuple]  # (the row before the batch or None when new, the row after)
 
 
-def _first(item: tuple) -> Any:
-    return item[0]
+_BY_FIRST = itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -348,13 +346,8 @@ class Store:
             self._ids.update(job.ids)
             self._orders.update(job.pending)
             self._unchecked += len(job.changes)  # one per orders row written
-            inflight, inflight_ids = self._inflight, self._inflight_ids
-            for gid, entry in job.pending.items():
-                if inflight.get(gid) is entry:
-                    del inflight[gid]
-            for key, gid in job.ids.items():
-                if inflight_ids.get(key) is gid:
-                    del inflight_ids[key]
+            _planner.forget(self._inflight, job.pending)  # what a later plan wrote since stays
+            _planner.forget(self._inflight_ids, job.ids)
             del job
             trim_heap()  # the written plan's memory, freed across two threads' arenas
             if first_only:
@@ -469,13 +462,10 @@ class Store:
         created now (orders with no rows yet); new ones get {CODE}_{YYYYMMDD}_{SEQ}."""
         if not wanted:
             return {}, set()
-        known, unknown, cached, inflight = {}, {}, self._ids.get, self._inflight_ids
-        for key in wanted:
-            gid = inflight.get(key) or cached(key)
-            if gid is None:
-                unknown.setdefault(key[0], []).append(key[1])
-            else:
-                known[key] = gid
+        known, missing = _planner.look_up(wanted, (self._inflight_ids,), self._ids)
+        unknown: dict[str, list[str]] = {}
+        for channel, raw_id in missing:
+            unknown.setdefault(channel, []).append(raw_id)
         for channel, raw in unknown.items():  # (channel, raw id) is the key: one index range each
             for chunk in _chunks(sorted(raw), 500):
                 sql = f"SELECT raw_order_id, global_id FROM order_ids WHERE channel = ? AND raw_order_id IN ({', '.join('?' * len(chunk))})"
@@ -505,7 +495,9 @@ class Store:
                 mapping_rows.append((key[0], key[1], gid))
             seqs[prefix] = start + len(keys)
             seq_rows.append((prefix, seqs[prefix]))
-        inflight.update((key, known[key]) for key in fresh)  # the next batches of this plan see them
+        self._inflight_ids.update(
+            (key, known[key]) for key in fresh
+        )  # the next batches of this plan see them
         self._new_ids.extend(mapping_rows)  # written with the plan's orders
         self._new_seqs.update(seq_rows)
         return known, {known[key] for key in fresh}
@@ -515,14 +507,7 @@ class Store:
         (one orders row per order not seen lately, with its records' key digests). A row an older
         version wrote (no digests: its records in order_records or observations) gets its digests
         and bits from its records, whose text the plan moves to record_log."""
-        pending, inflight, cached = self._pending, self._inflight, self._orders.get
-        found, missing = {}, []
-        for gid in gids:
-            entry = pending.get(gid) or inflight.get(gid) or cached(gid)
-            if entry is None:
-                missing.append(gid)
-            else:
-                found[gid] = entry
+        found, missing = _planner.look_up(gids, (self._pending, self._inflight), self._orders)
         if not missing:
             return found
         older = []
@@ -669,7 +654,7 @@ class Store:
         # In key order, each statement walks its B-trees from one end to the other (neighbouring
         # rows share pages) instead of seeking each row afresh; record_log rows go to its end.
         for rows in (inserts, logged, *updates.values()):
-            rows.sort(key=_first)  # by global ID (record_log: by seq)
+            rows.sort(key=_BY_FIRST)  # by global ID (record_log: by seq)
         new_ids.sort()  # by (channel, raw ID)
 
         def write(conn: Connection) -> None:

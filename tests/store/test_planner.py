@@ -102,3 +102,26 @@ def test_the_latest_dimension_value_wins_however_many_records_an_order_gets_at_o
             ).one()
         assert warehouse == f"WH{latest}" and paid_at == to_ms(t0 + timedelta(minutes=min(minutes)))
     engine.dispose()
+
+
+def test_look_up_takes_the_first_map_then_the_recent_cache_as_its_get_does():
+    """look_up is `first.get(k) or recent.get(k)` per key: a hit in the old generation moves to the
+    young one, and the young one turns old when full — the same contents as _Recent.get leaves."""
+    from store.store import _Recent
+
+    rng = random.Random(11)
+    by_python, by_c = _Recent(8), _Recent(8)
+    for recent in (by_python, by_c):
+        recent.update({k: f"v{k}" for k in range(6)})
+        recent.update({k: f"v{k}" for k in range(6, 12)})
+    first = {20: "first", 3: "shadow"}
+    for _ in range(200):
+        keys = [rng.randrange(25) for _ in range(rng.randrange(1, 6))]
+        expected = {k: first.get(k) or by_python.get(k) for k in keys}
+        found, missing = _planner.look_up(keys, (first,), by_c)
+        assert found == {k: v for k, v in expected.items() if v is not None}
+        assert missing == [k for k in keys if expected[k] is None]
+        assert (by_c.young, by_c.old) == (by_python.young, by_python.old)
+        if rng.random() < 0.2:  # new committed entries now and then
+            fresh = {rng.randrange(25): "new" for _ in range(3)}
+            by_python.update(fresh), by_c.update(fresh)
