@@ -20,8 +20,8 @@ static PyObject *positions;  /* state -> milestone column */
 static PyObject *dim_pos;    /* dimension -> column */
 static PyObject *rank_of;    /* state -> rank */
 static PyObject *shipped_or_later;  /* frozenset of states */
-static PyObject *names;      /* records._NAMES: a name -> its JSON string (builds missing ones) */
-static PyObject *json_string;  /* records.json_string */
+static PyObject *names;      /* records.JSON_NAMES: a name -> its JSON string (builds missing ones) */
+static PyObject *json_string;  /* records.json_string */  /* both set by use_json() */
 static PyObject *paid_str, *zero, *one, *hex_format, *by_time, *empty_args;
 static long long other_role, channel_role, payment_role;
 static PyObject *s_source, *s_state, *s_created_at, *s_dims, *s_notified_at, *s_manual_at,
@@ -106,9 +106,9 @@ static int set_ms(PyObject *row, Py_ssize_t i, long long value) {
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *indexes, *roles;
     Py_ssize_t w;
-    if (!PyArg_ParseTuple(args, "nO!O!O!O!O!O!OO", &w, &PyTuple_Type, &indexes, &PyDict_Type, &positions,
+    if (!PyArg_ParseTuple(args, "nO!O!O!O!O!O!", &w, &PyTuple_Type, &indexes, &PyDict_Type, &positions,
                           &PyDict_Type, &dim_pos, &PyDict_Type, &rank_of, &PyFrozenSet_Type,
-                          &shipped_or_later, &PyTuple_Type, &roles, &names, &json_string))
+                          &shipped_or_later, &PyTuple_Type, &roles))
         return NULL;
     if (PyTuple_GET_SIZE(indexes) != N_INDEXES || PyTuple_GET_SIZE(roles) != 3) {
         PyErr_SetString(PyExc_ValueError, "configure: wrong number of indexes or roles");
@@ -127,7 +127,16 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     payment_role = PyLong_AsLongLong(PyTuple_GET_ITEM(roles, 2));
     if (PyErr_Occurred()) return NULL;
     Py_INCREF(positions), Py_INCREF(dim_pos), Py_INCREF(rank_of), Py_INCREF(shipped_or_later);
-    Py_INCREF(names), Py_INCREF(json_string);
+    Py_RETURN_NONE;
+}
+
+/* use_json(names, json_string): how records' key texts spell names (a mapping that builds what it
+ * lacks) and escaped strings; store/records.py sets them when imported. */
+static PyObject *use_json(PyObject *self, PyObject *args) {
+    PyObject *names_map, *escape;
+    if (!PyArg_ParseTuple(args, "OO", &names_map, &escape)) return NULL;
+    Py_XSETREF(names, Py_NewRef(names_map));
+    Py_XSETREF(json_string, Py_NewRef(escape));
     Py_RETURN_NONE;
 }
 
@@ -514,6 +523,10 @@ static PyObject *json_text(PyObject *value) {
 
 /* records.key_of(source, record_key): `["source","key",` */
 static PyObject *key_of(PyObject *source, PyObject *record_key) {
+    if (names == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "key_of: store.records has not set the JSON names (use_json)");
+        return NULL;
+    }
     PyObject *name = PyObject_GetItem(names, source);
     if (name == NULL) return NULL;
     PyObject *key = json_text(record_key);
@@ -1080,6 +1093,7 @@ static PyMethodDef methods[] = {
     {"digest", py_digest, METH_O, "records.digest"},
     {"plan_rows", plan_rows, METH_VARARGS, "The transaction's changed orders as statements' rows and changes."},
     {"state_moves", state_moves, METH_VARARGS, "Changes' moves between the open-state counts."},
+    {"use_json", use_json, METH_VARARGS, "Set how key texts spell names and escaped strings (store.records)."},
     {"identify", identify, METH_VARARGS, "Valid observations, the first of each order, the rest's positions."},
     {"forget", forget, METH_VARARGS, "Drop the entries a committed plan wrote from the in-flight map."},
     {"look_up", look_up, METH_VARARGS, "Values from the first map that has each key, else from a store._Recent."},

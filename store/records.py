@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy import Connection, text
+
+from store import _planner
 
 Query = Callable[[str, dict], Iterable[tuple]]  # runs a SELECT with named parameters
 _PLAIN = re.compile(r'[^"\\\x00-\x1f]*').fullmatch  # JSON encodes these characters as they are
@@ -42,16 +43,14 @@ class _Names(dict):
 JSON_NAMES = _Names()
 
 
-def key_of(source: str, record_key: str) -> str:
-    """What a stored record's text starts with, to tell whether (source, record key) is stored:
-    `["src","key",` (a JSON string's text is canonical, and `[` then `"` opens an entry only)."""
-    return f"[{JSON_NAMES[source]},{json_string(record_key)},"
-
-
-def digest(key_text: str) -> bytes:
-    """The 4-byte digest of a record's key_of text, as record_keys holds it (CRC-32: the same in
-    every process and version)."""
-    return zlib.crc32(key_text.encode()).to_bytes(4, "little")
+_planner.use_json(JSON_NAMES, json_string)
+# key_of(source, record_key): what a stored record's text starts with, to tell whether (source, record
+# key) is stored: `["src","key",` (a JSON string's text is canonical, and `[` then `"` opens an entry
+# only). digest(key_text): its 4-byte digest as record_keys holds it (CRC-32: the same in every
+# process and version). Both are the compiled planner's (store/_planner.c), which tells new records
+# from stored ones by them: one implementation.
+key_of = _planner.key_of
+digest = _planner.digest
 
 
 def digests(records: Iterable[tuple]) -> bytes:

@@ -35,7 +35,6 @@ from store.lifecycle import (
     milestone_column,
 )
 from store.pii import write_pii
-from store.records import JSON_NAMES, json_string
 from store.records import append as append_records
 from store.records import digests as record_digests
 from store.records import parse as parse_records
@@ -85,7 +84,7 @@ _planner.configure(  # the compiled fold and idempotency split (store/_planner.c
     _WIDTH,
     (_GLOBAL_ID, _CHANNEL, _RAW_ID, _STATE, _RANK, _STATE_AT, _CREATED, _FIRST_SEEN, _ROLES, _DUPS, _LAST, _UPDATED,
      _FACTS, _KEYS, _TAIL, _PAID_AMOUNT, _AMOUNT, _CALLBACK_DELAY, _MANUAL, _CHANNEL_SHIPPED, _PROGRESS),
-    _POS, _DIM_POS, RANK, _SHIPPED_OR_LATER, (OTHER_ROLE_BIT, _CHANNEL_ROLE, _PAYMENT_ROLE), JSON_NAMES, json_string,
+    _POS, _DIM_POS, RANK, _SHIPPED_OR_LATER, (OTHER_ROLE_BIT, _CHANNEL_ROLE, _PAYMENT_ROLE),
 )  # fmt: skip
 _ORDER_INSERT_HEAD = f"INSERT INTO orders ({', '.join(_TABLE_COLS)})"
 _ORDER_SELECT = f"SELECT {', '.join(f'o.{c}' for c in _TABLE_COLS)} FROM orders o"
