@@ -140,6 +140,40 @@ static PyObject *use_json(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The progress reported for a row's current state (`progress`: state -> epoch ms) when newer than
+ * entering the state and than the row's progress (replays and repeats change nothing): a new
+ * reference, or NULL (with an error set on failure). */
+static PyObject *newer_progress(PyObject *row, PyObject *progress) {
+    PyObject *at = PyDict_GetItemWithError(progress, ROW(ix[STATE]));
+    if (at == NULL) return NULL;
+    int newer = PyObject_RichCompareBool(at, ROW(ix[STATE_AT]), Py_GT);
+    PyObject *old = ROW(ix[PROGRESS]);
+    if (newer > 0 && old != Py_None) newer = PyObject_RichCompareBool(at, old, Py_GT);
+    return newer > 0 ? Py_NewRef(at) : NULL;
+}
+
+/* with_progress(row, progress) -> row: the orders row with the newer progress for its current state,
+ * or the same row when there is none. */
+static PyObject *with_progress(PyObject *self, PyObject *args) {
+    PyObject *before, *progress;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &before, &PyDict_Type, &progress)) return NULL;
+    if (PyTuple_GET_SIZE(before) != width) {
+        PyErr_SetString(PyExc_ValueError, "with_progress: an orders row of the wrong width");
+        return NULL;
+    }
+    PyObject *row = before;
+    PyObject *at = newer_progress(row, progress);
+    if (at == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(before);
+    row = PyTuple_New(width);
+    if (row == NULL) {
+        Py_DECREF(at);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < width; i++) PyTuple_SET_ITEM(row, i, Py_NewRef(PyTuple_GET_ITEM(before, i)));
+    set_item(row, ix[PROGRESS], at);
+    return row;
+}
+
 /* row[col] = value when it holds none or a later one (the earliest-time columns). */
 static int keep_earliest(PyObject *row, Py_ssize_t col, long long value, unsigned long long *changed) {
     long long old;
@@ -170,7 +204,7 @@ static int attr_ms(PyObject *o, PyObject *name, long long *out) {
  * (paid_amount_fen from a payment source) once; seen_roles collects the sources' role bits,
  * duplicate_records adds the batch's repeats; facts, record_keys (digests appended), records_tail
  * (this plan's record_log seq), updated_at = now, and the progress reported for the current state
- * (store._with_progress). Returns the row (a new tuple) and sets *changed, or NULL on error. */
+ * (newer_progress). Returns the row (a new tuple) and sets *changed, or NULL on error. */
 static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyObject *bits,
                           PyObject *repeats, PyObject *text_codes, PyObject *progress, long long now_ms,
                           PyObject *role_bits, PyObject *plan_texts, PyObject *plan_seqs,
@@ -431,19 +465,12 @@ static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyOb
             goto error;
     }
     if (set_ms(row, ix[UPDATED], now_ms) < 0) goto error;  /* a touched order always changes */
-    if (progress != NULL) {  /* store._with_progress: news for its current state */
-        PyObject *at = PyDict_GetItemWithError(progress, ROW(ix[STATE]));
+    if (progress != NULL) {
+        PyObject *at = newer_progress(row, progress);
         if (at == NULL && PyErr_Occurred()) goto error;
         if (at != NULL) {
-            int newer = PyObject_RichCompareBool(at, ROW(ix[STATE_AT]), Py_GT);
-            PyObject *old = ROW(ix[PROGRESS]);
-            if (newer > 0 && old != Py_None) newer = PyObject_RichCompareBool(at, old, Py_GT);
-            if (newer < 0) goto error;
-            if (newer) {
-                Py_INCREF(at);
-                set_item(row, ix[PROGRESS], at);
-                changed |= BIT(ix[PROGRESS]);
-            }
+            set_item(row, ix[PROGRESS], at);
+            changed |= BIT(ix[PROGRESS]);
         }
     }
     Py_XDECREF(best);
@@ -1093,6 +1120,7 @@ static PyMethodDef methods[] = {
     {"digest", py_digest, METH_O, "records.digest"},
     {"plan_rows", plan_rows, METH_VARARGS, "The transaction's changed orders as statements' rows and changes."},
     {"state_moves", state_moves, METH_VARARGS, "Changes' moves between the open-state counts."},
+    {"with_progress", with_progress, METH_VARARGS, "An orders row with the newer progress for its state."},
     {"use_json", use_json, METH_VARARGS, "Set how key texts spell names and escaped strings (store.records)."},
     {"identify", identify, METH_VARARGS, "Valid observations, the first of each order, the rest's positions."},
     {"forget", forget, METH_VARARGS, "Drop the entries a committed plan wrote from the in-flight map."},

@@ -606,7 +606,7 @@ class Store:
         role_bits = self._role_bits
         for gid in progress.keys() - touched.keys():  # only repeats: no new milestone, maybe news
             before, bits = entries[gid]
-            row = before if before is None else _with_progress(before, progress[gid])
+            row = before if before is None else _planner.with_progress(before, progress[gid])
             if row is not before:
                 row = (*row[:_UPDATED], now_ms, *row[_UPDATED + 1 :])
                 if gid not in before_txn:
@@ -826,17 +826,6 @@ def _progress(obs: list[Observation], ids: dict[tuple[str, str], str]) -> dict[s
             if at > states.get(o.state, at - 1):
                 states[o.state] = at
     return out
-
-
-def _with_progress(row: tuple, progress: dict[str, int]) -> tuple:
-    """`row` with the progress reported for its current state, when newer than what it has and
-    later than entering the state (max: replays and repeats change nothing); else `row` itself."""
-    at = progress.get(row[_STATE])
-    if at is None or at <= row[_STATE_AT] or (row[_PROGRESS] is not None and at <= row[_PROGRESS]):
-        return row
-    changed = list(row)
-    changed[_PROGRESS] = at
-    return tuple(changed)
 
 
 ID_CACHE_SIZE = 100_000  # (channel, raw id) -> global id of recently seen orders
