@@ -25,7 +25,7 @@ static PyObject *json_string;  /* records.json_string */  /* both set by use_jso
 static PyObject *paid_str, *zero, *one, *hex_format, *by_time, *empty_args;
 static long long other_role, channel_role, payment_role;
 static PyObject *s_source, *s_state, *s_created_at, *s_dims, *s_notified_at, *s_manual_at,
-    *s_amount_fen, *s_at, *s_channel, *s_raw_order_id, *s_record_key, *s_timestamp;
+    *s_amount_fen, *s_at, *s_channel, *s_raw_order_id, *s_record_key, *s_timestamp, *s_fullmatch, *comma;
 
 static uint32_t crc_table[256];
 
@@ -813,8 +813,6 @@ static PyObject *gather(PyObject *self, PyObject *args) {
         }
         PyObject *list;
         pos = 0;
-        PyObject *comma = PyUnicode_FromString(",");
-        if (comma == NULL) goto done;
         while (PyDict_Next(texts, &pos, &gid, &list)) {
             PyObject *joined = PyUnicode_Join(comma, list);
             PyObject *code_list = PyDict_GetItem(codes, gid);
@@ -825,12 +823,8 @@ static PyObject *gather(PyObject *self, PyObject *args) {
             /* replacing the value of an existing key during PyDict_Next is allowed */
             int bad = pair == NULL || PyDict_SetItem(texts, gid, pair) < 0;
             Py_XDECREF(pair);
-            if (bad) {
-                Py_DECREF(comma);
-                goto done;
-            }
+            if (bad) goto done;
         }
-        Py_DECREF(comma);
     }
     result = PyTuple_Pack(3, touched, repeats, texts);
 done:
@@ -859,8 +853,7 @@ static PyObject *plan_rows(PyObject *self, PyObject *args) {
         return NULL;
     PyObject *inserts = PyList_New(0), *updates = PyDict_New(), *logged = PyList_New(0),
              *changes = PyList_New(0), *moved = PyList_New(0), *masks = PyDict_New(), *result = NULL;
-    PyObject *comma = PyUnicode_FromString(",");
-    if (!inserts || !updates || !logged || !changes || !moved || !masks || !comma) goto done;
+    if (!inserts || !updates || !logged || !changes || !moved || !masks) goto done;
     PyObject *gid, *before;
     Py_ssize_t pos = 0;
     while (PyDict_Next(before_txn, &pos, &gid, &before)) {
@@ -920,7 +913,7 @@ static PyObject *plan_rows(PyObject *self, PyObject *args) {
     result = PyTuple_Pack(5, inserts, updates, logged, changes, moved);
 done:
     Py_XDECREF(inserts), Py_XDECREF(updates), Py_XDECREF(logged), Py_XDECREF(changes), Py_XDECREF(moved);
-    Py_XDECREF(masks), Py_XDECREF(comma);
+    Py_XDECREF(masks);
     return result;
 }
 
@@ -997,8 +990,7 @@ static PyObject *identify(PyObject *self, PyObject *args) {
     PyObject *obs = PySequence_Fast(seq, "identify: observations must be a sequence");
     if (obs == NULL) return NULL;
     PyObject *valid = PyList_New(0), *wanted = PyDict_New(), *rejected = PyList_New(0), *result = NULL;
-    PyObject *fullmatch = PyUnicode_InternFromString("fullmatch");
-    if (!valid || !wanted || !rejected || !fullmatch) goto done;
+    if (!valid || !wanted || !rejected) goto done;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(obs); i++) {
         PyObject *o = PySequence_Fast_GET_ITEM(obs, i);
         PyObject *channel = PyObject_GetAttr(o, s_channel);
@@ -1010,7 +1002,7 @@ static PyObject *identify(PyObject *self, PyObject *args) {
             ok = PySequence_Contains(channels, channel);
             PyObject *pattern = ok > 0 ? PyDict_GetItemWithError(patterns, channel) : NULL;
             if (pattern != NULL) {
-                PyObject *match = PyObject_CallMethodOneArg(pattern, fullmatch, raw);
+                PyObject *match = PyObject_CallMethodOneArg(pattern, s_fullmatch, raw);
                 ok = match == NULL ? -1 : match != Py_None;
                 Py_XDECREF(match);
             } else if (PyErr_Occurred())
@@ -1030,7 +1022,7 @@ static PyObject *identify(PyObject *self, PyObject *args) {
     result = PyTuple_Pack(3, valid, wanted, rejected);
 done:
     Py_DECREF(obs);
-    Py_XDECREF(valid), Py_XDECREF(wanted), Py_XDECREF(rejected), Py_XDECREF(fullmatch);
+    Py_XDECREF(valid), Py_XDECREF(wanted), Py_XDECREF(rejected);
     return result;
 }
 
@@ -1150,6 +1142,8 @@ PyMODINIT_FUNC PyInit__planner(void) {
     INTERN(s_raw_order_id, "raw_order_id");
     INTERN(s_record_key, "record_key");
     INTERN(s_timestamp, "timestamp");
+    INTERN(s_fullmatch, "fullmatch");
+    INTERN(comma, ",");
     INTERN(paid_str, "paid");
     INTERN(hex_format, "x");
     if ((zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL) return NULL;

@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 import threading
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -570,7 +570,9 @@ class Store:
         ids: dict[tuple[str, str], str],
         fresh: set[str],
         now: datetime,
-    ) -> tuple[dict[str, list[tuple[int, Observation]]], Counter, dict[str, tuple[tuple | None, int]], dict]:
+    ) -> tuple[
+        dict[str, list[tuple[int, Observation]]], dict[str, int], dict[str, tuple[tuple | None, int]], dict
+    ]:
         """Keep the observations not stored yet: a record is stored when its order's records hold
         its (source, record key); a digest not among the order's is a new record, one among them is
         confirmed against the records' text. Returns them (the batch's new facts, per order as (epoch
@@ -590,7 +592,7 @@ class Store:
         self,
         touched: dict[str, list[tuple[int, Observation]]],
         entries: dict[str, tuple[tuple | None, int]],
-        repeats: Counter,
+        repeats: dict[str, int],
         texts: dict[str, tuple[str, bytes]],
         progress: dict[str, dict[str, int]],
         now: datetime,
