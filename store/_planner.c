@@ -1096,6 +1096,68 @@ done:
     return result;
 }
 
+/* param_chunks(rows, columns, max_params) -> [[values], ...]: the rows' values at `columns` (a tuple
+ * of positions; None: every column of rows as wide as the first) laid end to end, as few lists as
+ * hold at most max_params values each and whole rows only: a multi-row statement's parameters,
+ * without a tuple per row or a Python loop over the values (the writer binds them holding the GIL). */
+static PyObject *param_chunks(PyObject *self, PyObject *args) {
+    PyObject *rows, *columns;
+    Py_ssize_t max_params;
+    if (!PyArg_ParseTuple(args, "O!On", &PyList_Type, &rows, &columns, &max_params)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows), take;
+    if (n == 0) return PyList_New(0);
+    Py_ssize_t *at = NULL;
+    if (columns == Py_None) {
+        PyObject *first = PyList_GET_ITEM(rows, 0);
+        if (!PyTuple_Check(first)) return PyErr_Format(PyExc_TypeError, "rows must be tuples");
+        take = PyTuple_GET_SIZE(first);
+    } else {
+        if (!PyTuple_Check(columns)) return PyErr_Format(PyExc_TypeError, "columns must be a tuple or None");
+        take = PyTuple_GET_SIZE(columns);
+        if ((at = PyMem_New(Py_ssize_t, take ? take : 1)) == NULL) return PyErr_NoMemory();
+        for (Py_ssize_t c = 0; c < take; c++) {
+            at[c] = PyLong_AsSsize_t(PyTuple_GET_ITEM(columns, c));
+            if (at[c] == -1 && PyErr_Occurred()) { PyMem_Free(at); return NULL; }
+        }
+    }
+    if (take == 0) { PyMem_Free(at); return PyErr_Format(PyExc_ValueError, "rows of no values"); }
+    Py_ssize_t per = max_params / take > 0 ? max_params / take : 1;
+    PyObject *out = PyList_New(0), *chunk = NULL;
+    if (out == NULL) goto fail;
+    for (Py_ssize_t start = 0; start < n; start += per) {
+        Py_ssize_t end = start + per < n ? start + per : n, k = 0;
+        if ((chunk = PyList_New((end - start) * take)) == NULL) goto fail;
+        for (Py_ssize_t i = start; i < end; i++) {
+            PyObject *row = PyList_GET_ITEM(rows, i);
+            if (!PyTuple_Check(row)) { PyErr_Format(PyExc_TypeError, "row %zd is not a tuple", i); goto fail; }
+            Py_ssize_t size = PyTuple_GET_SIZE(row);
+            if (at == NULL && size != take) {
+                PyErr_Format(PyExc_ValueError, "row %zd has %zd values, not %zd", i, size, take);
+                goto fail;
+            }
+            for (Py_ssize_t c = 0; c < take; c++) {
+                Py_ssize_t p = at ? at[c] : c;
+                if (p < 0 || p >= size) {
+                    PyErr_Format(PyExc_IndexError, "row %zd has no position %zd", i, p);
+                    goto fail;
+                }
+                PyObject *value = PyTuple_GET_ITEM(row, p);
+                Py_INCREF(value);
+                PyList_SET_ITEM(chunk, k++, value);
+            }
+        }
+        if (PyList_Append(out, chunk) < 0) goto fail;
+        Py_CLEAR(chunk);
+    }
+    PyMem_Free(at);
+    return out;
+fail:
+    PyMem_Free(at);
+    Py_XDECREF(chunk);
+    Py_XDECREF(out);
+    return NULL;
+}
+
 static PyObject *py_to_ms(PyObject *self, PyObject *moment) {
     long long ms;
     if (to_ms(moment, &ms) < 0) return NULL;
@@ -1117,6 +1179,7 @@ static PyMethodDef methods[] = {
     {"identify", identify, METH_VARARGS, "Valid observations, the first of each order, the rest's positions."},
     {"forget", forget, METH_VARARGS, "Drop the entries a committed plan wrote from the in-flight map."},
     {"look_up", look_up, METH_VARARGS, "Values from the first map that has each key, else from a store._Recent."},
+    {"param_chunks", param_chunks, METH_VARARGS, "Rows' values at given positions as flat lists of at most N values."},
     {"to_ms", py_to_ms, METH_O, "schema.to_ms"},
     {"set_digest", set_digest, METH_O, "Tests: digest record keys with this function (None: CRC-32)."},
     {NULL, NULL, 0, NULL},

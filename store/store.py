@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import chain
 from operator import itemgetter
 from zoneinfo import ZoneInfo
 
@@ -104,11 +103,10 @@ def _update_orders(conn: Connection, positions: tuple[int, ...], rows: list[tupl
     """Write the given positions of whole orders rows: on SQLite an UPDATE from a VALUES list (the
     other columns' values need no binding), on PostgreSQL an upsert (VALUES typed by the table)."""
     if conn.dialect.name != "sqlite":
-        _insert_rows(conn, _ORDER_INSERT_HEAD, [row[:_WIDTH] for row in rows], _order_upsert_tail(positions))
+        _insert_rows(conn, _ORDER_INSERT_HEAD, rows, _order_upsert_tail(positions))
         return
-    values_of = itemgetter(_GLOBAL_ID, *positions)
     head, tail = _order_update_from(positions)
-    _insert_rows(conn, head, [values_of(row) for row in rows], tail)
+    _insert_rows(conn, head, rows, tail, (_GLOBAL_ID, *positions))
 
 
 @functools.cache
@@ -919,21 +917,30 @@ def _driver_many(conn: Connection, sql: str, rows: list[tuple]) -> None:
 MAX_PARAMETERS = 4_000  # bound parameters per statement: a few hundred rows; bigger ones cost SQLite memory (its prepared statements are cached) and gain nothing
 
 
-def _insert_rows(conn: Connection, head: str, rows: list[tuple], tail: str = "") -> None:
-    """`head VALUES (..), (..) tail` over the rows, as few statements as the parameter bound
-    allows: each runs in one call into the database (one release of the GIL, not one per row)."""
+def _insert_rows(
+    conn: Connection, head: str, rows: list[tuple], tail: str = "", columns: tuple[int, ...] | None = None
+) -> None:
+    """`head VALUES (..), (..) tail` over the rows (their values at `columns`, or all), as few
+    statements as the parameter bound allows: each runs in one call into the database (one release
+    of the GIL, not one per row); the parameter lists are laid out in C (_planner.param_chunks)."""
     if not rows:
         return
-    width = len(rows[0])
+    width = len(rows[0]) if columns is None else len(columns)
     mark = _placeholder(conn)
-    one = f"({', '.join([mark] * width)})"
     cursor = conn.connection.cursor()
     try:
-        for chunk in _chunks(rows, max(1, MAX_PARAMETERS // width)):
-            values = ", ".join([one] * len(chunk))
-            cursor.execute(f"{head} VALUES {values}{tail}", list(chain.from_iterable(chunk)))
+        for params in _planner.param_chunks(rows, columns, MAX_PARAMETERS):
+            cursor.execute(_values_sql(head, tail, mark, width, len(params) // width), params)
     finally:
         cursor.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _values_sql(head: str, tail: str, mark: str, width: int, count: int) -> str:
+    """`head VALUES (mark, ...) x count tail`: the same text for every full chunk (one statement in
+    the driver's cache, its text built once)."""
+    one = f"({', '.join([mark] * width)})"
+    return f"{head} VALUES {', '.join([one] * count)}{tail}"
 
 
 def _chunks(items: list, size: int):

@@ -136,3 +136,38 @@ def test_look_up_takes_the_first_map_then_the_recent_cache_as_its_get_does():
         if rng.random() < 0.2:  # new committed entries now and then
             fresh = {rng.randrange(25): "new" for _ in range(3)}
             by_python.update(fresh), by_c.update(fresh)
+
+
+@given(
+    st.lists(st.tuples(st.integers(), st.text(max_size=3), st.none(), st.binary(max_size=3)), max_size=40),
+    st.one_of(st.none(), st.lists(st.integers(0, 3), min_size=1, max_size=6).map(tuple)),
+    st.integers(1, 20),
+)
+def test_parameter_chunks_hold_whole_rows_in_order(rows, columns, max_params):
+    chunks = _planner.param_chunks(rows, columns, max_params)
+    take = columns if columns is not None else range(4)
+    flat = [row[p] for row in rows for p in take]
+    assert [value for chunk in chunks for value in chunk] == flat  # every value, once, in order
+    per_row = len(take)
+    assert all(len(chunk) % per_row == 0 for chunk in chunks)  # whole rows only
+    assert all(len(chunk) <= max(max_params, per_row) for chunk in chunks)
+    assert len(chunks) == -(-len(rows) // max(1, max_params // per_row))  # as few as the bound allows
+
+
+def test_parameter_chunks_name_the_bad_row():
+    held = object()
+    rows = [(1, held), (2,)]
+    for columns, error, text in [(None, ValueError, "row 1 has 1 values"), ((0, 1), IndexError, "row 1 has no position 1")]:
+        try:
+            _planner.param_chunks(rows, columns, 10)
+        except error as caught:
+            assert text in str(caught)
+        else:
+            raise AssertionError("no error")
+    before = sys.getrefcount(held)
+    for _ in range(1000):
+        try:
+            _planner.param_chunks(rows, (0, 1), 10)
+        except IndexError:
+            pass
+    assert sys.getrefcount(held) == before  # a half-built chunk releases its values
