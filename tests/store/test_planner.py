@@ -157,7 +157,10 @@ def test_parameter_chunks_hold_whole_rows_in_order(rows, columns, max_params):
 def test_parameter_chunks_name_the_bad_row():
     held = object()
     rows = [(1, held), (2,)]
-    for columns, error, text in [(None, ValueError, "row 1 has 1 values"), ((0, 1), IndexError, "row 1 has no position 1")]:
+    for columns, error, text in [
+        (None, ValueError, "row 1 has 1 values"),
+        ((0, 1), IndexError, "row 1 has no position 1"),
+    ]:
         try:
             _planner.param_chunks(rows, columns, 10)
         except error as caught:
