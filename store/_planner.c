@@ -1042,12 +1042,308 @@ static PyObject *forget(PyObject *self, PyObject *args) {
 }
 
 
-/* look_up(keys, maps, recent) -> (found, missing): each key's value from the first of `maps` (dicts)
- * that has it, else from `recent` (store._Recent: its young generation, or its old one, whose hit
- * moves to the young one, which turns old once it holds `half`), as Store's lookups did one by one. */
+/* -- packed cache entries ------------------------------------------------------------------------
+ * A committed order's (row, bits) kept in the store's order cache as one bytes object (~250 bytes
+ * against ~1.5 KB of Python objects), so several times as many moving orders fit in the same memory.
+ * Layout: the bits (0: a varint, 1: hex text, for bits beyond 64), then 0 (no row) or the row's
+ * width and each value: None, a zigzag varint integer, a pooled string's number (low-cardinality
+ * columns: one shared object per value), a UTF-8 string, bytes, or an integer beyond 64 bits as
+ * decimal text. A row holding any other type is not packed (pack_entries leaves it out). */
+enum { P_NONE, P_INT, P_POOLED, P_STR, P_BYTES, P_BIGINT };
+#define POOLED_MAX_LEN 64
+static uint64_t pooled_columns;   /* bit per row position whose strings are pooled */
+static Py_ssize_t pool_limit;     /* at most this many pooled strings; later ones are spelled out */
+static PyObject *pool_list, *pool_index;  /* number -> string, string -> number */
+
+typedef struct { unsigned char *data; Py_ssize_t len, cap; } Buf;
+
+static int buf_grow(Buf *b, Py_ssize_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    unsigned char *data = PyMem_Realloc(b->data, cap);
+    if (data == NULL) { PyErr_NoMemory(); return -1; }
+    b->data = data, b->cap = cap;
+    return 0;
+}
+
+static int put_varint(Buf *b, uint64_t v) {
+    if (buf_grow(b, 10) < 0) return -1;
+    while (v >= 0x80) { b->data[b->len++] = (unsigned char)(v | 0x80); v >>= 7; }
+    b->data[b->len++] = (unsigned char)v;
+    return 0;
+}
+
+static int put_bytes(Buf *b, int tag, const char *data, Py_ssize_t n) {
+    if (buf_grow(b, 1) < 0) return -1;
+    b->data[b->len++] = (unsigned char)tag;
+    if (put_varint(b, (uint64_t)n) < 0 || buf_grow(b, n) < 0) return -1;
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+    return 0;
+}
+
+static int put_text_of(Buf *b, int tag, PyObject *value, int base) {  /* an int spelled in `base` */
+    PyObject *text = base == 16 ? PyNumber_ToBase(value, 16) : PyObject_Str(value);
+    if (text == NULL) return -1;
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
+    int rc = utf8 == NULL ? -1 : put_bytes(b, tag, utf8, n);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* 1 packed, 0 a value of another type (not packed), -1 error */
+static int put_value(Buf *b, PyObject *value, Py_ssize_t column) {
+    if (value == Py_None) {
+        if (buf_grow(b, 1) < 0) return -1;
+        b->data[b->len++] = P_NONE;
+        return 1;
+    }
+    if (PyLong_CheckExact(value)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        if (overflow) return put_text_of(b, P_BIGINT, value, 10) < 0 ? -1 : 1;
+        if (buf_grow(b, 1) < 0) return -1;
+        b->data[b->len++] = P_INT;
+        return put_varint(b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63)) < 0 ? -1 : 1;
+    }
+    if (PyUnicode_CheckExact(value)) {
+        Py_ssize_t n;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(value, &n);
+        if (utf8 == NULL) {  /* a lone surrogate has no UTF-8: such a row is not packed */
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        if (column < 64 && (pooled_columns >> column & 1) && n <= POOLED_MAX_LEN && pool_index != NULL) {
+            PyObject *number = PyDict_GetItemWithError(pool_index, value);
+            if (number == NULL && PyErr_Occurred()) return -1;
+            if (number == NULL && PyList_GET_SIZE(pool_list) < pool_limit) {
+                if ((number = PyLong_FromSsize_t(PyList_GET_SIZE(pool_list))) == NULL) return -1;
+                int bad = PyList_Append(pool_list, value) < 0 || PyDict_SetItem(pool_index, value, number) < 0;
+                Py_DECREF(number);  /* the dict holds it */
+                if (bad) return -1;
+            }
+            if (number != NULL) {
+                if (buf_grow(b, 1) < 0) return -1;
+                b->data[b->len++] = P_POOLED;
+                return put_varint(b, (uint64_t)PyLong_AsSsize_t(number)) < 0 ? -1 : 1;
+            }
+        }
+        return put_bytes(b, P_STR, utf8, n) < 0 ? -1 : 1;
+    }
+    if (PyBytes_CheckExact(value))
+        return put_bytes(b, P_BYTES, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)) < 0 ? -1 : 1;
+    return 0;
+}
+
+/* The packed form of (row, bits), or Py_None when the row holds a value of another type. */
+static PyObject *pack_entry(PyObject *entry) {
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2)
+        return PyErr_Format(PyExc_TypeError, "an order cache entry must be (row, bits)");
+    PyObject *row = PyTuple_GET_ITEM(entry, 0), *bits = PyTuple_GET_ITEM(entry, 1);
+    if (!PyLong_CheckExact(bits) || (row != Py_None && !PyTuple_Check(row)))
+        return PyErr_Format(PyExc_TypeError, "an order cache entry must be (tuple or None, int)");
+    Buf b = {NULL, 0, 0};
+    PyObject *out = NULL;
+    int overflow, ok = 1;
+    unsigned long long small = PyLong_AsUnsignedLongLong(bits);
+    overflow = small == (unsigned long long)-1 && PyErr_Occurred();
+    if (overflow) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) goto done;
+        PyErr_Clear();  /* negative or beyond 64 bits: spelled out */
+        if (put_text_of(&b, 1, bits, 10) < 0) goto done;
+    } else {
+        if (buf_grow(&b, 1) < 0) goto done;
+        b.data[b.len++] = 0;
+        if (put_varint(&b, small) < 0) goto done;
+    }
+    if (buf_grow(&b, 1) < 0) goto done;
+    b.data[b.len++] = row != Py_None;
+    if (row != Py_None) {
+        Py_ssize_t n = PyTuple_GET_SIZE(row);
+        if (put_varint(&b, (uint64_t)n) < 0) goto done;
+        for (Py_ssize_t i = 0; ok && i < n; i++) {
+            ok = put_value(&b, PyTuple_GET_ITEM(row, i), i);
+            if (ok < 0) goto done;
+        }
+    }
+    if (!ok) {
+        out = Py_None;
+        Py_INCREF(out);
+    } else {
+        out = PyBytes_FromStringAndSize((const char *)b.data, b.len);
+    }
+done:
+    PyMem_Free(b.data);
+    return out;
+}
+
+static int get_varint(const unsigned char **p, const unsigned char *end, uint64_t *v) {
+    uint64_t out = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*p >= end) break;
+        unsigned char c = *(*p)++;
+        out |= (uint64_t)(c & 0x7F) << shift;
+        if (!(c & 0x80)) { *v = out; return 0; }
+    }
+    PyErr_SetString(PyExc_ValueError, "a packed order entry is cut short");
+    return -1;
+}
+
+static int get_span(const unsigned char **p, const unsigned char *end, const char **data, Py_ssize_t *n) {
+    uint64_t len;
+    if (get_varint(p, end, &len) < 0) return -1;
+    if (len > (uint64_t)(end - *p)) {
+        PyErr_SetString(PyExc_ValueError, "a packed order entry is cut short");
+        return -1;
+    }
+    *data = (const char *)*p, *n = (Py_ssize_t)len;
+    *p += len;
+    return 0;
+}
+
+static PyObject *long_from_text(const char *data, Py_ssize_t n, int base) {
+    char *text = PyMem_Malloc(n + 1);
+    if (text == NULL) return PyErr_NoMemory();
+    memcpy(text, data, n);
+    text[n] = 0;
+    PyObject *out = PyLong_FromString(text, NULL, base);
+    PyMem_Free(text);
+    return out;
+}
+
+static PyObject *get_value(const unsigned char **p, const unsigned char *end) {
+    if (*p >= end) {
+        PyErr_SetString(PyExc_ValueError, "a packed order entry is cut short");
+        return NULL;
+    }
+    int tag = *(*p)++;
+    uint64_t v;
+    const char *data;
+    Py_ssize_t n;
+    switch (tag) {
+    case P_NONE:
+        Py_RETURN_NONE;
+    case P_INT:
+        if (get_varint(p, end, &v) < 0) return NULL;
+        return PyLong_FromLongLong((long long)(v >> 1) ^ -(long long)(v & 1));
+    case P_POOLED:
+        if (get_varint(p, end, &v) < 0) return NULL;
+        if (pool_list == NULL || v >= (uint64_t)PyList_GET_SIZE(pool_list)) break;
+        PyObject *pooled = PyList_GET_ITEM(pool_list, (Py_ssize_t)v);
+        Py_INCREF(pooled);
+        return pooled;
+    case P_STR:
+        if (get_span(p, end, &data, &n) < 0) return NULL;
+        return PyUnicode_DecodeUTF8(data, n, "strict");
+    case P_BYTES:
+        if (get_span(p, end, &data, &n) < 0) return NULL;
+        return PyBytes_FromStringAndSize(data, n);
+    case P_BIGINT:
+        if (get_span(p, end, &data, &n) < 0) return NULL;
+        return long_from_text(data, n, 10);
+    }
+    PyErr_Format(PyExc_ValueError, "a packed order entry holds an unknown value (tag %d)", tag);
+    return NULL;
+}
+
+/* (row, bits) from the packed form. */
+static PyObject *unpack_entry(PyObject *packed) {
+    if (!PyBytes_Check(packed)) return PyErr_Format(PyExc_TypeError, "a packed order entry must be bytes");
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packed), *end = p + PyBytes_GET_SIZE(packed);
+    PyObject *bits = NULL, *row = NULL, *out = NULL;
+    uint64_t v;
+    const char *data;
+    Py_ssize_t n;
+    if (p >= end) goto short_entry;
+    if (*p++ == 0) {
+        if (get_varint(&p, end, &v) < 0) goto done;
+        bits = PyLong_FromUnsignedLongLong(v);
+    } else {
+        if (get_span(&p, end, &data, &n) < 0) goto done;
+        bits = long_from_text(data, n, 10);
+    }
+    if (bits == NULL) goto done;
+    if (p >= end) goto short_entry;
+    if (*p++ == 0) {
+        row = Py_None;
+        Py_INCREF(row);
+    } else {
+        if (get_varint(&p, end, &v) < 0) goto done;
+        if (v > (uint64_t)(end - p)) goto short_entry;  /* at least a byte per value */
+        if ((row = PyTuple_New((Py_ssize_t)v)) == NULL) goto done;
+        for (Py_ssize_t i = 0; i < (Py_ssize_t)v; i++) {
+            PyObject *value = get_value(&p, end);
+            if (value == NULL) goto done;
+            PyTuple_SET_ITEM(row, i, value);
+        }
+    }
+    if (p != end) {
+        PyErr_SetString(PyExc_ValueError, "a packed order entry has bytes left over");
+        goto done;
+    }
+    out = PyTuple_Pack(2, row, bits);
+    goto done;
+short_entry:
+    PyErr_SetString(PyExc_ValueError, "a packed order entry is cut short");
+done:
+    Py_XDECREF(bits), Py_XDECREF(row);
+    return out;
+}
+
+/* pack_setup(pooled_positions, pool_limit): which row positions hold low-cardinality strings. */
+static PyObject *pack_setup(PyObject *self, PyObject *args) {
+    PyObject *pooled;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "O!n", &PyTuple_Type, &pooled, &limit)) return NULL;
+    uint64_t mask = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pooled); i++) {
+        Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(pooled, i));
+        if (at < 0 || at >= 64) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "pack_setup: position out of range");
+            return NULL;
+        }
+        mask |= (uint64_t)1 << at;
+    }
+    if (pool_list == NULL && ((pool_list = PyList_New(0)) == NULL || (pool_index = PyDict_New()) == NULL))
+        return NULL;
+    pooled_columns = mask, pool_limit = limit;
+    Py_RETURN_NONE;
+}
+
+/* pack_entries(entries) -> {key: packed}: each (row, bits) packed; entries whose row holds a value
+ * of another type are left out (read back when next needed). */
+static PyObject *pack_entries(PyObject *self, PyObject *entries) {
+    if (!PyDict_Check(entries)) return PyErr_Format(PyExc_TypeError, "pack_entries takes a dict");
+    PyObject *out = PyDict_New(), *key, *entry;
+    Py_ssize_t pos = 0;
+    if (out == NULL) return NULL;
+    while (PyDict_Next(entries, &pos, &key, &entry)) {
+        PyObject *packed = pack_entry(entry);
+        if (packed == NULL) { Py_DECREF(out); return NULL; }
+        int bad = packed != Py_None && PyDict_SetItem(out, key, packed) < 0;
+        Py_DECREF(packed);
+        if (bad) { Py_DECREF(out); return NULL; }
+    }
+    return out;
+}
+
+static PyObject *py_unpack_entry(PyObject *self, PyObject *packed) { return unpack_entry(packed); }
+
+static PyObject *py_pack_entry(PyObject *self, PyObject *entry) { return pack_entry(entry); }
+
+
+/* look_up(keys, maps, recent, packed=False) -> (found, missing): each key's value from the first of
+ * `maps` (dicts) that has it, else from `recent` (store._Recent: its young generation, or its old one,
+ * whose hit moves to the young one, which turns old once it holds `half`), as Store's lookups did one
+ * by one; with `packed`, recent's values are packed entries, handed out unpacked. */
 static PyObject *look_up(PyObject *self, PyObject *args) {
     PyObject *keys, *maps, *recent;
-    if (!PyArg_ParseTuple(args, "OO!O", &keys, &PyTuple_Type, &maps, &recent)) return NULL;
+    int packed = 0;
+    if (!PyArg_ParseTuple(args, "OO!O|p", &keys, &PyTuple_Type, &maps, &recent, &packed)) return NULL;
     PyObject *young = PyObject_GetAttrString(recent, "young"), *old = PyObject_GetAttrString(recent, "old");
     PyObject *half_obj = PyObject_GetAttrString(recent, "half"), *iter = PyObject_GetIter(keys);
     PyObject *found = PyDict_New(), *missing = PyList_New(0), *result = NULL, *key;
@@ -1062,6 +1358,7 @@ static PyObject *look_up(PyObject *self, PyObject *args) {
             value = PyDict_GetItemWithError(PyTuple_GET_ITEM(maps, m), key);
             Py_XINCREF(value);
         }
+        int from_recent = value == NULL;
         if (value == NULL && !PyErr_Occurred()) {
             value = PyDict_GetItemWithError(young, key);
             Py_XINCREF(value);
@@ -1083,6 +1380,7 @@ static PyObject *look_up(PyObject *self, PyObject *args) {
                 }
             }
         }
+        if (packed && value != NULL && from_recent) Py_SETREF(value, unpack_entry(value));
         int bad = PyErr_Occurred() != NULL;
         if (!bad) bad = value != NULL ? PyDict_SetItem(found, key, value) < 0 : PyList_Append(missing, key) < 0;
         Py_XDECREF(value);
@@ -1180,6 +1478,10 @@ static PyMethodDef methods[] = {
     {"forget", forget, METH_VARARGS, "Drop the entries a committed plan wrote from the in-flight map."},
     {"look_up", look_up, METH_VARARGS, "Values from the first map that has each key, else from a store._Recent."},
     {"param_chunks", param_chunks, METH_VARARGS, "Rows' values at given positions as flat lists of at most N values."},
+    {"pack_setup", pack_setup, METH_VARARGS, "The row positions whose strings packed entries pool, and the pool's bound."},
+    {"pack_entries", pack_entries, METH_O, "Order cache entries (row, bits) packed as bytes (others left out)."},
+    {"pack_entry", py_pack_entry, METH_O, "One (row, bits) packed as bytes (None: a value of another type)."},
+    {"unpack_entry", py_unpack_entry, METH_O, "(row, bits) from its packed form."},
     {"to_ms", py_to_ms, METH_O, "schema.to_ms"},
     {"set_digest", set_digest, METH_O, "Tests: digest record keys with this function (None: CRC-32)."},
     {NULL, NULL, 0, NULL},

@@ -66,7 +66,9 @@ def test_escaped_and_wide_keys():
 
 def test_the_fold_keeps_no_reference_it_does_not_hand_out(tmp_path):
     """Objects an observation carries are referenced by the store's rows only: once the store and
-    the observations are gone, their reference counts are back where they started."""
+    the observations are gone, their reference counts are back where they started — but for the
+    one shared copy of a dimension value that the packed order cache's string pool keeps (its
+    list and its index: two references, whatever the number of orders)."""
     warehouse, amount = "仓-" + str(random.random()), 10**12 + random.randrange(1000)
     start = (sys.getrefcount(warehouse), sys.getrefcount(amount))
 
@@ -87,7 +89,10 @@ def test_the_fold_keeps_no_reference_it_does_not_hand_out(tmp_path):
 
     ingest()
     gc.collect()
-    assert (sys.getrefcount(warehouse), sys.getrefcount(amount)) == start
+    assert (sys.getrefcount(warehouse), sys.getrefcount(amount)) == (start[0] + 2, start[1])
+    ingest()  # a second store shares the pooled copy: nothing more is kept
+    gc.collect()
+    assert (sys.getrefcount(warehouse), sys.getrefcount(amount)) == (start[0] + 2, start[1])
 
 
 def test_the_latest_dimension_value_wins_however_many_records_an_order_gets_at_once(tmp_path):
@@ -174,3 +179,85 @@ def test_parameter_chunks_name_the_bad_row():
         except IndexError:
             pass
     assert sys.getrefcount(held) == before  # a half-built chunk releases its values
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.integers(),  # beyond 64 bits too
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=12),  # lone surrogates included: such rows are left unpacked
+    st.binary(max_size=12),
+)
+
+
+@given(
+    st.one_of(st.none(), st.lists(VALUES, max_size=50).map(tuple)),
+    st.one_of(st.integers(0, 2**64 - 1), st.integers(min_value=0)),
+)
+def test_packed_entries_unpack_to_equal_rows(row, bits):
+    packed = _planner.pack_entry((row, bits))
+    if row is not None and any(isinstance(v, str) and not _utf8_ok(v) for v in row):
+        assert packed is None
+        return
+    assert isinstance(packed, bytes)
+    unpacked = _planner.unpack_entry(packed)
+    assert unpacked == (row, bits)
+    assert unpacked[0] is None or [type(v) for v in unpacked[0]] == [type(v) for v in row]
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def test_packed_entries_share_low_cardinality_strings_and_leave_other_types_out():
+    """The store's order cache: a channel or dimension value is one object however many entries
+    hold it; a row with a float (no such column) is not packed, so it is read back when needed."""
+    import store.store as store_module
+
+    width = store_module._WIDTH
+    rows = []
+    for i in range(3):
+        row = [None] * width
+        row[store_module._GLOBAL_ID] = f"TB_20260209_{i:06d}"
+        row[store_module._CHANNEL] = "".join(["tm", "all"])  # a new object each time
+        rows.append(tuple(row))
+    packed = _planner.pack_entries({row[0]: (row, 1) for row in rows})
+    channels = [_planner.unpack_entry(p)[0][store_module._CHANNEL] for p in packed.values()]
+    assert channels == ["tmall"] * 3 and channels[0] is channels[1] is channels[2]
+    ids = [_planner.unpack_entry(p)[0][store_module._GLOBAL_ID] for p in packed.values()]
+    assert ids == [row[0] for row in rows]
+    odd = (*rows[0][:-1], 1.5)
+    assert _planner.pack_entries({"a": (odd, 0), "b": (rows[1], 0)}).keys() == {"b"}
+
+
+def test_a_cut_or_damaged_packed_entry_is_an_error_not_a_crash():
+    row = ("TB_1", "tmall", None, -7, 2**70, b"\x00\xff", "杭州市")
+    packed = _planner.pack_entry((row, 2**65))
+    for end in range(len(packed)):
+        try:
+            _planner.unpack_entry(packed[:end])
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"a packed entry cut at {end} unpacked")
+    try:
+        _planner.unpack_entry(packed + b"\x00")
+    except ValueError as error:
+        assert "left over" in str(error)
+    else:
+        raise AssertionError("extra bytes unpacked")
+
+
+def test_look_up_unpacks_what_the_recent_cache_holds_and_nothing_else():
+    from store.store import _Recent
+
+    recent = _Recent(8)
+    entry = (("TB_1", "tmall", 5), 3)
+    recent.update({"TB_1": _planner.pack_entry(entry)})
+    planned = {"TB_2": (("TB_2", "pdd", 6), 1)}  # plans hold rows as they are
+    found, missing = _planner.look_up(["TB_1", "TB_2", "TB_3"], (planned,), recent, True)
+    assert found == {"TB_1": entry, "TB_2": planned["TB_2"]} and missing == ["TB_3"]

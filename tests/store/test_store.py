@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, select
 import store.store as store_module
 from collectors.errors import SourceTimeout
 from collectors.types import Batch, Observation, Quarantined
+from store import _planner
 from store.db import init_schema, make_engine
 from store.records import count_records, observation_rows
 from store.records import digests as record_digests
@@ -572,11 +573,13 @@ def test_an_order_the_previous_version_wrote_moves_to_the_record_log(store, with
     assert older.ingest(Batch("tmall", [obs(raw, "paid", 1)]), T0).duplicate_observations == 1
 
 
-def test_rows_read_back_equal_the_rows_the_store_planned(store_url, monkeypatch):
+@pytest.mark.parametrize("cached", [4, 1000], ids=["read-back", "cached"])
+def test_rows_read_back_equal_the_rows_the_store_planned(store_url, monkeypatch, cached):
     """Every column the ingest changes is written: after random batches from several sources
     (states, dimensions, amounts, progress, manual actions, repeats), each order's row in the store
-    equals the last row the change feed handed out, also when orders are read back between batches."""
-    monkeypatch.setattr(store_module, "ORDER_CACHE_SIZE", 4)  # most orders are read back, not cached
+    equals the last row the change feed handed out, whether orders are read back between batches
+    (a cache of 4) or come from the order cache's packed entries, which equal the stored rows."""
+    monkeypatch.setattr(store_module, "ORDER_CACHE_SIZE", cached)
     engine = make_engine(store_url)
     init_schema(engine)
     roles = {"tmall": "channel", "pay": "payment", "wms": "wms", "sf": "carrier"}
@@ -615,4 +618,9 @@ def test_rows_read_back_equal_the_rows_the_store_planned(store_url, monkeypatch)
         stored = {row[0]: tuple(row) for row in cursor.fetchall()}
     assert len(stored) == 30
     assert stored == latest
+    packed = {**store._orders.old, **store._orders.young}
+    assert len(packed) == (30 if cached > 30 else len(packed))
+    for gid, entry in packed.items():
+        assert isinstance(entry, bytes)
+        assert _planner.unpack_entry(entry) == (stored[gid], int(stored[gid][store_module._FACTS], 16))
     engine.dispose()
