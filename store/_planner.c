@@ -1456,6 +1456,252 @@ fail:
     return NULL;
 }
 
+/* -- the ID cache -----------------------------------------------------------------------------------
+ * (channel, raw id) -> global id of orders committed lately, in two generations like store._Recent
+ * (a hit in the old one moves to the young one; when the young one holds `half` it turns old and the
+ * old one goes), kept as bytes in C: ~80 bytes an entry against ~250 as Python objects. A committed
+ * ID never changes, so updating a key already held keeps it. */
+typedef struct { uint64_t hash; uint32_t off; uint16_t key_len; uint16_t gid_len; } IdSlot;  /* off 0: empty */
+typedef struct { IdSlot *slots; size_t cap, count; char *arena; size_t used, size; } IdGen;
+typedef struct { PyObject_HEAD IdGen young, old; size_t half; } IdCache;
+
+static uint64_t hash_bytes(const char *p, size_t n) {  /* FNV-1a, then a final mix */
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    h ^= h >> 33, h *= 0xff51afd7ed558ccdull, h ^= h >> 33;
+    return h;
+}
+
+static void gen_free(IdGen *g) {
+    PyMem_Free(g->slots), PyMem_Free(g->arena);
+    memset(g, 0, sizeof *g);
+}
+
+static Py_ssize_t gen_find(IdGen *g, uint64_t hash, const char *key, size_t key_len) {
+    if (g->cap == 0) return -1;
+    for (size_t i = hash & (g->cap - 1);; i = (i + 1) & (g->cap - 1)) {
+        IdSlot *s = &g->slots[i];
+        if (s->off == 0) return -1;
+        if (s->hash == hash && s->key_len == key_len && memcmp(g->arena + s->off, key, key_len) == 0)
+            return (Py_ssize_t)i;
+    }
+}
+
+static int gen_grow(IdGen *g) {
+    size_t cap = g->cap ? g->cap * 2 : 1024;
+    IdSlot *slots = PyMem_Calloc(cap, sizeof(IdSlot));
+    if (slots == NULL) { PyErr_NoMemory(); return -1; }
+    for (size_t j = 0; j < g->cap; j++) {
+        IdSlot *s = &g->slots[j];
+        if (s->off == 0) continue;
+        size_t i = s->hash & (cap - 1);
+        while (slots[i].off != 0) i = (i + 1) & (cap - 1);
+        slots[i] = *s;
+    }
+    PyMem_Free(g->slots);
+    g->slots = slots, g->cap = cap;
+    return 0;
+}
+
+/* Add key -> gid unless the key is held. 0 added or held, -1 error. */
+static int gen_put(IdGen *g, uint64_t hash, const char *key, size_t key_len, const char *gid, size_t gid_len) {
+    if (gen_find(g, hash, key, key_len) >= 0) return 0;
+    if (key_len > 0xFFFF || gid_len > 0xFFFF) { PyErr_SetString(PyExc_ValueError, "ID too long to cache"); return -1; }
+    if ((g->count + 1) * 2 > g->cap && gen_grow(g) < 0) return -1;
+    size_t need = key_len + gid_len;
+    if (g->used == 0) g->used = 1;  /* offset 0 marks an empty slot */
+    if (g->used + need > UINT32_MAX) { PyErr_SetString(PyExc_MemoryError, "ID cache arena full"); return -1; }
+    if (g->used + need > g->size) {
+        size_t size = g->size ? g->size : 65536;
+        while (size < g->used + need) size *= 2;
+        char *arena = PyMem_Realloc(g->arena, size);
+        if (arena == NULL) { PyErr_NoMemory(); return -1; }
+        g->arena = arena, g->size = size;
+    }
+    memcpy(g->arena + g->used, key, key_len);
+    memcpy(g->arena + g->used + key_len, gid, gid_len);
+    size_t i = hash & (g->cap - 1);
+    while (g->slots[i].off != 0) i = (i + 1) & (g->cap - 1);
+    g->slots[i] = (IdSlot){hash, (uint32_t)g->used, (uint16_t)key_len, (uint16_t)gid_len};
+    g->used += need, g->count++;
+    return 0;
+}
+
+static void id_turn(IdCache *c) {  /* the young generation turns old */
+    gen_free(&c->old);
+    c->old = c->young;
+    memset(&c->young, 0, sizeof c->young);
+}
+
+/* The key bytes of (channel, raw id): channel, NUL, raw id (UTF-8). 0 ok, 1 not such a key, -1 error. */
+static int id_key(PyObject *pair, char **buf, size_t *cap, size_t *len) {
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) return 1;
+    PyObject *a = PyTuple_GET_ITEM(pair, 0), *b = PyTuple_GET_ITEM(pair, 1);
+    if (!PyUnicode_Check(a) || !PyUnicode_Check(b)) return 1;
+    Py_ssize_t na, nb;
+    const char *sa = PyUnicode_AsUTF8AndSize(a, &na), *sb;
+    if (sa == NULL || (sb = PyUnicode_AsUTF8AndSize(b, &nb)) == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
+        PyErr_Clear();
+        return 1;
+    }
+    size_t n = (size_t)na + 1 + (size_t)nb;
+    if (n > *cap) {
+        char *grown = PyMem_Realloc(*buf, n);
+        if (grown == NULL) { PyErr_NoMemory(); return -1; }
+        *buf = grown, *cap = n;
+    }
+    memcpy(*buf, sa, na), (*buf)[na] = 0, memcpy(*buf + na + 1, sb, nb);
+    *len = n;
+    return 0;
+}
+
+/* The gid of a key, promoting an old hit as _Recent.get does; NULL without error: not held. */
+static PyObject *id_get(IdCache *c, const char *key, size_t key_len) {
+    uint64_t hash = hash_bytes(key, key_len);
+    Py_ssize_t i = gen_find(&c->young, hash, key, key_len);
+    if (i >= 0) {
+        IdSlot *s = &c->young.slots[i];
+        return PyUnicode_DecodeUTF8(c->young.arena + s->off + s->key_len, s->gid_len, "strict");
+    }
+    if ((i = gen_find(&c->old, hash, key, key_len)) < 0) return NULL;
+    IdSlot *s = &c->old.slots[i];
+    PyObject *gid = PyUnicode_DecodeUTF8(c->old.arena + s->off + s->key_len, s->gid_len, "strict");
+    if (gid == NULL) return NULL;
+    /* moves to the young one (the old copy is dropped with its generation) */
+    if (gen_put(&c->young, hash, key, key_len, c->old.arena + s->off + s->key_len, s->gid_len) < 0) {
+        Py_DECREF(gid);
+        return NULL;
+    }
+    if (c->young.count >= c->half) id_turn(c);
+    return gid;
+}
+
+static PyObject *id_cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "n", &size)) return NULL;
+    IdCache *c = (IdCache *)type->tp_alloc(type, 0);
+    if (c == NULL) return NULL;
+    c->half = size / 2 > 0 ? (size_t)(size / 2) : 1;
+    return (PyObject *)c;
+}
+
+static void id_cache_dealloc(IdCache *c) {
+    gen_free(&c->young), gen_free(&c->old);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+/* update({(channel, raw id): gid}): all of them into the young generation, which turns old after. */
+static PyObject *id_cache_update(IdCache *c, PyObject *items) {
+    if (!PyDict_Check(items)) return PyErr_Format(PyExc_TypeError, "IdCache.update takes a dict");
+    PyObject *key, *gid;
+    Py_ssize_t pos = 0;
+    char *buf = NULL;
+    size_t cap = 0, len;
+    while (PyDict_Next(items, &pos, &key, &gid)) {
+        int rc = id_key(key, &buf, &cap, &len);
+        if (rc < 0) goto fail;
+        Py_ssize_t gid_len;
+        const char *gid_utf8 = rc == 0 && PyUnicode_Check(gid) ? PyUnicode_AsUTF8AndSize(gid, &gid_len) : NULL;
+        if (rc == 0 && gid_utf8 == NULL) {
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) goto fail;
+            PyErr_Clear();
+            continue;  /* not such an entry: not cached */
+        }
+        if (rc == 1) continue;
+        if (gen_put(&c->young, hash_bytes(buf, len), buf, len, gid_utf8, (size_t)gid_len) < 0) goto fail;
+    }
+    PyMem_Free(buf);
+    if (c->young.count >= c->half) id_turn(c);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(buf);
+    return NULL;
+}
+
+static PyObject *gen_dict(IdGen *g) {
+    PyObject *out = PyDict_New();
+    for (size_t i = 0; out != NULL && i < g->cap; i++) {
+        IdSlot *s = &g->slots[i];
+        if (s->off == 0) continue;
+        const char *k = g->arena + s->off, *nul = memchr(k, 0, s->key_len);
+        PyObject *key = nul ? Py_BuildValue("(s#s#)", k, (Py_ssize_t)(nul - k), nul + 1,
+                                            (Py_ssize_t)(s->key_len - (nul - k) - 1)) : NULL;
+        PyObject *gid = key ? PyUnicode_DecodeUTF8(k + s->key_len, s->gid_len, "strict") : NULL;
+        if (gid == NULL || PyDict_SetItem(out, key, gid) < 0) Py_CLEAR(out);
+        Py_XDECREF(key), Py_XDECREF(gid);
+    }
+    return out;
+}
+
+/* generations() -> (young, old) as dicts: for tests. */
+static PyObject *id_cache_generations(IdCache *c, PyObject *unused) {
+    PyObject *young = gen_dict(&c->young), *old = young ? gen_dict(&c->old) : NULL;
+    PyObject *out = old ? PyTuple_Pack(2, young, old) : NULL;
+    Py_XDECREF(young), Py_XDECREF(old);
+    return out;
+}
+
+static Py_ssize_t id_cache_len(IdCache *c) { return (Py_ssize_t)(c->young.count + c->old.count); }
+
+static PyObject *id_cache_bytes(IdCache *c, PyObject *unused) {  /* memory held, for the benches */
+    return PyLong_FromSize_t(c->young.cap * sizeof(IdSlot) + c->young.size + c->old.cap * sizeof(IdSlot) + c->old.size);
+}
+
+static PyMethodDef id_cache_methods[] = {
+    {"update", (PyCFunction)id_cache_update, METH_O, "Add {(channel, raw id): global id} (held keys stay)."},
+    {"generations", (PyCFunction)id_cache_generations, METH_NOARGS, "(young, old) as dicts (tests)."},
+    {"nbytes", (PyCFunction)id_cache_bytes, METH_NOARGS, "Bytes of memory the cache holds."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods id_cache_sequence = {.sq_length = (lenfunc)id_cache_len};
+
+static PyTypeObject IdCacheType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "store._planner.IdCache",
+    .tp_doc = "(channel, raw id) -> global id of orders committed lately, two generations, packed.",
+    .tp_basicsize = sizeof(IdCache),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = id_cache_new,
+    .tp_dealloc = (destructor)id_cache_dealloc,
+    .tp_methods = id_cache_methods,
+    .tp_as_sequence = &id_cache_sequence,
+};
+
+/* look_up_ids(keys, maps, cache) -> (found, missing): each (channel, raw id) from the first of `maps`
+ * that has it, else from the IdCache (promoting old hits), as look_up does with a _Recent. */
+static PyObject *look_up_ids(PyObject *self, PyObject *args) {
+    PyObject *keys, *maps, *cache_obj;
+    if (!PyArg_ParseTuple(args, "OO!O!", &keys, &PyTuple_Type, &maps, &IdCacheType, &cache_obj)) return NULL;
+    IdCache *cache = (IdCache *)cache_obj;
+    PyObject *iter = PyObject_GetIter(keys), *found = PyDict_New(), *missing = PyList_New(0), *result = NULL, *key;
+    char *buf = NULL;
+    size_t cap = 0, len;
+    if (!iter || !found || !missing) goto done;
+    while ((key = PyIter_Next(iter)) != NULL) {
+        PyObject *value = NULL;
+        for (Py_ssize_t m = 0; value == NULL && m < PyTuple_GET_SIZE(maps); m++) {
+            value = PyDict_GetItemWithError(PyTuple_GET_ITEM(maps, m), key);
+            Py_XINCREF(value);
+        }
+        if (value == NULL && !PyErr_Occurred()) {
+            int rc = id_key(key, &buf, &cap, &len);
+            if (rc == 0) value = id_get(cache, buf, len);
+        }
+        int bad = PyErr_Occurred() != NULL;
+        if (!bad) bad = value != NULL ? PyDict_SetItem(found, key, value) < 0 : PyList_Append(missing, key) < 0;
+        Py_XDECREF(value);
+        Py_DECREF(key);
+        if (bad) goto done;
+    }
+    if (!PyErr_Occurred()) result = PyTuple_Pack(2, found, missing);
+done:
+    PyMem_Free(buf);
+    Py_XDECREF(iter), Py_XDECREF(found), Py_XDECREF(missing);
+    return result;
+}
+
 static PyObject *py_to_ms(PyObject *self, PyObject *moment) {
     long long ms;
     if (to_ms(moment, &ms) < 0) return NULL;
@@ -1482,6 +1728,7 @@ static PyMethodDef methods[] = {
     {"pack_entries", pack_entries, METH_O, "Order cache entries (row, bits) packed as bytes (others left out)."},
     {"pack_entry", py_pack_entry, METH_O, "One (row, bits) packed as bytes (None: a value of another type)."},
     {"unpack_entry", py_unpack_entry, METH_O, "(row, bits) from its packed form."},
+    {"look_up_ids", look_up_ids, METH_VARARGS, "Global IDs from the first map that has each key, else from an IdCache."},
     {"to_ms", py_to_ms, METH_O, "schema.to_ms"},
     {"set_digest", set_digest, METH_O, "Tests: digest record keys with this function (None: CRC-32)."},
     {NULL, NULL, 0, NULL},
@@ -1517,5 +1764,14 @@ PyMODINIT_FUNC PyInit__planner(void) {
     by_time = operator ? PyObject_CallMethod(operator, "itemgetter", "i", 0) : NULL;  /* an item's (at, o) time */
     Py_XDECREF(operator);
     if (by_time == NULL) return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&IdCacheType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&IdCacheType);
+    if (PyModule_AddObject(m, "IdCache", (PyObject *)&IdCacheType) < 0) {
+        Py_DECREF(&IdCacheType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -261,3 +261,30 @@ def test_look_up_unpacks_what_the_recent_cache_holds_and_nothing_else():
     planned = {"TB_2": (("TB_2", "pdd", 6), 1)}  # plans hold rows as they are
     found, missing = _planner.look_up(["TB_1", "TB_2", "TB_3"], (planned,), recent, True)
     assert found == {"TB_1": entry, "TB_2": planned["TB_2"]} and missing == ["TB_3"]
+
+
+def test_the_id_cache_answers_as_the_recent_cache_it_replaced():
+    """IdCache (C, packed) against store._Recent over random lookups and commits: the same IDs found
+    and missed at every step, the same turnover of generations; keys it cannot hold are misses."""
+    from store.store import _Recent
+
+    rng = random.Random(5)
+    model, cache = _Recent(10), _planner.IdCache(10)
+    keys = [("tmall", f"{i:018d}") for i in range(20)] + [("京东", f"订单{i}") for i in range(10)]
+    gid = {key: f"{key[0]}_{n:06d}" for n, key in enumerate(keys)}
+    planned = {}
+    for step in range(500):
+        asked = [rng.choice(keys) for _ in range(rng.randrange(1, 8))]
+        expected = {k: planned.get(k) or model.get(k) for k in asked}
+        found, missing = _planner.look_up_ids(asked, (planned,), cache)
+        assert found == {k: v for k, v in expected.items() if v is not None}, step
+        assert missing == [k for k in asked if expected[k] is None], step
+        young, old = cache.generations()
+        assert young == model.young and set(model.old) <= set(old) and len(young) < 5
+        if rng.random() < 0.3:  # a plan commits the IDs it resolved
+            fresh = {k: gid[k] for k in rng.sample(keys, 4)}
+            model.update(fresh), cache.update(fresh)
+        planned = {k: gid[k] for k in rng.sample(keys, 2)} if rng.random() < 0.3 else {}
+    assert _planner.look_up_ids([("a", "\ud800"), "odd"], (), cache) == ({}, [("a", "\ud800"), "odd"])
+    cache.update({("a", "\ud800"): "X", ("b", "1"): None})  # left out, no error
+    assert ("b", "1") not in {**cache.generations()[0], **cache.generations()[1]}
