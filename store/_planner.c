@@ -1336,6 +1336,28 @@ static PyObject *py_unpack_entry(PyObject *self, PyObject *packed) { return unpa
 static PyObject *py_pack_entry(PyObject *self, PyObject *entry) { return pack_entry(entry); }
 
 
+/* The value of `key` in the first of `maps` (dicts) that has it, a new reference; NULL: none has it
+ * (or an error, which is set). */
+static PyObject *first_held(PyObject *maps, PyObject *key) {
+    PyObject *value = NULL;
+    for (Py_ssize_t m = 0; value == NULL && m < PyTuple_GET_SIZE(maps); m++) {
+        value = PyDict_GetItemWithError(PyTuple_GET_ITEM(maps, m), key);
+        if (value == NULL && PyErr_Occurred()) return NULL;
+        Py_XINCREF(value);
+    }
+    return value;
+}
+
+/* A lookup's outcome: key -> value into `found`, or key onto `missing` when value is NULL (unless an
+ * error is set). Takes both references. 0, or -1 on an error. */
+static int sort_out(PyObject *found, PyObject *missing, PyObject *key, PyObject *value) {
+    int bad = PyErr_Occurred() != NULL;
+    if (!bad) bad = value != NULL ? PyDict_SetItem(found, key, value) < 0 : PyList_Append(missing, key) < 0;
+    Py_XDECREF(value);
+    Py_DECREF(key);
+    return bad ? -1 : 0;
+}
+
 /* look_up(keys, maps, recent, packed=False) -> (found, missing): each key's value from the first of
  * `maps` (dicts) that has it, else from `recent` (store._Recent: its young generation, or its old one,
  * whose hit moves to the young one, which turns old once it holds `half`), as Store's lookups did one
@@ -1353,11 +1375,7 @@ static PyObject *look_up(PyObject *self, PyObject *args) {
         goto done;
     }
     while ((key = PyIter_Next(iter)) != NULL) {
-        PyObject *value = NULL;
-        for (Py_ssize_t m = 0; value == NULL && m < PyTuple_GET_SIZE(maps); m++) {
-            value = PyDict_GetItemWithError(PyTuple_GET_ITEM(maps, m), key);
-            Py_XINCREF(value);
-        }
+        PyObject *value = first_held(maps, key);
         int from_recent = value == NULL;
         if (value == NULL && !PyErr_Occurred()) {
             value = PyDict_GetItemWithError(young, key);
@@ -1381,11 +1399,7 @@ static PyObject *look_up(PyObject *self, PyObject *args) {
             }
         }
         if (packed && value != NULL && from_recent) Py_SETREF(value, unpack_entry(value));
-        int bad = PyErr_Occurred() != NULL;
-        if (!bad) bad = value != NULL ? PyDict_SetItem(found, key, value) < 0 : PyList_Append(missing, key) < 0;
-        Py_XDECREF(value);
-        Py_DECREF(key);
-        if (bad) goto done;
+        if (sort_out(found, missing, key, value) < 0) goto done;
     }
     if (!PyErr_Occurred()) result = PyTuple_Pack(2, found, missing);
 done:
@@ -1680,20 +1694,10 @@ static PyObject *look_up_ids(PyObject *self, PyObject *args) {
     size_t cap = 0, len;
     if (!iter || !found || !missing) goto done;
     while ((key = PyIter_Next(iter)) != NULL) {
-        PyObject *value = NULL;
-        for (Py_ssize_t m = 0; value == NULL && m < PyTuple_GET_SIZE(maps); m++) {
-            value = PyDict_GetItemWithError(PyTuple_GET_ITEM(maps, m), key);
-            Py_XINCREF(value);
-        }
-        if (value == NULL && !PyErr_Occurred()) {
-            int rc = id_key(key, &buf, &cap, &len);
-            if (rc == 0) value = id_get(cache, buf, len);
-        }
-        int bad = PyErr_Occurred() != NULL;
-        if (!bad) bad = value != NULL ? PyDict_SetItem(found, key, value) < 0 : PyList_Append(missing, key) < 0;
-        Py_XDECREF(value);
-        Py_DECREF(key);
-        if (bad) goto done;
+        PyObject *value = first_held(maps, key);
+        if (value == NULL && !PyErr_Occurred() && id_key(key, &buf, &cap, &len) == 0)
+            value = id_get(cache, buf, len);
+        if (sort_out(found, missing, key, value) < 0) goto done;
     }
     if (!PyErr_Occurred()) result = PyTuple_Pack(2, found, missing);
 done:
