@@ -1043,10 +1043,10 @@ static PyObject *forget(PyObject *self, PyObject *args) {
 
 
 /* -- packed cache entries ------------------------------------------------------------------------
- * A committed order's (row, bits) kept in the store's order cache as one bytes object (~250 bytes
- * against ~1.5 KB of Python objects), so several times as many moving orders fit in the same memory.
- * Layout: the bits (0: a varint, 1: hex text, for bits beyond 64), then 0 (no row) or the row's
- * width and each value: None, a zigzag varint integer, a pooled string's number (low-cardinality
+ * A committed order's (row, bits) kept in the store's order cache as one bytes object (~210 bytes
+ * against ~1-1.5 KB of Python objects), so several times as many moving orders fit in the same memory.
+ * Layout: the bits (a value as below), then 0 (no row) or 1, the row's width and each value: None,
+ * a zigzag varint integer, a pooled string's number (low-cardinality
  * columns: one shared object per value), a UTF-8 string, bytes, or an integer beyond 64 bits as
  * decimal text. A row holding any other type is not packed (pack_entries leaves it out). */
 enum { P_NONE, P_INT, P_POOLED, P_STR, P_BYTES, P_BIGINT };
@@ -1083,8 +1083,8 @@ static int put_bytes(Buf *b, int tag, const char *data, Py_ssize_t n) {
     return 0;
 }
 
-static int put_text_of(Buf *b, int tag, PyObject *value, int base) {  /* an int spelled in `base` */
-    PyObject *text = base == 16 ? PyNumber_ToBase(value, 16) : PyObject_Str(value);
+static int put_decimal(Buf *b, int tag, PyObject *value) {  /* an int spelled out in decimal */
+    PyObject *text = PyObject_Str(value);
     if (text == NULL) return -1;
     Py_ssize_t n;
     const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n);
@@ -1094,7 +1094,7 @@ static int put_text_of(Buf *b, int tag, PyObject *value, int base) {  /* an int 
 }
 
 /* 1 packed, 0 a value of another type (not packed), -1 error */
-static int put_value(Buf *b, PyObject *value, Py_ssize_t column) {
+static int put_value(Buf *b, PyObject *value, Py_ssize_t column) {  /* column -1: not a row's */
     if (value == Py_None) {
         if (buf_grow(b, 1) < 0) return -1;
         b->data[b->len++] = P_NONE;
@@ -1104,7 +1104,7 @@ static int put_value(Buf *b, PyObject *value, Py_ssize_t column) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
         if (v == -1 && PyErr_Occurred()) return -1;
-        if (overflow) return put_text_of(b, P_BIGINT, value, 10) < 0 ? -1 : 1;
+        if (overflow) return put_decimal(b, P_BIGINT, value) < 0 ? -1 : 1;
         if (buf_grow(b, 1) < 0) return -1;
         b->data[b->len++] = P_INT;
         return put_varint(b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63)) < 0 ? -1 : 1;
@@ -1117,7 +1117,7 @@ static int put_value(Buf *b, PyObject *value, Py_ssize_t column) {
             PyErr_Clear();
             return 0;
         }
-        if (column < 64 && (pooled_columns >> column & 1) && n <= POOLED_MAX_LEN && pool_index != NULL) {
+        if (column >= 0 && column < 64 && (pooled_columns >> column & 1) && n <= POOLED_MAX_LEN && pool_index != NULL) {
             PyObject *number = PyDict_GetItemWithError(pool_index, value);
             if (number == NULL && PyErr_Occurred()) return -1;
             if (number == NULL && PyList_GET_SIZE(pool_list) < pool_limit) {
@@ -1148,19 +1148,8 @@ static PyObject *pack_entry(PyObject *entry) {
         return PyErr_Format(PyExc_TypeError, "an order cache entry must be (tuple or None, int)");
     Buf b = {NULL, 0, 0};
     PyObject *out = NULL;
-    int overflow, ok = 1;
-    unsigned long long small = PyLong_AsUnsignedLongLong(bits);
-    overflow = small == (unsigned long long)-1 && PyErr_Occurred();
-    if (overflow) {
-        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) goto done;
-        PyErr_Clear();  /* negative or beyond 64 bits: spelled out */
-        if (put_text_of(&b, 1, bits, 10) < 0) goto done;
-    } else {
-        if (buf_grow(&b, 1) < 0) goto done;
-        b.data[b.len++] = 0;
-        if (put_varint(&b, small) < 0) goto done;
-    }
-    if (buf_grow(&b, 1) < 0) goto done;
+    int ok = put_value(&b, bits, -1);  /* an int: always packed */
+    if (ok < 0 || buf_grow(&b, 1) < 0) goto done;
     b.data[b.len++] = row != Py_None;
     if (row != Py_None) {
         Py_ssize_t n = PyTuple_GET_SIZE(row);
@@ -1205,12 +1194,12 @@ static int get_span(const unsigned char **p, const unsigned char *end, const cha
     return 0;
 }
 
-static PyObject *long_from_text(const char *data, Py_ssize_t n, int base) {
+static PyObject *long_from_decimal(const char *data, Py_ssize_t n) {
     char *text = PyMem_Malloc(n + 1);
     if (text == NULL) return PyErr_NoMemory();
     memcpy(text, data, n);
     text[n] = 0;
-    PyObject *out = PyLong_FromString(text, NULL, base);
+    PyObject *out = PyLong_FromString(text, NULL, 10);
     PyMem_Free(text);
     return out;
 }
@@ -1244,7 +1233,7 @@ static PyObject *get_value(const unsigned char **p, const unsigned char *end) {
         return PyBytes_FromStringAndSize(data, n);
     case P_BIGINT:
         if (get_span(p, end, &data, &n) < 0) return NULL;
-        return long_from_text(data, n, 10);
+        return long_from_decimal(data, n);
     }
     PyErr_Format(PyExc_ValueError, "a packed order entry holds an unknown value (tag %d)", tag);
     return NULL;
@@ -1254,19 +1243,13 @@ static PyObject *get_value(const unsigned char **p, const unsigned char *end) {
 static PyObject *unpack_entry(PyObject *packed) {
     if (!PyBytes_Check(packed)) return PyErr_Format(PyExc_TypeError, "a packed order entry must be bytes");
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packed), *end = p + PyBytes_GET_SIZE(packed);
-    PyObject *bits = NULL, *row = NULL, *out = NULL;
+    PyObject *bits = get_value(&p, end), *row = NULL, *out = NULL;
     uint64_t v;
-    const char *data;
-    Py_ssize_t n;
-    if (p >= end) goto short_entry;
-    if (*p++ == 0) {
-        if (get_varint(&p, end, &v) < 0) goto done;
-        bits = PyLong_FromUnsignedLongLong(v);
-    } else {
-        if (get_span(&p, end, &data, &n) < 0) goto done;
-        bits = long_from_text(data, n, 10);
-    }
     if (bits == NULL) goto done;
+    if (!PyLong_CheckExact(bits)) {
+        PyErr_SetString(PyExc_ValueError, "a packed order entry's bits are not an integer");
+        goto done;
+    }
     if (p >= end) goto short_entry;
     if (*p++ == 0) {
         row = Py_None;
