@@ -95,6 +95,14 @@ static int set_item(PyObject *row, Py_ssize_t i, PyObject *value) {
     return 0;
 }
 
+/* A new tuple holding the same values as `before` (an orders row), to change in place. */
+static PyObject *copy_row(PyObject *before) {
+    PyObject *row = PyTuple_New(width);
+    if (row != NULL)
+        for (Py_ssize_t i = 0; i < width; i++) PyTuple_SET_ITEM(row, i, Py_NewRef(PyTuple_GET_ITEM(before, i)));
+    return row;
+}
+
 #define ROW(i) PyTuple_GET_ITEM(row, i)
 #define BIT(i) (1ULL << (unsigned)(i))
 #define PUT(i, value) set_item(row, i, Py_NewRef(value))
@@ -164,12 +172,10 @@ static PyObject *with_progress(PyObject *self, PyObject *args) {
     PyObject *row = before;
     PyObject *at = newer_progress(row, progress);
     if (at == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(before);
-    row = PyTuple_New(width);
-    if (row == NULL) {
+    if ((row = copy_row(before)) == NULL) {
         Py_DECREF(at);
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < width; i++) PyTuple_SET_ITEM(row, i, Py_NewRef(PyTuple_GET_ITEM(before, i)));
     set_item(row, ix[PROGRESS], at);
     return row;
 }
@@ -229,9 +235,7 @@ static PyObject *fold_one(PyObject *gid, PyObject *items, PyObject *before, PyOb
             PyErr_SetString(PyExc_ValueError, "fold: an orders row that is not a tuple of its width");
             return NULL;
         }
-        row = PyTuple_New(width);
-        if (row == NULL) return NULL;
-        for (Py_ssize_t i = 0; i < width; i++) PyTuple_SET_ITEM(row, i, Py_NewRef(PyTuple_GET_ITEM(before, i)));
+        if ((row = copy_row(before)) == NULL) return NULL;
         best = ROW(ix[STATE]);
         Py_INCREF(best);
         if (best == Py_None) Py_CLEAR(best);
