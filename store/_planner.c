@@ -1345,14 +1345,13 @@ static int sort_out(PyObject *found, PyObject *missing, PyObject *key, PyObject 
     return bad ? -1 : 0;
 }
 
-/* look_up(keys, maps, recent, packed=False) -> (found, missing): each key's value from the first of
- * `maps` (dicts) that has it, else from `recent` (store._Recent: its young generation, or its old one,
- * whose hit moves to the young one, which turns old once it holds `half`), as Store's lookups did one
- * by one; with `packed`, recent's values are packed entries, handed out unpacked. */
+/* look_up(keys, maps, recent) -> (found, missing): each key's value from the first of `maps` (dicts)
+ * that has it, else from `recent` (store._Recent of packed entries, handed out unpacked: its young
+ * generation, or its old one, whose hit moves to the young one, which turns old once it holds
+ * `half`), as Store's lookups did one by one. */
 static PyObject *look_up(PyObject *self, PyObject *args) {
     PyObject *keys, *maps, *recent;
-    int packed = 0;
-    if (!PyArg_ParseTuple(args, "OO!O|p", &keys, &PyTuple_Type, &maps, &recent, &packed)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO!O", &keys, &PyTuple_Type, &maps, &recent)) return NULL;
     PyObject *young = PyObject_GetAttrString(recent, "young"), *old = PyObject_GetAttrString(recent, "old");
     PyObject *half_obj = PyObject_GetAttrString(recent, "half"), *iter = PyObject_GetIter(keys);
     PyObject *found = PyDict_New(), *missing = PyList_New(0), *result = NULL, *key;
@@ -1385,7 +1384,7 @@ static PyObject *look_up(PyObject *self, PyObject *args) {
                 }
             }
         }
-        if (packed && value != NULL && from_recent) Py_SETREF(value, unpack_entry(value));
+        if (value != NULL && from_recent) Py_SETREF(value, unpack_entry(value));
         if (sort_out(found, missing, key, value) < 0) goto done;
     }
     if (!PyErr_Occurred()) result = PyTuple_Pack(2, found, missing);
@@ -1713,7 +1712,7 @@ static PyMethodDef methods[] = {
     {"use_json", use_json, METH_VARARGS, "Set how key texts spell names and escaped strings (store.records)."},
     {"identify", identify, METH_VARARGS, "Valid observations, the first of each order, the rest's positions."},
     {"forget", forget, METH_VARARGS, "Drop the entries a committed plan wrote from the in-flight map."},
-    {"look_up", look_up, METH_VARARGS, "Values from the first map that has each key, else from a store._Recent."},
+    {"look_up", look_up, METH_VARARGS, "Entries from the first map that has each key, else unpacked from a store._Recent."},
     {"param_chunks", param_chunks, METH_VARARGS, "Rows' values at given positions as flat lists of at most N values."},
     {"pack_setup", pack_setup, METH_VARARGS, "The row positions whose strings packed entries pool, and the pool's bound."},
     {"pack_entries", pack_entries, METH_O, "Order cache entries (row, bits) packed as bytes (others left out)."},

@@ -508,7 +508,7 @@ class Store:
         (one orders row per order not seen lately, with its records' key digests). A row an older
         version wrote (no digests: its records in order_records or observations) gets its digests
         and bits from its records, whose text the plan moves to record_log."""
-        found, missing = _planner.look_up(gids, (self._pending, self._inflight), self._orders, True)
+        found, missing = _planner.look_up(gids, (self._pending, self._inflight), self._orders)
         if not missing:
             return found
         older = []

@@ -125,21 +125,25 @@ def test_look_up_takes_the_first_map_then_the_recent_cache_as_its_get_does():
     young one, and the young one turns old when full — the same contents as _Recent.get leaves."""
     from store.store import _Recent
 
+    def packed(k, text: str) -> bytes:  # the cache holds packed entries, handed out unpacked
+        return _planner.pack_entry(((text, k), k))
+
     rng = random.Random(11)
     by_python, by_c = _Recent(8), _Recent(8)
     for recent in (by_python, by_c):
-        recent.update({k: f"v{k}" for k in range(6)})
-        recent.update({k: f"v{k}" for k in range(6, 12)})
+        recent.update({k: packed(k, f"v{k}") for k in range(6)})
+        recent.update({k: packed(k, f"v{k}") for k in range(6, 12)})
     first = {20: "first", 3: "shadow"}
     for _ in range(200):
         keys = [rng.randrange(25) for _ in range(rng.randrange(1, 6))]
         expected = {k: first.get(k) or by_python.get(k) for k in keys}
+        expected = {k: _planner.unpack_entry(v) if isinstance(v, bytes) else v for k, v in expected.items()}
         found, missing = _planner.look_up(keys, (first,), by_c)
         assert found == {k: v for k, v in expected.items() if v is not None}
         assert missing == [k for k in keys if expected[k] is None]
         assert (by_c.young, by_c.old) == (by_python.young, by_python.old)
         if rng.random() < 0.2:  # new committed entries now and then
-            fresh = {rng.randrange(25): "new" for _ in range(3)}
+            fresh = {k: packed(k, "new") for k in (rng.randrange(25) for _ in range(3))}
             by_python.update(fresh), by_c.update(fresh)
 
 
@@ -259,7 +263,7 @@ def test_look_up_unpacks_what_the_recent_cache_holds_and_nothing_else():
     entry = (("TB_1", "tmall", 5), 3)
     recent.update({"TB_1": _planner.pack_entry(entry)})
     planned = {"TB_2": (("TB_2", "pdd", 6), 1)}  # plans hold rows as they are
-    found, missing = _planner.look_up(["TB_1", "TB_2", "TB_3"], (planned,), recent, True)
+    found, missing = _planner.look_up(["TB_1", "TB_2", "TB_3"], (planned,), recent)
     assert found == {"TB_1": entry, "TB_2": planned["TB_2"]} and missing == ["TB_3"]
 
 
