@@ -1601,14 +1601,14 @@ static PyObject *id_cache_update(IdCache *c, PyObject *items) {
     while (PyDict_Next(items, &pos, &key, &gid)) {
         int rc = id_key(key, &buf, &cap, &len);
         if (rc < 0) goto fail;
+        if (rc == 1 || !PyUnicode_Check(gid)) continue;  /* not such an entry: not cached */
         Py_ssize_t gid_len;
-        const char *gid_utf8 = rc == 0 && PyUnicode_Check(gid) ? PyUnicode_AsUTF8AndSize(gid, &gid_len) : NULL;
-        if (rc == 0 && gid_utf8 == NULL) {
-            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) goto fail;
+        const char *gid_utf8 = PyUnicode_AsUTF8AndSize(gid, &gid_len);
+        if (gid_utf8 == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) goto fail;
             PyErr_Clear();
-            continue;  /* not such an entry: not cached */
+            continue;
         }
-        if (rc == 1) continue;
         if (gen_put(&c->young, hash_bytes(buf, len), buf, len, gid_utf8, (size_t)gid_len) < 0) goto fail;
     }
     PyMem_Free(buf);
@@ -1644,14 +1644,9 @@ static PyObject *id_cache_generations(IdCache *c, PyObject *unused) {
 
 static Py_ssize_t id_cache_len(IdCache *c) { return (Py_ssize_t)(c->young.count + c->old.count); }
 
-static PyObject *id_cache_bytes(IdCache *c, PyObject *unused) {  /* memory held, for the benches */
-    return PyLong_FromSize_t(c->young.cap * sizeof(IdSlot) + c->young.size + c->old.cap * sizeof(IdSlot) + c->old.size);
-}
-
 static PyMethodDef id_cache_methods[] = {
     {"update", (PyCFunction)id_cache_update, METH_O, "Add {(channel, raw id): global id} (held keys stay)."},
     {"generations", (PyCFunction)id_cache_generations, METH_NOARGS, "(young, old) as dicts (tests)."},
-    {"nbytes", (PyCFunction)id_cache_bytes, METH_NOARGS, "Bytes of memory the cache holds."},
     {NULL, NULL, 0, NULL},
 };
 

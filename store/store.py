@@ -496,9 +496,8 @@ class Store:
                 mapping_rows.append((key[0], key[1], gid))
             seqs[prefix] = start + len(keys)
             seq_rows.append((prefix, seqs[prefix]))
-        self._inflight_ids.update(
-            (key, known[key]) for key in fresh
-        )  # the next batches of this plan see them
+        # the next batches of this plan see them
+        self._inflight_ids.update((key, known[key]) for key in fresh)
         self._new_ids.extend(mapping_rows)  # written with the plan's orders
         self._new_seqs.update(seq_rows)
         return known, {known[key] for key in fresh}
